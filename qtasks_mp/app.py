@@ -1,0 +1,518 @@
+"""The app core: registry, `add_task`, waiting, lifecycle. Async; the sync facade wraps it.
+
+`qtasks_mp.asyncio.QueueTasks` is this class; `qtasks_mp.QueueTasks` runs it in a
+background event loop for plain programs. There is one implementation of every
+behaviour, here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar, overload
+from uuid import UUID, uuid4
+
+from .config import QueueConfig
+from .dispatcher import Dispatcher
+from .errors import AppNotRunning, TaskNotFound, TaskRegistrationError
+from .executors.base import Executor
+from .executors.inline import InlineExecutor
+from .executors.thread import ThreadExecutor
+from .middleware.base import Middleware, build_chain
+from .middleware.call_logging import CallLogging
+from .middleware.retries import Retries
+from .middleware.timing import Timing
+from .registries import (
+    P,
+    R,
+    RegisteredTask,
+    TaskSpec,
+    accepts_context,
+    call_signature,
+    kind_of,
+)
+from .stores.base import Store
+from .stores.memory import MemoryStore
+from .task import FINISHED, Task, TaskRecord
+
+log = logging.getLogger("qtasks_mp")
+T = TypeVar("T")
+
+_STANDARD_OPTIONS = (
+    "name priority echo retry retry_on_exc retry_backoff generate_handler executor "
+    "timeout max_time middlewares tags description"
+).split()
+
+
+class AppCore:
+    """An app: tasks, a store, executors and one dispatcher.
+
+    `store` defaults to a `MemoryStore`; `middlewares` are added after the built-in
+    `CallLogging`, `Timing` and `Retries`; `executors` add to or replace the built-in
+    `"inline"` and `"thread"` ones, by name.
+    """
+
+    def __init__(
+        self,
+        name: str = "QueueTasks",
+        *,
+        store: Store | None = None,
+        config: QueueConfig | None = None,
+        middlewares: Sequence[Middleware] | None = None,
+        executors: Mapping[str, Executor] | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config or QueueConfig()
+        if store is not None and not isinstance(store, Store):
+            raise TypeError(f"store= takes a Store instance (MemoryStore()), got {store!r}")
+        self.store: Store = store or MemoryStore()
+        self.timing = Timing()
+        self.middlewares: list[Middleware] = [
+            CallLogging(),
+            self.timing,
+            Retries(),
+            *(middlewares or ()),
+        ]
+        self.executors: dict[str, Executor] = {}
+        self._sized_by_config: set[str] = {"inline", "thread"}
+        for executor in (InlineExecutor(), ThreadExecutor()):
+            self.executors[executor.name] = executor
+        for key, executor in (executors or {}).items():
+            self._add_executor(executor, key)
+        self.specs: dict[str, TaskSpec] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread_id: int | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._waiters: dict[UUID, list[asyncio.Future[Task]]] = {}
+        self._unfinished = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+
+    # ---------------------------------------------------------------- registration
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> RegisteredTask[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        name: str | None = None,
+        /,
+        *,
+        priority: int | None = None,
+        echo: bool = False,
+        retry: int | None = None,
+        retry_on_exc: Iterable[type[BaseException]] | None = None,
+        retry_backoff: float | None = None,
+        generate_handler: Callable[[Any], Any] | None = None,
+        executor: str | Executor | None = None,
+        timeout: float | None = None,
+        max_time: float | None = None,
+        middlewares: Sequence[Middleware] | None = None,
+        tags: Iterable[str] | None = None,
+        description: str | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[P, R]], RegisteredTask[P, R]]: ...
+
+    def task(self, fn_or_name: Any = None, /, **opts: Any) -> Any:
+        """Register a task: `@app.task`, `@app.task("name")` or `@app.task(name=..., ...)`."""
+        if callable(fn_or_name):
+            return self._register(fn_or_name, opts)
+        if fn_or_name is not None:
+            opts["name"] = fn_or_name
+
+        def decorate(fn: Callable[P, R]) -> RegisteredTask[P, R]:
+            return self._register(fn, opts)
+
+        return decorate
+
+    def _register(self, fn: Callable[P, R], opts: dict[str, Any]) -> RegisteredTask[P, R]:
+        name = opts.pop("name", None) or getattr(fn, "__name__", None)
+        if not isinstance(name, str) or not name:
+            raise TaskRegistrationError(f"{fn!r} has no __name__: pass @app.task(name=...)")
+
+        def fail(msg: str) -> TaskRegistrationError:
+            return TaskRegistrationError(f"task {name!r}: {msg}")
+
+        if name in self.specs:
+            other = self.specs[name].fn
+            raise fail(
+                f"a task of this name is already registered ({other.__module__}."
+                f"{other.__qualname__}); give one of them another name= "
+            )
+        options = {k: opts.pop(k) for k in list(opts) if k not in _STANDARD_OPTIONS}
+        declared = {o for mw in self.middlewares for o in mw.options}
+        declared |= {o for mw in opts.get("middlewares") or () for o in mw.options}
+        unknown = sorted(set(options) - declared)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], _STANDARD_OPTIONS + sorted(declared), 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise fail(
+                f"unknown option {unknown[0]!r}{hint}. Options: {', '.join(_STANDARD_OPTIONS)}; "
+                "a middleware may declare more in its `options`."
+            )
+        kind = kind_of(fn)
+        timeout, max_time = opts.get("timeout"), opts.get("max_time")
+        if timeout is not None and max_time is not None:
+            raise fail("give timeout= or its alias max_time=, not both")
+        timeout = timeout if timeout is not None else max_time
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise fail(f"timeout must be a positive number of seconds, got {timeout!r}")
+        retry = opts.get("retry")
+        if retry is not None and (not isinstance(retry, int) or retry < 0):
+            raise fail(f"retry must be a whole number >= 0 (retries after the first attempt), "
+                       f"got {retry!r}")
+        retry_on = opts.get("retry_on_exc")
+        retry_on_exc: tuple[type[BaseException], ...] | None = None
+        if retry_on is not None:
+            if isinstance(retry_on, type):
+                retry_on = [retry_on]
+            retry_on_exc = tuple(retry_on)
+            bad = [e for e in retry_on_exc
+                   if not (isinstance(e, type) and issubclass(e, BaseException))]
+            if bad:
+                raise fail(f"retry_on_exc takes exception classes, got {bad[0]!r}")
+        handler = opts.get("generate_handler")
+        if handler is not None and not callable(handler):
+            raise fail(f"generate_handler must be callable, got {handler!r}")
+        echo = bool(opts.get("echo", False))
+        pass_context = echo and accepts_context(fn)
+        if echo and not pass_context:
+            log.warning(
+                "task %r: echo=True but %s() has no parameter for the task context; it runs "
+                "without it (add a first parameter `self: AsyncTask` to use it)",
+                name, getattr(fn, "__name__", name),
+            )
+        executor = self._resolve_executor(name, kind, opts.get("executor"))
+        spec = TaskSpec(
+            name=name,
+            fn=fn,
+            kind=kind,
+            executor=executor,
+            priority=opts.get("priority"),
+            echo=echo,
+            pass_context=pass_context,
+            retry=retry,
+            retry_on_exc=retry_on_exc,
+            retry_backoff=opts.get("retry_backoff"),
+            generate_handler=handler,
+            timeout=timeout,
+            middlewares=tuple(opts.get("middlewares") or ()),
+            tags=tuple(opts.get("tags") or ()),
+            description=opts.get("description") or (fn.__doc__ or "").strip() or None,
+            options=options,
+            signature=call_signature(fn, pass_context),
+        )
+        self.specs[name] = spec
+        if self._dispatcher is not None:
+            self._build_chain(spec)
+        return RegisteredTask(spec, fn)
+
+    def _resolve_executor(self, name: str, kind: Any, choice: str | Executor | None) -> str:
+        if choice is None:
+            choice = "inline" if kind.is_async else "thread"
+        if isinstance(choice, Executor):
+            self._add_executor(choice, choice.name)
+            choice = choice.name
+        if not isinstance(choice, str) or choice not in self.executors:
+            raise TaskRegistrationError(
+                f"task {name!r}: no executor named {choice!r}; this app has "
+                f"{', '.join(sorted(self.executors))}. Pass one in "
+                "QueueTasks(executors={...}) or give an Executor instance."
+            )
+        if kind not in self.executors[choice].kinds:
+            raise TaskRegistrationError(
+                f"task {name!r} is a {kind.value} function, which the {choice!r} executor "
+                f"does not run; drop executor={choice!r} (coroutines run inline) or make it "
+                "a plain function"
+            )
+        return choice
+
+    def _add_executor(self, executor: Executor, key: str) -> None:
+        if not isinstance(executor, Executor):
+            raise TypeError(f"executors[{key!r}] must be an Executor, got {executor!r}")
+        present = self.executors.get(key)
+        if present is executor:
+            return
+        if present is not None and key not in self._sized_by_config:
+            raise TaskRegistrationError(
+                f"another executor is already registered as {key!r}; give this one another name"
+            )
+        executor.name = key
+        self.executors[key] = executor
+        self._sized_by_config.discard(key)
+
+    # ---------------------------------------------------------------- adding and reading
+
+    async def add_task(
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Task | None:
+        """Queue a task and return its `Task` (status "new") at once.
+
+        Arguments are bound to the function's signature first: a mismatch raises
+        `TaskArgumentsError`, an unknown name `TaskNotFound`, before anything is
+        accepted. `args=(...)` and `kwargs={...}` are accepted too. With `timeout=`
+        it waits for the end and returns the finished `Task`, or None when the time ran out.
+        """
+        record = self._new_record(task_name, args, kwargs, priority)
+        self._bind_loop()
+        await self.store.put(record)
+        self._unfinished += 1
+        self._idle.clear()
+        if self._dispatcher is not None:
+            self._dispatcher.wake_event.set()
+        if timeout is None:
+            return record.snapshot(self)
+        return await self.wait(record.uuid, timeout)
+
+    def _new_record(
+        self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], priority: int | None
+    ) -> TaskRecord:
+        spec = self.specs.get(task_name)
+        if spec is None:
+            raise TaskNotFound(self._unknown_task(task_name))
+        if self._stopping:
+            raise AppNotRunning(f"task {task_name!r} not accepted: the app is stopping")
+        if "args" in kwargs:
+            extra = kwargs.pop("args")
+            if args:
+                raise TypeError(f"task {task_name!r}: give arguments positionally or as "
+                                "args=(...), not both")
+            args = tuple(extra or ())
+        if "kwargs" in kwargs:
+            extra_kw = dict(kwargs.pop("kwargs") or {})
+            clash = set(extra_kw) & set(kwargs)
+            if clash:
+                raise TypeError(f"task {task_name!r}: {sorted(clash)} given twice")
+            kwargs.update(extra_kw)
+        spec.bind(args, kwargs)
+        if priority is None:
+            priority = spec.priority if spec.priority is not None else (
+                self.config.default_task_priority)
+        assert isinstance(spec.executor, str)
+        return TaskRecord(uuid4(), task_name, spec.executor, priority, args, kwargs, time.time())
+
+    def _unknown_task(self, task_name: str) -> str:
+        close = difflib.get_close_matches(task_name, self.specs, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        known = ", ".join(sorted(self.specs)) or "none yet"
+        return (f"task {task_name!r} is not registered.{hint} Registered: {known}. "
+                "Register it with @app.task before adding it.")
+
+    async def get(self, uuid: UUID | str) -> Task | None:
+        """The task as it is now, or None if unknown (or dropped by retention)."""
+        record = await self.store.get(_as_uuid(uuid))
+        return None if record is None else record.snapshot(self)
+
+    async def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None:
+        """Wait, without polling, for a task to end; the finished `Task`, or None on timeout."""
+        uuid = _as_uuid(uuid)
+        record = await self.store.get(uuid)
+        if record is None:
+            raise TaskNotFound(f"no task {uuid} (never added, or dropped by result retention)")
+        if record.status in FINISHED:
+            return record.snapshot(self)
+        fut: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(uuid, [])
+        waiters.append(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            left = self._waiters.get(uuid)
+            if left is not None and fut in left:
+                left.remove(fut)
+                if not left:
+                    del self._waiters[uuid]
+
+    def task_finished(self, record: TaskRecord) -> None:
+        """Called by the dispatcher when a task ends for good: wake its waiters."""
+        waiters = self._waiters.pop(record.uuid, None)
+        if waiters:
+            snap = record.snapshot(self)
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(snap)
+        self._unfinished -= 1
+        if self._unfinished <= 0:
+            self._unfinished = 0
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every task added here has ended (retries included). False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """What the app is doing: tasks not yet ended, executors, and per-task timings."""
+        running = self._dispatcher is not None
+        active = sum(e.active for e in self.executors.values())
+        return {
+            "app": self.name,
+            "running": running,
+            "unfinished": self._unfinished,
+            "active": active,
+            "queued": max(0, self._unfinished - active),
+            "executors": {name: e.stats() for name, e in self.executors.items()},
+            "tasks": self.timing.summary(),
+        }
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def running(self) -> bool:
+        return self._dispatcher is not None
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:
+            if self._dispatcher is not None:
+                raise AppNotRunning(f"app {self.name!r} runs in another event loop")
+            self.loop = loop
+            self.loop_thread_id = threading.get_ident()
+
+    def _build_chain(self, spec: TaskSpec) -> None:
+        executor = self.executors[spec.executor if isinstance(spec.executor, str) else
+                                  spec.executor.name]
+        spec.chain = build_chain([*self.middlewares, *spec.middlewares], executor.run)
+
+    async def start(self) -> None:
+        """Open the store, start the executors and the dispatcher. Idempotent."""
+        if self._dispatcher is not None:
+            return
+        self._bind_loop()
+        _setup_logging(self.config.logs_default_level)
+        dispatcher = Dispatcher(self)
+        await self.store.open(self.config, dispatcher.wake)
+        for key, executor in self.executors.items():
+            if key in self._sized_by_config:
+                if isinstance(executor, InlineExecutor):
+                    executor.max_tasks = self.config.max_tasks_process
+                elif isinstance(executor, ThreadExecutor):
+                    executor.max_workers = self.config.thread_workers
+            executor.wakeup = dispatcher.wake
+            await executor.start()
+        for spec in self.specs.values():
+            self._build_chain(spec)
+        self._dispatcher = dispatcher
+        dispatcher.start()
+        log.info(
+            "app %r started: %d tasks, executors %s",
+            self.name, len(self.specs),
+            ", ".join(f"{k}({e.slots})" for k, e in self.executors.items()),
+        )
+
+    async def stop(self) -> None:
+        """Stop: running tasks get `config.shutdown_timeout` seconds, then are cancelled.
+
+        With a memory store, tasks still queued are dropped (status "cancel") and the
+        log says how many.
+        """
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return
+        self._stopping = True
+        try:
+            done, cancelled = await dispatcher.stop(self.config.shutdown_timeout)
+            dropped = 0 if self.store.shared else await self.store.drop_queued()
+            for uuid in list(self._waiters):
+                record = await self.store.get(uuid)
+                if record is not None and record.status in FINISHED:
+                    self.task_finished(record)
+            if not self.store.shared:
+                self._unfinished = 0
+                self._idle.set()
+            for executor in self.executors.values():
+                await executor.aclose(cancel_pending=True)
+            await self.store.close()
+        finally:
+            self._dispatcher = None
+            self._stopping = False
+        msg = "app %r stopped: %d running tasks finished, %d cancelled, %d queued tasks not run"
+        level = logging.WARNING if cancelled or dropped else logging.INFO
+        log.log(level, msg, self.name, done, cancelled, dropped)
+
+    async def __aenter__(self) -> AppCore:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def serve(self) -> None:
+        """Run until SIGINT or SIGTERM, then stop cleanly."""
+        async with self:
+            await wait_for_stop_signal()
+
+    def run_forever(self) -> None:
+        """Run the app in this thread until Ctrl-C (SIGINT) or SIGTERM; returns after a clean stop."""
+        try:
+            asyncio.run(self.serve())
+        except KeyboardInterrupt:  # platforms without loop signal handlers
+            pass
+
+    def call_from_thread(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the app's loop from another thread and wait for its result."""
+        loop = self.loop
+        if loop is None or threading.get_ident() == self.loop_thread_id:
+            coro.close()
+            raise AppNotRunning(
+                "a blocking call was made from inside the app's event loop (a plain function "
+                "running inline?): make the task `async def` or give it executor='thread'"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+async def wait_for_stop_signal() -> None:
+    """Return when SIGINT or SIGTERM arrives (logs which)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    got: list[str] = []
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, lambda s=sig: (got.append(s.name), stop.set()))
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+            pass
+    log.info("running; press Ctrl-C to stop")
+    try:
+        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    log.info("%s received: stopping", got[0] if got else "stop")
+
+
+def _as_uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _setup_logging(level: int) -> None:
+    """Set our logger's level; give it a handler only if the program configured none."""
+    logger = logging.getLogger("qtasks_mp")
+    logger.setLevel(level)
+    if not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+        logger.addHandler(handler)

@@ -1,0 +1,131 @@
+"""The `Executor` interface and `Call`, the unit of work an executor runs.
+
+An executor runs one attempt of one task: `await executor.run(call)` returns the
+task's result or raises its exception. The dispatcher owns the bookkeeping: it takes
+from the store only as many tasks as `capacity` says, counts them in `active` while
+they run, and is woken through `wakeup()` when an executor's room changes for a reason
+of its own (a pool that grew, a thread that finally returned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from ..registries import AsyncTask, Kind, TaskSpec
+from ..task import TaskRecord
+
+
+class Call:
+    """One attempt of one task, as handed to the middleware chain and the executor."""
+
+    __slots__ = ("args", "context", "kwargs", "record", "spec")
+
+    def __init__(self, spec: TaskSpec, record: TaskRecord, context: AsyncTask | None) -> None:
+        self.spec = spec
+        self.record = record
+        self.context = context
+        self.args: tuple[Any, ...] = (context, *record.args) if context else record.args
+        self.kwargs: dict[str, Any] = record.kwargs
+
+    @property
+    def task_name(self) -> str:
+        return self.spec.name
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first run, 2 for the first retry, …"""
+        return self.record.retry + 1
+
+    @property
+    def timeout(self) -> float | None:
+        return self.spec.timeout
+
+    async def handle_item(self, item: Any) -> Any:
+        """Pass one yielded item to the `generate_handler`, in the dispatcher's loop."""
+        handler = self.spec.generate_handler
+        if handler is None:
+            return item
+        out = handler(item)
+        if inspect.isawaitable(out):
+            out = await out
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Call {self.task_name!r} {self.record.uuid} attempt={self.attempt}>"
+
+
+async def run_in_loop(call: Call) -> Any:
+    """Run a call of any kind in the current event loop (the inline way)."""
+    fn, args, kwargs = call.spec.fn, call.args, call.kwargs
+    kind = call.spec.kind
+    if kind is Kind.COROUTINE:
+        return await fn(*args, **kwargs)
+    if kind is Kind.ASYNC_GEN:
+        return [await call.handle_item(item) async for item in fn(*args, **kwargs)]
+    if kind is Kind.GENERATOR:
+        return [await call.handle_item(item) for item in fn(*args, **kwargs)]
+    return fn(*args, **kwargs)
+
+
+def run_in_thread(call: Call, loop: asyncio.AbstractEventLoop) -> Any:
+    """Run a plain function or generator in a worker thread.
+
+    Generator items go back to `loop` one at a time for the `generate_handler`, so an
+    async handler works and every handler runs where the dispatcher is.
+    """
+    fn, args, kwargs = call.spec.fn, call.args, call.kwargs
+    if call.spec.kind is not Kind.GENERATOR:
+        return fn(*args, **kwargs)
+    if call.spec.generate_handler is None:
+        return list(fn(*args, **kwargs))
+    submit = asyncio.run_coroutine_threadsafe
+    return [submit(call.handle_item(item), loop).result() for item in fn(*args, **kwargs)]
+
+
+class Executor(ABC):
+    """Runs calls. Subclasses implement `run`; most also set `slots`.
+
+    `name` is the lane the dispatcher keeps for it (and the key in `app.executors`).
+    `kinds` lists the task kinds it can run; registering another kind is an error.
+    """
+
+    name: str = "custom"
+    kinds: frozenset[Kind] = frozenset(Kind)
+
+    def __init__(self) -> None:
+        self.active = 0  # calls the dispatcher has handed over and not yet got back
+        self.wakeup: Callable[[], None] = lambda: None
+
+    @property
+    def slots(self) -> int:
+        """How many calls may run at once."""
+        return 1
+
+    @property
+    def capacity(self) -> int:
+        """How many more calls it can take right now."""
+        return self.slots - self.active
+
+    async def start(self) -> None:
+        """Acquire resources (threads, processes, connections). Called once per app start."""
+
+    @abstractmethod
+    async def run(self, call: Call) -> Any:
+        """Run one attempt; return its result or raise its exception.
+
+        Honour `call.timeout` by raising `TaskTimeout`, and say in it what happened to
+        the code that was running.
+        """
+
+    async def aclose(self, cancel_pending: bool = False) -> None:
+        """Release resources. The dispatcher has already waited for running calls."""
+
+    def stats(self) -> dict[str, Any]:
+        return {"slots": self.slots, "active": self.active}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.active}/{self.slots}>"

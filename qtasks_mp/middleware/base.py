@@ -1,0 +1,40 @@
+"""The middleware interface, and the chain built from it once per task at app start.
+
+A middleware is an onion layer: `async def __call__(self, call, call_next)` runs code
+before and after `await call_next(call)`, may change the result, or raise. It runs in
+the dispatcher's loop, never in a worker, and is never pickled.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar
+
+from ..executors.base import Call
+
+CallNext = Callable[[Call], Awaitable[Any]]
+
+
+class Middleware(ABC):
+    #: Extra `@app.task(...)` options this middleware reads from `call.spec.options`.
+    #: `@app.task` rejects an option that no middleware of the app declares.
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    async def __call__(self, call: Call, call_next: CallNext) -> Any: ...
+
+
+def build_chain(middlewares: Sequence[Middleware], terminal: CallNext) -> CallNext:
+    """Wrap `terminal` in the middlewares, first one outermost. Done once, not per call."""
+    handler = terminal
+    for mw in reversed(middlewares):
+        handler = _layer(mw, handler)
+    return handler
+
+
+def _layer(mw: Middleware, call_next: CallNext) -> CallNext:
+    async def handle(call: Call) -> Any:
+        return await mw(call, call_next)
+
+    return handle

@@ -1,0 +1,191 @@
+"""Registered tasks and the task context (`AsyncTask`) that `echo=True` passes in.
+
+`TaskSpec` is everything `@app.task` learned about a function: its kind (coroutine,
+async generator, function, generator), its options, and the signature that
+`add_task` binds arguments to before it accepts anything.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from uuid import UUID
+
+from .errors import TaskArgumentsError
+
+if TYPE_CHECKING:
+    from .app import AppCore
+    from .executors.base import Call, Executor
+    from .middleware.base import Middleware
+    from .task import Task
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Kind(enum.Enum):
+    COROUTINE = "coroutine"
+    ASYNC_GEN = "async generator"
+    FUNCTION = "function"
+    GENERATOR = "generator"
+
+    @property
+    def is_async(self) -> bool:
+        return self in (Kind.COROUTINE, Kind.ASYNC_GEN)
+
+
+def kind_of(fn: Callable[..., Any]) -> Kind:
+    if inspect.isasyncgenfunction(fn):
+        return Kind.ASYNC_GEN
+    if inspect.iscoroutinefunction(fn):
+        return Kind.COROUTINE
+    if inspect.isgeneratorfunction(fn):
+        return Kind.GENERATOR
+    return Kind.FUNCTION
+
+
+@dataclass(eq=False)
+class TaskSpec:
+    """A registered task: the function, how to call it, and its options."""
+
+    name: str
+    fn: Callable[..., Any]
+    kind: Kind
+    executor: str | Executor
+    priority: int | None = None
+    echo: bool = False
+    pass_context: bool = False
+    retry: int | None = None
+    retry_on_exc: tuple[type[BaseException], ...] | None = None
+    retry_backoff: float | None = None
+    generate_handler: Callable[[Any], Any] | None = None
+    timeout: float | None = None
+    middlewares: Sequence[Middleware] = ()
+    tags: tuple[str, ...] = ()
+    description: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    signature: inspect.Signature | None = None
+    #: The middleware chain ending at the executor; built once when the app starts.
+    chain: Callable[[Call], Any] | None = field(default=None, repr=False)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise `TaskArgumentsError` now if the arguments cannot be passed to the function."""
+        sig = self.signature
+        if sig is None:
+            return
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TaskArgumentsError(
+                f"task {self.name!r}: the arguments do not fit {self.fn.__name__}{sig}: {e}. "
+                "Fix the add_task call (or the function's parameters)."
+            ) from None
+
+
+def call_signature(fn: Callable[..., Any], pass_context: bool) -> inspect.Signature | None:
+    """The signature `add_task` arguments must fit: the function's, minus the context."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: accept anything
+        return None
+    if pass_context:
+        params = list(sig.parameters.values())
+        if params and params[0].kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            sig = sig.replace(parameters=params[1:])
+    return sig
+
+
+def accepts_context(fn: Callable[..., Any]) -> bool:
+    """Whether `fn` has a first positional parameter to receive the task context."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    return bool(params) and params[0].kind in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.VAR_POSITIONAL,
+    )
+
+
+class RegisteredTask(Generic[P, R]):
+    """What `@app.task` returns: the function, still callable as before, plus its spec."""
+
+    def __init__(self, spec: TaskSpec, fn: Callable[P, R]) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._fn = fn
+        self.__wrapped__ = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", spec.name)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {self.name!r} ({self.spec.kind.value}, executor={self.spec.executor!r})>"
+
+
+class AsyncTask:
+    """The task context an `echo=True` task receives as its first argument.
+
+    `await self.add_task(name, ...)` queues a nested task; `task_name`, `uuid`,
+    `attempt` (1 for the first run) and `logger` describe the running task.
+    """
+
+    __slots__ = ("_app", "_logger", "attempt", "task_name", "uuid")
+
+    def __init__(self, app: AppCore, task_name: str, uuid: UUID, attempt: int) -> None:
+        self._app = app
+        self.task_name = task_name
+        self.uuid = uuid
+        self.attempt = attempt
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        if self._logger is None:
+            base = logging.getLogger(f"qtasks_mp.task.{self.task_name}")
+            self._logger = logging.LoggerAdapter(base, {"task_uuid": str(self.uuid)})
+        return self._logger
+
+    async def add_task(
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Task | None:
+        """Queue a nested task; the same arguments as `app.add_task` (`args=`, `kwargs=` too)."""
+        return await self._app.add_task(
+            task_name, *args, priority=priority, timeout=timeout, **kwargs
+        )
+
+    def __repr__(self) -> str:
+        return f"<AsyncTask {self.task_name!r} {self.uuid} attempt={self.attempt}>"
+
+
+class SyncTask(AsyncTask):
+    """The context a plain-function (`echo=True`) task receives: `add_task` is blocking."""
+
+    __slots__ = ()
+
+    def add_task(  # type: ignore[override]
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Task | None:
+        """Queue a nested task from a worker thread; blocks until it is accepted."""
+        coro = self._app.add_task(task_name, *args, priority=priority, timeout=timeout, **kwargs)
+        return self._app.call_from_thread(coro)

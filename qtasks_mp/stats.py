@@ -1,0 +1,35 @@
+"""Render `app.stats()["tasks"]` as a table a person reads at a glance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 0.001:
+        return f"{value * 1e6:.0f}µs"
+    if value < 1:
+        return f"{value * 1e3:.1f}ms"
+    return f"{value:.2f}s"
+
+
+def format_table(tasks: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per task name: count, ok, failed, retried, run time p50/p95, wait p50."""
+    head = ("task", "count", "ok", "failed", "retried", "run p50", "run p95", "wait p50")
+    rows = [head]
+    for name, t in tasks.items():
+        rows.append((
+            name, str(t["count"]), str(t["ok"]), str(t["failed"]), str(t["retried"]),
+            _ms(t["run_p50_s"]), _ms(t["run_p95_s"]), _ms(t["wait_p50_s"]),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""The sync facade: the same app core, run in a background event-loop thread.
+
+For plain programs (a script, a Flask view). Every method hands the core's coroutine
+to that loop and waits for it; there is no second implementation. With a store that
+only this process uses (the memory store), the first `add_task` starts the dispatcher
+in the background and the program's exit drains it (`config.shutdown_timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import signal
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+from uuid import UUID
+
+from .app import AppCore
+from .config import QueueConfig
+from .executors.base import Executor
+from .middleware.base import Middleware
+from .stores.base import Store
+from .task import Task
+
+T = TypeVar("T")
+
+
+class _Portal:
+    """An event loop running in a daemon thread, and a way to call into it."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        with self._lock:
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self.loop.run_forever, name="qtasks_mp-loop", daemon=True
+                )
+                self._thread.start()
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a blocking app call was made from inside the app's own loop")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread, self.loop, self._thread = self.loop, self._thread, None, None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+
+class QueueTasks:
+    """The app, sync: `app.add_task(...)` blocks until the task is accepted.
+
+    `@app.task`, `app.config`, `app.executors` and `app.stats()` are the core's.
+    """
+
+    def __init__(
+        self,
+        name: str = "QueueTasks",
+        *,
+        store: Store | None = None,
+        config: QueueConfig | None = None,
+        middlewares: Sequence[Middleware] | None = None,
+        executors: Mapping[str, Executor] | None = None,
+    ) -> None:
+        self.core = AppCore(
+            name, store=store, config=config, middlewares=middlewares, executors=executors
+        )
+        self._portal = _Portal()
+        self._atexit = False
+
+    def __getattr__(self, name: str) -> Any:
+        # task, config, executors, store, specs, stats, timing: the core's own
+        return getattr(self.core, name)
+
+    @property
+    def task(self) -> Callable[..., Any]:
+        return self.core.task
+
+    def _auto_start(self) -> None:
+        if not self.core.running and not self.core.store.shared:
+            self.start()
+
+    def add_task(
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Task | None:
+        """Queue a task; with `timeout=` wait for the finished `Task` (None on timeout)."""
+        self._auto_start()
+        return self._portal.call(
+            self.core.add_task(task_name, *args, priority=priority, timeout=timeout, **kwargs)
+        )
+
+    def get(self, uuid: UUID | str) -> Task | None:
+        return self._portal.call(self.core.get(uuid))
+
+    def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None:
+        return self._portal.call(self.core.wait(uuid, timeout))
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        return self._portal.call(self.core.wait_idle(timeout))
+
+    def start(self) -> None:
+        self._portal.call(self.core.start())
+        if not self._atexit:
+            atexit.register(self.stop)
+            self._atexit = True
+
+    def stop(self) -> None:
+        if self.core.running:
+            self._portal.call(self.core.stop())
+        self._portal.close()
+        if self._atexit:
+            atexit.unregister(self.stop)
+            self._atexit = False
+
+    def __enter__(self) -> QueueTasks:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def run_forever(self) -> None:
+        """Run until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly. Call from the main thread."""
+        stop = threading.Event()
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT,
+                                                                        signal.SIGTERM)}
+        try:
+            self.start()
+            stop.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.stop()

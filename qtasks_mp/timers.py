@@ -1,0 +1,110 @@
+"""`AsyncTimer`: APScheduler 3 triggers that add tasks. The only module importing APScheduler.
+
+The task name is resolved when the trigger fires, not when the timer is added (so a
+timer may be set up before the task is defined); an unknown name at that moment is
+logged as an error and the timer goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+from typing import Any
+
+from apscheduler.job import Job
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+
+from .app import AppCore, wait_for_stop_signal
+from .errors import QTasksError
+
+log = logging.getLogger("qtasks_mp.timers")
+
+
+class AsyncTimer:
+    """Timers for one app: `timer.add_task(name, trigger=CronTrigger(...), args=(...))`.
+
+    `timer.run_forever()` runs the app and the timers in this process until Ctrl-C;
+    `async with timer:` (inside `async with app:`) for programs that own the loop.
+    The sync facade's app is accepted too: its core is used.
+    """
+
+    def __init__(self, app: Any, **scheduler_options: Any) -> None:
+        core = getattr(app, "core", app)
+        if not isinstance(core, AppCore):
+            raise TypeError(f"AsyncTimer(app=...) takes a QueueTasks app, got {app!r}")
+        self.app = core
+        self.fired = 0
+        self.scheduler = AsyncIOScheduler(**scheduler_options)
+
+    def add_task(
+        self,
+        task_name: str,
+        trigger: BaseTrigger,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        priority: int | None = None,
+        **job_options: Any,
+    ) -> Job:
+        """Add `task_name` with these arguments each time `trigger` fires.
+
+        `job_options` go to APScheduler's `add_job` (`id`, `max_instances`, `misfire_grace_time`…).
+        """
+        if not isinstance(trigger, BaseTrigger):
+            raise TypeError(
+                f"timer for task {task_name!r}: trigger= takes an APScheduler trigger "
+                f"(CronTrigger, IntervalTrigger, DateTrigger), got {trigger!r}"
+            )
+        job_options.setdefault("name", task_name)
+        job_options.setdefault("misfire_grace_time", None)
+        return self.scheduler.add_job(
+            self._fire,
+            trigger,
+            args=(task_name, tuple(args), dict(kwargs or {}), priority),
+            **job_options,
+        )
+
+    async def _fire(
+        self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], priority: int | None
+    ) -> None:
+        self.fired += 1
+        try:
+            await self.app.add_task(task_name, *args, priority=priority, kwargs=kwargs)
+        except QTasksError as e:
+            log.error("timer for %r could not add the task: %s", task_name, e)
+        except TypeError as e:
+            log.error("timer for %r could not add the task: %s", task_name, e)
+
+    async def start(self) -> None:
+        if not self.scheduler.running:
+            self.scheduler.start()
+
+    async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+            await asyncio.sleep(0)  # let the scheduler's loop callbacks unwind
+
+    async def __aenter__(self) -> AsyncTimer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def serve(self) -> None:
+        """Run the app and the timers until SIGINT or SIGTERM."""
+        async with self.app, self:
+            await wait_for_stop_signal()
+
+    def run_forever(self) -> None:
+        """Run the app and the timers in this thread until Ctrl-C; returns after a clean stop."""
+        try:
+            asyncio.run(self.serve())
+        except KeyboardInterrupt:
+            pass
+
+
+__all__ = ["AsyncTimer"]
