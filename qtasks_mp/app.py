@@ -8,6 +8,7 @@ behaviour, here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import logging
 import signal
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from .config import QueueConfig
 from .dispatcher import Dispatcher
@@ -36,18 +37,19 @@ from .registries import (
     accepts_context,
     call_signature,
     kind_of,
+    positional_range,
 )
 from .stores.base import Store
 from .stores.memory import MemoryStore
-from .task import FINISHED, Task, TaskRecord
+from .task import FINISHED, Task, TaskRecord, new_uuid
 
 log = logging.getLogger("qtasks_mp")
 T = TypeVar("T")
 
-_STANDARD_OPTIONS = (
-    "name priority echo retry retry_on_exc retry_backoff generate_handler executor "
-    "timeout max_time middlewares tags description"
-).split()
+_STANDARD_OPTIONS = [
+    *("name", "priority", "echo", "retry", "retry_on_exc", "retry_backoff"),
+    *("generate_handler", "executor", "timeout", "max_time", "middlewares", "tags", "description"),
+]
 
 
 class AppCore:
@@ -81,7 +83,8 @@ class AppCore:
         ]
         self.executors: dict[str, Executor] = {}
         self._sized_by_config: set[str] = {"inline", "thread"}
-        for executor in (InlineExecutor(), ThreadExecutor()):
+        builtin: list[Executor] = [InlineExecutor(), ThreadExecutor()]
+        for executor in builtin:
             self.executors[executor.name] = executor
         for key, executor in (executors or {}).items():
             self._add_executor(executor, key)
@@ -167,16 +170,21 @@ class AppCore:
             raise fail(f"timeout must be a positive number of seconds, got {timeout!r}")
         retry = opts.get("retry")
         if retry is not None and (not isinstance(retry, int) or retry < 0):
-            raise fail(f"retry must be a whole number >= 0 (retries after the first attempt), "
-                       f"got {retry!r}")
+            raise fail(
+                f"retry must be a whole number >= 0 (retries after the first attempt), "
+                f"got {retry!r}"
+            )
         retry_on = opts.get("retry_on_exc")
         retry_on_exc: tuple[type[BaseException], ...] | None = None
         if retry_on is not None:
             if isinstance(retry_on, type):
                 retry_on = [retry_on]
             retry_on_exc = tuple(retry_on)
-            bad = [e for e in retry_on_exc
-                   if not (isinstance(e, type) and issubclass(e, BaseException))]
+            bad = [
+                e
+                for e in retry_on_exc
+                if not (isinstance(e, type) and issubclass(e, BaseException))
+            ]
             if bad:
                 raise fail(f"retry_on_exc takes exception classes, got {bad[0]!r}")
         handler = opts.get("generate_handler")
@@ -188,9 +196,11 @@ class AppCore:
             log.warning(
                 "task %r: echo=True but %s() has no parameter for the task context; it runs "
                 "without it (add a first parameter `self: AsyncTask` to use it)",
-                name, getattr(fn, "__name__", name),
+                name,
+                getattr(fn, "__name__", name),
             )
         executor = self._resolve_executor(name, kind, opts.get("executor"))
+        signature = call_signature(fn, pass_context)
         spec = TaskSpec(
             name=name,
             fn=fn,
@@ -208,7 +218,8 @@ class AppCore:
             tags=tuple(opts.get("tags") or ()),
             description=opts.get("description") or (fn.__doc__ or "").strip() or None,
             options=options,
-            signature=call_signature(fn, pass_context),
+            signature=signature,
+            positional_range=positional_range(signature),
         )
         self.specs[name] = spec
         if self._dispatcher is not None:
@@ -288,8 +299,9 @@ class AppCore:
         if "args" in kwargs:
             extra = kwargs.pop("args")
             if args:
-                raise TypeError(f"task {task_name!r}: give arguments positionally or as "
-                                "args=(...), not both")
+                raise TypeError(
+                    f"task {task_name!r}: give arguments positionally or as args=(...), not both"
+                )
             args = tuple(extra or ())
         if "kwargs" in kwargs:
             extra_kw = dict(kwargs.pop("kwargs") or {})
@@ -299,17 +311,20 @@ class AppCore:
             kwargs.update(extra_kw)
         spec.bind(args, kwargs)
         if priority is None:
-            priority = spec.priority if spec.priority is not None else (
-                self.config.default_task_priority)
+            priority = (
+                spec.priority if spec.priority is not None else (self.config.default_task_priority)
+            )
         assert isinstance(spec.executor, str)
-        return TaskRecord(uuid4(), task_name, spec.executor, priority, args, kwargs, time.time())
+        return TaskRecord(new_uuid(), task_name, spec.executor, priority, args, kwargs, time.time())
 
     def _unknown_task(self, task_name: str) -> str:
         close = difflib.get_close_matches(task_name, self.specs, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         known = ", ".join(sorted(self.specs)) or "none yet"
-        return (f"task {task_name!r} is not registered.{hint} Registered: {known}. "
-                "Register it with @app.task before adding it.")
+        return (
+            f"task {task_name!r} is not registered.{hint} Registered: {known}. "
+            "Register it with @app.task before adding it."
+        )
 
     async def get(self, uuid: UUID | str) -> Task | None:
         """The task as it is now, or None if unknown (or dropped by retention)."""
@@ -388,8 +403,9 @@ class AppCore:
             self.loop_thread_id = threading.get_ident()
 
     def _build_chain(self, spec: TaskSpec) -> None:
-        executor = self.executors[spec.executor if isinstance(spec.executor, str) else
-                                  spec.executor.name]
+        executor = self.executors[
+            spec.executor if isinstance(spec.executor, str) else spec.executor.name
+        ]
         spec.chain = build_chain([*self.middlewares, *spec.middlewares], executor.run)
 
     async def start(self) -> None:
@@ -414,7 +430,8 @@ class AppCore:
         dispatcher.start()
         log.info(
             "app %r started: %d tasks, executors %s",
-            self.name, len(self.specs),
+            self.name,
+            len(self.specs),
             ", ".join(f"{k}({e.slots})" for k, e in self.executors.items()),
         )
 
@@ -463,11 +480,9 @@ class AppCore:
             await wait_for_stop_signal()
 
     def run_forever(self) -> None:
-        """Run the app in this thread until Ctrl-C (SIGINT) or SIGTERM; returns after a clean stop."""
-        try:
+        """Run the app in this thread until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly."""
+        with contextlib.suppress(KeyboardInterrupt):  # platforms without loop signal handlers
             asyncio.run(self.serve())
-        except KeyboardInterrupt:  # platforms without loop signal handlers
-            pass
 
     def call_from_thread(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the app's loop from another thread and wait for its result."""
@@ -487,9 +502,14 @@ async def wait_for_stop_signal() -> None:
     stop = asyncio.Event()
     got: list[str] = []
     installed = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        got.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, lambda s=sig: (got.append(s.name), stop.set()))
+            loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
             pass

@@ -1,9 +1,9 @@
 """The async facade, for programs that own an event loop (aiogram, FastAPI, asyncio scripts).
 
-    from qtasks_mp.asyncio import QueueTasks
-    app = QueueTasks()
-    async with app:
-        task = await app.add_task("send_reminder", 42, "hi", timeout=5)
+from qtasks_mp.asyncio import QueueTasks
+app = QueueTasks()
+async with app:
+    task = await app.add_task("send_reminder", 42, "hi", timeout=5)
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class QueueConfig:
             raise ConfigError(
                 f"unknown config field {name!r}.{hint} Known fields: {', '.join(sorted(known))}."
             )
-        default = known[name].default
+        default: Any = known[name].default
         kind = float if isinstance(default, float) else type(default)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

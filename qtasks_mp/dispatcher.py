@@ -1,22 +1,37 @@
 """The dispatcher: moves tasks from the store to the executors, one loop per app.
 
-    store ──take(lane, capacity)──> _execute(record) ──chain──> executor.run(call)
-      ^                                   │
-      └── put(record, eta) on Retry ──────┤ success / error / cancel
-                                          └──> store.finish ──> app wakes waiters
+    store ──take(lane, room)──> lane.inbox ──> worker ──chain──> executor.run(call)
+      ^                                           │
+      └────────── put(record, eta) on Retry ──────┤ success / error / cancel
+                                                  └──> store.finish ──> app wakes waiters
 
-It wakes on events only: a new task, a finished call (a slot came free), an
-executor's own `wakeup()`, or a timer set for the earliest delayed retry. It takes
-from the store only what executors have room for, so a million queued tasks stay
-records in the store, not a million coroutines.
+One lane per executor. The dispatcher loop takes from the store only what an
+executor has room for (`capacity` minus what already waits in the lane's inbox), so
+a million queued tasks stay records in the store, not a million coroutines. Each
+lane has at most `executor.slots` worker coroutines; a worker runs records from the
+inbox one after another, so a call costs no `asyncio.Task` of its own.
+
+A worker whose inbox runs dry takes the next batch from the store itself before it
+parks, so a busy lane costs no dispatcher turn per batch.
+
+Workers are recruited one at a time: a worker that takes a record and sees more
+waiting recruits one helper (waking an idle worker, or starting one while under
+`slots`) if no recruit is already on its way. Tasks that never suspend are run by
+one worker back to back (yielding to the loop every few milliseconds); tasks that
+wait on I/O ramp up one more worker per loop turn until `slots` run at once.
+
+The loop wakes on events only: a new task, a finished call (a slot came free), an
+executor's own `wakeup()`, or a timer set for the earliest delayed retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
+from collections import deque
 from typing import TYPE_CHECKING
 
 from .errors import Retry
@@ -29,21 +44,42 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qtasks_mp.dispatcher")
 
+_SLICE_S = 0.005  # a worker running tasks that never suspend yields this often
+
+
+class _Lane:
+    __slots__ = ("executor", "idle", "inbox", "name", "recruiting", "workers")
+
+    def __init__(self, name: str, executor: Executor) -> None:
+        self.name = name
+        self.executor = executor
+        self.inbox: deque[TaskRecord] = deque()
+        self.idle: deque[asyncio.Future[None]] = deque()
+        self.workers: set[asyncio.Task[None]] = set()
+        self.recruiting = False
+
 
 class Dispatcher:
     def __init__(self, app: AppCore) -> None:
         self.app = app
         self.store = app.store
         self.wake_event = asyncio.Event()
-        self.running: set[asyncio.Task[None]] = set()
+        self.lanes: dict[str, _Lane] = {}
         self._stopping = False
         self._main: asyncio.Task[None] | None = None
+        self._drained = asyncio.Event()
 
     def start(self) -> None:
         self._main = asyncio.get_running_loop().create_task(self._loop(), name="qtasks_mp")
 
     def wake(self) -> None:
         self.wake_event.set()
+
+    def _lane(self, name: str, executor: Executor) -> _Lane:
+        lane = self.lanes.get(name)
+        if lane is None:
+            lane = self.lanes[name] = _Lane(name, executor)
+        return lane
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -52,15 +88,17 @@ class Dispatcher:
             wake_event.clear()
             now = time.time()
             soonest: float | None = None
-            for lane, executor in self.app.executors.items():
-                room = executor.capacity
+            for name, executor in self.app.executors.items():
+                lane = self._lane(name, executor)
+                room = executor.capacity - len(lane.inbox)
                 if room <= 0:
                     continue  # a finishing call wakes us
-                taken = await store.take(lane, room, now)
-                for record in taken:
-                    self._start(record, executor)
+                taken = await store.take(name, room, now)
+                if taken:
+                    lane.inbox.extend(taken)
+                    self._recruit(lane)
                 if len(taken) < room:
-                    eta = await store.next_eta(lane)
+                    eta = await store.next_eta(name)
                     if eta is not None and (soonest is None or eta < soonest):
                         soonest = eta
             timer = None
@@ -70,16 +108,55 @@ class Dispatcher:
             if timer is not None:
                 timer.cancel()
 
-    def _start(self, record: TaskRecord, executor: Executor) -> None:
-        spec = self.app.specs.get(record.task_name)
-        executor.active += 1
-        record.started_at = record.updated_at = time.time()
-        task = asyncio.get_running_loop().create_task(self._execute(record, spec, executor))
-        self.running.add(task)
-        task.add_done_callback(self.running.discard)
+    def _recruit(self, lane: _Lane) -> None:
+        """Get one more worker onto `lane` unless one is already on its way."""
+        if lane.recruiting:
+            return
+        while lane.idle:
+            fut = lane.idle.popleft()
+            if not fut.done():
+                lane.recruiting = True
+                fut.set_result(None)
+                return
+        if len(lane.workers) < lane.executor.slots:
+            lane.recruiting = True
+            worker = asyncio.get_running_loop().create_task(self._work(lane))
+            lane.workers.add(worker)
+            worker.add_done_callback(lane.workers.discard)
+
+    async def _work(self, lane: _Lane) -> None:
+        loop = asyncio.get_running_loop()
+        inbox, executor, specs = lane.inbox, lane.executor, self.app.specs
+        deadline = loop.time() + _SLICE_S
+        lane.recruiting = False
+        while True:
+            if not inbox:
+                if self._stopping or len(lane.workers) > executor.slots:
+                    return
+                room = executor.capacity
+                if room > 0:  # serve ourselves before parking: saves a loop turn per batch
+                    taken = await self.store.take(lane.name, room, time.time())
+                    if taken:
+                        inbox.extend(taken)
+                        continue
+                fut = loop.create_future()
+                lane.idle.append(fut)
+                await fut
+                lane.recruiting = False
+                deadline = loop.time() + _SLICE_S
+                continue
+            record = inbox.popleft()
+            if inbox:
+                self._recruit(lane)
+            await self._execute(record, specs.get(record.task_name), executor)
+            if loop.time() > deadline:
+                await asyncio.sleep(0)  # let the producers, timers and other lanes run
+                deadline = loop.time() + _SLICE_S
 
     async def _execute(self, record: TaskRecord, spec: TaskSpec | None, executor: Executor) -> None:
         app = self.app
+        executor.active += 1
+        record.started_at = record.updated_at = time.time()
         try:
             if spec is None or spec.chain is None:
                 raise LookupError(
@@ -111,6 +188,8 @@ class Dispatcher:
         finally:
             executor.active -= 1
             self.wake_event.set()
+            if self._stopping and not any(e.active for e in app.executors.values()):
+                self._drained.set()
         record.finished_at = record.updated_at = time.time()
         await self.store.finish(record)
         app.task_finished(record)
@@ -118,21 +197,32 @@ class Dispatcher:
     async def stop(self, timeout_s: float) -> tuple[int, int]:
         """Stop taking tasks; give running ones `timeout_s`, then cancel them.
 
+        Records taken into an inbox but not started go back to the store.
         Returns (finished in time, cancelled).
         """
         self._stopping = True
         self.wake_event.set()
         if self._main is not None:
             await self._main
-        running = set(self.running)
-        if not running:
-            return 0, 0
-        done, pending = await asyncio.wait(running, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        return len(done), len(pending)
+        for lane in self.lanes.values():
+            while lane.inbox:
+                record = lane.inbox.pop()
+                record.status = TaskStatus.NEW
+                await self.store.put(record)
+            for fut in lane.idle:
+                if not fut.done():
+                    fut.set_result(None)
+        running = sum(e.active for e in self.app.executors.values())
+        if running:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout_s)
+        cancelled = sum(e.active for e in self.app.executors.values())
+        workers = [w for lane in self.lanes.values() for w in lane.workers]
+        for worker in workers:
+            worker.cancel()
+        if workers:
+            await asyncio.wait(workers)
+        return running - cancelled, cancelled
 
 
 def _format(exc: BaseException) -> str:

@@ -21,14 +21,24 @@ def format_table(tasks: Mapping[str, Mapping[str, Any]]) -> str:
     head = ("task", "count", "ok", "failed", "retried", "run p50", "run p95", "wait p50")
     rows = [head]
     for name, t in tasks.items():
-        rows.append((
-            name, str(t["count"]), str(t["ok"]), str(t["failed"]), str(t["retried"]),
-            _ms(t["run_p50_s"]), _ms(t["run_p95_s"]), _ms(t["wait_p50_s"]),
-        ))
+        rows.append(
+            (
+                name,
+                str(t["count"]),
+                str(t["ok"]),
+                str(t["failed"]),
+                str(t["retried"]),
+                _ms(t["run_p50_s"]),
+                _ms(t["run_p95_s"]),
+                _ms(t["wait_p50_s"]),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []
     for n, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
         lines.append("  ".join(cells))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))

@@ -139,8 +139,9 @@ class QueueTasks:
     def run_forever(self) -> None:
         """Run until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly. Call from the main thread."""
         stop = threading.Event()
-        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT,
-                                                                        signal.SIGTERM)}
+        previous = {
+            s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             self.start()
             stop.wait()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from dataclasses import dataclass, field
+import os
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -28,6 +26,30 @@ class TaskStatus(str, Enum):
 
 
 FINISHED = frozenset({TaskStatus.SUCCESS, TaskStatus.ERROR, TaskStatus.CANCEL})
+
+
+_UUID_BITS = ~(0xC000 << 48) & ~(0xF000 << 64)
+_UUID_V4 = (0x8000 << 48) | (4 << 76)
+_entropy = b""
+_offset = 0
+
+
+def _reset_entropy() -> None:
+    global _entropy, _offset
+    _entropy, _offset = b"", 0
+
+
+os.register_at_fork(after_in_child=_reset_entropy)  # a child must not reuse the parent's ids
+
+
+def new_uuid() -> UUID:
+    """A random (version 4) UUID, as `uuid.uuid4()`, from os.urandom read 4 KiB at a time."""
+    global _entropy, _offset
+    if _offset >= len(_entropy):
+        _entropy, _offset = os.urandom(4096), 0
+    n = int.from_bytes(_entropy[_offset : _offset + 16], "big")
+    _offset += 16
+    return UUID(int=n & _UUID_BITS | _UUID_V4)
 
 
 class TaskRecord:
@@ -85,46 +107,68 @@ class TaskRecord:
         self.seq = 0
 
     def snapshot(self, app: AppCore | None) -> Task:
-        return Task(
-            status=self.status,
-            uuid=self.uuid,
-            priority=self.priority,
-            task_name=self.task_name,
-            args=self.args,
-            kwargs=self.kwargs,
-            created_at=datetime.fromtimestamp(self.created_at),
-            updated_at=datetime.fromtimestamp(self.updated_at),
-            returning=self.returning,
-            traceback=self.traceback,
-            retry=self.retry,
-            _app=app,
-        )
+        return Task(self, app)
 
 
-@dataclass(eq=False)
 class Task:
-    """A task as it was when this object was made (QTasks' fields).
+    """A task as it was when this object was made, with QTasks' fields.
 
-    It does not change afterwards: call `wait_result()` / `await wait_result_async()`
-    or `app.get(uuid)` for a fresh one. `retry` counts the retries done so far.
+    It does not change afterwards: `wait_result()` / `await wait_result_async()` or
+    `app.get(uuid)` give a fresh one. `retry` counts the retries done so far.
+    `created_at` / `updated_at` are `datetime`s (local time).
     """
 
-    status: str
-    uuid: UUID
-    priority: int
-    task_name: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    returning: Any = None
-    traceback: str | None = None
-    retry: int = 0
-    _app: AppCore | None = field(default=None, repr=False, compare=False)
+    __slots__ = (
+        "_app",
+        "_created",
+        "_updated",
+        "args",
+        "kwargs",
+        "priority",
+        "retry",
+        "returning",
+        "status",
+        "task_name",
+        "traceback",
+        "uuid",
+    )
+
+    def __init__(self, record: TaskRecord, app: AppCore | None = None) -> None:
+        self.status: str = record.status
+        self.uuid: UUID = record.uuid
+        self.priority: int = record.priority
+        self.task_name: str = record.task_name
+        self.args: tuple[Any, ...] = record.args
+        self.kwargs: dict[str, Any] = record.kwargs
+        self.returning: Any = record.returning
+        self.traceback: str | None = record.traceback
+        self.retry: int = record.retry
+        self._created = record.created_at
+        self._updated = record.updated_at
+        self._app = app
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self._created)
+
+    @property
+    def updated_at(self) -> datetime:
+        return datetime.fromtimestamp(self._updated)
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    def __repr__(self) -> str:
+        out = (
+            f"returning={self.returning!r}"
+            if self.status != TaskStatus.ERROR
+            else (f"error={(self.traceback or '').strip().splitlines()[-1:]!r}")
+        )
+        return (
+            f"Task(status={str(self.status)!r}, task_name={self.task_name!r}, "
+            f"uuid={str(self.uuid)!r}, priority={self.priority}, retry={self.retry}, {out})"
+        )
 
     async def wait_result_async(self, timeout: float | None = None) -> Task | None:
         """Wait (no polling) until the task ends; the finished `Task`, or None on timeout."""
@@ -132,20 +176,7 @@ class Task:
 
     def wait_result(self, timeout: float | None = None) -> Task | None:
         """Blocking form of `wait_result_async`, for threads other than the app's loop."""
-        app = self._require_app()
-        loop = app.loop
-        if loop is None:
-            raise RuntimeError(f"task {self.task_name!r}: its app has not been started")
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop or threading.current_thread().ident == app.loop_thread_id:
-            raise RuntimeError(
-                f"task {self.task_name!r}: wait_result() would block the app's event loop; "
-                "use `await task.wait_result_async()` there"
-            )
-        return asyncio.run_coroutine_threadsafe(app.wait(self.uuid, timeout), loop).result()
+        return self._require_app().call_from_thread(self._require_app().wait(self.uuid, timeout))
 
     def _require_app(self) -> AppCore:
         if self._app is None:

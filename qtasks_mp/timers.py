@@ -8,6 +8,7 @@ logged as an error and the timer goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from types import TracebackType
 from typing import Any
@@ -101,10 +102,8 @@ class AsyncTimer:
 
     def run_forever(self) -> None:
         """Run the app and the timers in this thread until Ctrl-C; returns after a clean stop."""
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(self.serve())
-        except KeyboardInterrupt:
-            pass
 
 
 __all__ = ["AsyncTimer"]

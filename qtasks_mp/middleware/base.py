@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 from ..executors.base import Call
@@ -26,15 +27,11 @@ class Middleware(ABC):
 
 
 def build_chain(middlewares: Sequence[Middleware], terminal: CallNext) -> CallNext:
-    """Wrap `terminal` in the middlewares, first one outermost. Done once, not per call."""
+    """Wrap `terminal` in the middlewares, first one outermost. Done once, not per call.
+
+    Each layer is a `partial` of the middleware's `__call__`: one frame per layer.
+    """
     handler = terminal
     for mw in reversed(middlewares):
-        handler = _layer(mw, handler)
+        handler = partial(mw.__call__, call_next=handler)
     return handler
-
-
-def _layer(mw: Middleware, call_next: CallNext) -> CallNext:
-    async def handle(call: Call) -> Any:
-        return await mw(call, call_next)
-
-    return handle

@@ -23,19 +23,30 @@ class CallLogging(Middleware):
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
         verbose = log.isEnabledFor(self.level)
         if verbose:
-            log.log(self.level, "start %s %s (attempt %d)", call.task_name, call.record.uuid,
-                    call.attempt)
-        start = time.perf_counter()
+            log.log(
+                self.level,
+                "start %s %s (attempt %d)",
+                call.task_name,
+                call.record.uuid,
+                call.attempt,
+            )
+            start = time.perf_counter()
         try:
             result = await call_next(call)
         except Retry as r:
             log.warning("%s %s: %s", call.task_name, call.record.uuid, r)
             raise
         except Exception:
-            log.exception("%s %s failed (attempt %d)", call.task_name, call.record.uuid,
-                          call.attempt)
+            log.exception(
+                "%s %s failed (attempt %d)", call.task_name, call.record.uuid, call.attempt
+            )
             raise
         if verbose:
-            log.log(self.level, "done %s %s in %.3fs", call.task_name, call.record.uuid,
-                    time.perf_counter() - start)
+            log.log(
+                self.level,
+                "done %s %s in %.3fs",
+                call.task_name,
+                call.record.uuid,
+                time.perf_counter() - start,
+            )
         return result

@@ -2,7 +2,7 @@
 
 The task options `retry` (attempts after the first), `retry_on_exc` (exception types,
 matched with isinstance; None = any `Exception`) and `retry_backoff` (seconds) decide.
-The delay doubles with each retry and gets ±25% jitter; 0 (the default) retries at
+The delay doubles with each retry and gets +-25% jitter; 0 (the default) retries at
 once, as QTasks does. This middleware does not sleep: it raises `Retry(delay_s)` and
 the dispatcher puts the task back in the store with that ETA, so no slot is held.
 """
@@ -50,12 +50,12 @@ class Retries(Middleware):
             raise Retry(self.delay_s(spec.retry_backoff, done), _reason(exc, done, limit)) from exc
 
     def delay_s(self, backoff_s: float | None, done: int) -> float:
-        """Seconds before retry number `done + 1`: backoff × 2^done, ±25% jitter, capped."""
+        """Seconds before retry number `done + 1`: backoff * 2**done, +-25% jitter, capped."""
         base = self.backoff_s if backoff_s is None else backoff_s
         if base <= 0:
             return 0.0
         delay = min(self.max_backoff_s, base * (2**done))
-        return delay * random.uniform(0.75, 1.25)
+        return float(delay * random.uniform(0.75, 1.25))
 
 
 def _reason(exc: BaseException, done: int, limit: int) -> str:

@@ -6,9 +6,9 @@ attempts), so percentiles stay cheap and memory stays flat however long the app 
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from ..errors import Retry
@@ -56,20 +56,19 @@ class Timing(Middleware):
         if times is None:
             times = self.tasks[call.spec.name] = TaskTimes()
         record = call.record
-        times.wait_s.append(max(0.0, time.time() - (record.eta or record.created_at)))
-        start = time.perf_counter()
+        times.wait_s.append(max(0.0, record.started_at - (record.eta or record.created_at)))
+        start = perf_counter()
         try:
             result = await call_next(call)
         except Retry:
             times.retried += 1
-            times.run_s.append(time.perf_counter() - start)
             raise
         except BaseException:
             times.count += 1
             times.failed += 1
-            times.run_s.append(time.perf_counter() - start)
             raise
-        times.run_s.append(time.perf_counter() - start)
+        finally:
+            times.run_s.append(perf_counter() - start)
         times.count += 1
         times.ok += 1
         return result
