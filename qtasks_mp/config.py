@@ -50,7 +50,7 @@ class QueueConfig:
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ConfigError(
-                f"config field {name!r} takes a {kind.__name__}, got {value!r} "
+                f"config field {name!r} takes a value of type {kind.__name__}, got {value!r} "
                 f"({type(value).__name__})."
             )
         if name != "default_task_priority" and value < 0:

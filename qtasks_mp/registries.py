@@ -39,12 +39,14 @@ class Kind(enum.Enum):
 
 
 def kind_of(fn: Callable[..., Any]) -> Kind:
-    if inspect.isasyncgenfunction(fn):
-        return Kind.ASYNC_GEN
-    if inspect.iscoroutinefunction(fn):
-        return Kind.COROUTINE
-    if inspect.isgeneratorfunction(fn):
-        return Kind.GENERATOR
+    """What calling `fn` gives; a callable object is judged by its `__call__`."""
+    for candidate in (fn, getattr(fn, "__call__", None)):  # noqa: B004
+        if inspect.isasyncgenfunction(candidate):
+            return Kind.ASYNC_GEN
+        if inspect.iscoroutinefunction(candidate):
+            return Kind.COROUTINE
+        if inspect.isgeneratorfunction(candidate):
+            return Kind.GENERATOR
     return Kind.FUNCTION
 
 

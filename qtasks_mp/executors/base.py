@@ -68,7 +68,10 @@ async def run_in_loop(call: Call) -> Any:
         return [await call.handle_item(item) async for item in fn(*args, **kwargs)]
     if kind is Kind.GENERATOR:
         return [await call.handle_item(item) for item in fn(*args, **kwargs)]
-    return fn(*args, **kwargs)
+    result = fn(*args, **kwargs)
+    if inspect.iscoroutine(result):  # a plain function that returned a coroutine: finish it
+        result = await result
+    return result
 
 
 def run_in_thread(call: Call, loop: asyncio.AbstractEventLoop) -> Any:
@@ -79,7 +82,14 @@ def run_in_thread(call: Call, loop: asyncio.AbstractEventLoop) -> Any:
     """
     fn, args, kwargs = call.spec.fn, call.args, call.kwargs
     if call.spec.kind is not Kind.GENERATOR:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result.close()
+            raise TypeError(
+                f"task {call.task_name!r} returned a coroutine from a worker thread; declare "
+                "it `async def` (or give it executor='inline') so it is awaited"
+            )
+        return result
     if call.spec.generate_handler is None:
         return list(fn(*args, **kwargs))
     submit = asyncio.run_coroutine_threadsafe

@@ -1,0 +1,204 @@
+"""Benchmarks: qtasks_mp against the plain asyncio it stands on, side by side in one run.
+
+    python benchmarks/run.py [--quick] [--markdown] [--only core]
+
+The machine is shared and noisy, so each comparison alternates its two contenders
+(A, B, A, B, ...) after a warm-up round, takes the median of each, and reports the
+ratio app / baseline. Compare ratios between runs, not absolute rates.
+
+A section is one function `(quick) -> list[Row]`, listed in `SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import gc
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+from qtasks_mp.asyncio import QueueTasks
+
+Bench = Callable[[int], Awaitable[float]]  # runs n calls, returns a rate (/s) or a p50 (s)
+
+
+@dataclass
+class Row:
+    name: str
+    app: float
+    baseline: float
+    unit: str  # "/s": a rate, higher is better; "s": a latency, lower is better
+    target: float | None = None  # least app / baseline rate ratio that passes
+
+    @property
+    def ratio(self) -> float:
+        return self.app / self.baseline
+
+    @property
+    def verdict(self) -> str:
+        if self.target is None:
+            return "info"
+        return "PASS" if self.ratio >= self.target else "MISS"
+
+    def cells(self) -> list[str]:
+        target = "-" if self.target is None else f">= {self.target:.1f}x"
+        app, base = _fmt(self.app, self.unit), _fmt(self.baseline, self.unit)
+        return [self.name, app, base, f"{self.ratio:.2f}x", target, self.verdict]
+
+
+def _fmt(value: float, unit: str) -> str:
+    return f"{value:,.0f}/s" if unit == "/s" else f"{value * 1e6:,.1f} µs"
+
+
+async def compare(app: Bench, baseline: Bench, n: int, rounds: int) -> tuple[float, float]:
+    """Median of each contender over `rounds` alternating runs, after one warm-up each."""
+    await app(n)
+    await baseline(n)
+    results: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for bench, out in zip((app, baseline), results, strict=True):
+            gc.collect()  # neither contender pays for the other's garbage
+            out.append(await bench(n))
+    return statistics.median(results[0]), statistics.median(results[1])
+
+
+def rate(run_n: Callable[[int], Awaitable[object]]) -> Bench:
+    async def bench(n: int) -> float:
+        start = perf_counter()
+        await run_n(n)
+        return n / (perf_counter() - start)
+
+    return bench
+
+
+def p50_latency(once: Callable[[], Awaitable[object]]) -> Bench:
+    async def bench(n: int) -> float:
+        samples = []
+        for _ in range(n):
+            start = perf_counter()
+            await once()
+            samples.append(perf_counter() - start)
+        return statistics.median(samples)
+
+    return bench
+
+
+# ---------------------------------------------------------------- sections
+
+
+async def noop() -> None:
+    return None
+
+
+def tnoop() -> None:
+    return None
+
+
+async def _core(quick: bool) -> list[Row]:
+    n, n_latency, rounds = (2_000, 200, 2) if quick else (20_000, 1_000, 5)
+    app = QueueTasks()
+    app.task(name="noop")(noop)
+    app.task(name="tnoop")(tnoop)
+    loop = asyncio.get_running_loop()
+
+    async def app_burst(name: str, n: int) -> None:
+        for _ in range(n):
+            await app.add_task(name)
+        await app.wait_idle()
+
+    async def app_round_trip() -> None:
+        task = await app.add_task("noop", timeout=5)
+        assert task is not None and task.status == "success", task
+
+    async def gather_noop(n: int) -> None:
+        await asyncio.gather(*[asyncio.create_task(noop()) for _ in range(n)])
+
+    async def gather_in_pool(n: int) -> None:
+        await asyncio.gather(*[loop.run_in_executor(pool, tnoop) for _ in range(n)])
+
+    async def create_task_noop() -> None:
+        await asyncio.create_task(noop())
+
+    async with app:
+        with ThreadPoolExecutor(app.config.thread_workers) as pool:
+            asyncio_rates = await compare(
+                rate(lambda n: app_burst("noop", n)), rate(gather_noop), n, rounds
+            )
+            thread_rates = await compare(
+                rate(lambda n: app_burst("tnoop", n)), rate(gather_in_pool), n, rounds
+            )
+        latencies = await compare(
+            p50_latency(app_round_trip), p50_latency(create_task_noop), n_latency, rounds
+        )
+        tasks = app.stats()["tasks"]
+    # A benchmark of tasks that failed fast would be worthless: every one must have run.
+    expected = {"noop": (rounds + 1) * (n + n_latency), "tnoop": (rounds + 1) * n}
+    for name, count in expected.items():
+        if tasks[name]["ok"] != count:
+            raise RuntimeError(f"{name}: {tasks[name]['ok']} of {count} tasks succeeded")
+    workers = app.config.thread_workers
+    return [
+        Row("async no-op: app vs asyncio.gather", *asyncio_rates, "/s", 0.6),
+        Row(
+            f"sync no-op: thread executor vs run_in_executor ({workers} threads)",
+            *thread_rates,
+            "/s",
+            0.8,
+        ),
+        Row("async round trip p50: add_task(timeout=5) vs await create_task", *latencies, "s"),
+    ]
+
+
+SECTIONS: dict[str, Callable[[bool], Coroutine[Any, Any, list[Row]]]] = {"core": _core}
+
+# ---------------------------------------------------------------- output
+
+HEADER = ["comparison", "app", "baseline", "ratio", "target", "result"]
+
+
+def text_table(rows: Sequence[Row]) -> str:
+    lines = [HEADER, *(row.cells() for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*line) for line in lines]
+    out.insert(1, "-" * len(out[0]))
+    return "\n".join(out)
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    lines = [HEADER, ["---", *["---:"] * (len(HEADER) - 1)], *(row.cells() for row in rows)]
+    return "\n".join(f"| {' | '.join(line)} |" for line in lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small N, 2 rounds (smoke test)")
+    parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    parser.add_argument("--only", choices=sorted(SECTIONS), help="run one section")
+    args = parser.parse_args(argv)
+
+    print(
+        f"Python {platform.python_version()} ({sys.implementation.name}), "
+        f"{os.cpu_count()} CPUs, {datetime.datetime.now():%Y-%m-%d %H:%M}"
+        f"{', quick' if args.quick else ''}"
+    )
+    print("ratio = app / baseline; rates: higher is better, latencies: lower is better\n")
+    rows: list[Row] = []
+    for name in [args.only] if args.only else SECTIONS:
+        rows += asyncio.run(SECTIONS[name](args.quick))
+    print(text_table(rows))
+    if args.markdown:
+        print("\n" + markdown_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""A real `run_forever()` program for the shutdown tests. argv: facade (async|sync|timer), mode.
+
+`long_job` queues five more tasks (which cannot start: one inline slot), waits until
+the program's SIGINT handler is installed, then prints "started" for the test to signal.
+mode "finishes": long_job ends within shutdown_timeout.
+mode "overruns": long_job never ends and is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+facade, mode = sys.argv[1], sys.argv[2]
+
+if facade == "sync":
+    from qtasks_mp import QueueTasks as SyncApp
+
+    app = SyncApp()
+    core = app.core
+else:
+    from qtasks_mp.asyncio import QueueTasks as AsyncApp
+
+    app = core = AsyncApp()
+
+core.config.max_tasks_process = 1
+core.config.shutdown_timeout = 0.3 if mode == "overruns" else 5.0
+
+
+@core.task
+async def long_job() -> str:
+    for i in range(5):
+        await core.add_task("queued", i)
+    while signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        await asyncio.sleep(0.005)  # run_forever has not installed its handler yet
+    print("started", flush=True)
+    if mode == "overruns":
+        await asyncio.Event().wait()
+    await asyncio.sleep(0.3)
+    print("long_job finished", flush=True)
+    return "done"
+
+
+@core.task
+async def queued(i: int) -> None:
+    print(f"queued {i} ran", flush=True)
+
+
+if facade == "sync":
+    app.add_task("long_job")
+    app.run_forever()
+elif facade == "timer":
+    from apscheduler.triggers.date import DateTrigger
+
+    from qtasks_mp.timers import AsyncTimer
+
+    timer = AsyncTimer(app=app)
+    timer.add_task("long_job", trigger=DateTrigger())
+    timer.run_forever()
+else:
+
+    async def main() -> None:
+        await core.add_task("long_job")
+        await core.serve()
+
+    asyncio.run(main())
+print("exited cleanly", flush=True)

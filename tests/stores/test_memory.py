@@ -1,0 +1,83 @@
+"""MemoryStore: ordering, delayed tasks, retention bounds, drop at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qtasks_mp import MemoryStore, QueueConfig
+from qtasks_mp.task import TaskRecord, TaskStatus, new_uuid
+
+
+def record(priority: int = 0, lane: str = "inline", now: float = 0.0, eta: float = 0.0) -> TaskRecord:
+    rec = TaskRecord(new_uuid(), "t", lane, priority, (), {}, now or time.time())
+    rec.eta = eta
+    return rec
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-5, 5), max_size=40), st.integers(1, 7))
+def test_take_returns_priority_then_arrival_order(priorities: list[int], batch: int) -> None:
+    async def scenario() -> list[tuple[int, int]]:
+        store = MemoryStore()
+        for i, p in enumerate(priorities):
+            rec = record(p)
+            rec.args = (i,)
+            await store.put(rec)
+        out: list[tuple[int, int]] = []
+        while taken := await store.take("inline", batch, time.time()):
+            assert len(taken) <= batch and all(r.status == TaskStatus.PROCESS for r in taken)
+            out += [(r.priority, r.args[0]) for r in taken]
+        return out
+
+    out = asyncio.run(scenario())
+    assert out == sorted((p, i) for i, p in enumerate(priorities))
+
+
+async def test_lanes_are_separate_and_delayed_tasks_wait_for_their_eta() -> None:
+    store = MemoryStore()
+    now = time.time()
+    await store.put(record(lane="thread"))
+    later = record(eta=now + 60)
+    await store.put(later)
+    assert await store.take("inline", 10, now) == []
+    assert await store.next_eta("inline") == later.eta
+    assert len(await store.take("thread", 10, now)) == 1
+    assert await store.take("inline", 10, now + 61) == [later]
+    assert await store.next_eta("inline") is None
+
+
+async def test_retention_keeps_at_most_count_and_drops_by_age() -> None:
+    store = MemoryStore()
+    config = QueueConfig()
+    config.result_retention_count = 3
+    config.result_retention_s = 100.0
+    await store.open(config, lambda: None)
+    recs = [record() for _ in range(5)]
+    for i, rec in enumerate(recs):
+        await store.put(rec)
+        rec.status, rec.finished_at = TaskStatus.SUCCESS, 1000.0 + i
+        await store.finish(rec)
+    assert [await store.get(r.uuid) for r in recs[:2]] == [None, None]
+    assert all([await store.get(r.uuid) for r in recs[2:]])
+    late = record()
+    await store.put(late)
+    late.status, late.finished_at = TaskStatus.SUCCESS, 1103.5  # recs[2], [3] are now too old
+    await store.finish(late)
+    assert await store.get(recs[2].uuid) is None and await store.get(recs[3].uuid) is None
+    assert await store.get(recs[4].uuid) is not None and await store.get(late.uuid) is not None
+
+
+async def test_drop_queued_cancels_what_has_not_started() -> None:
+    store = MemoryStore()
+    a, b = record(), record(eta=time.time() + 60)
+    await store.put(a)
+    await store.put(b)
+    assert await store.drop_queued() == 2
+    got = await store.get(a.uuid)
+    assert got is not None and got.status == TaskStatus.CANCEL
+    assert (await store.counts())["cancel"] == 2
+    assert await store.take("inline", 10, time.time() + 100) == []

@@ -1,0 +1,152 @@
+"""add_task: binding errors before acceptance, args=/kwargs=, waiting, get, priority order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from qtasks_mp import Task, TaskArgumentsError, TaskNotFound, TaskStatus
+from qtasks_mp.asyncio import QueueTasks
+
+
+def _register(app: QueueTasks) -> None:
+    @app.task(name="send_reminder")
+    async def send_reminder(chat_id: int, text: str, *, silent: bool = False) -> str:
+        return f"{chat_id}:{text}:{silent}"
+
+
+async def test_returns_a_new_task_at_once_then_waits_for_the_result(app: QueueTasks) -> None:
+    _register(app)
+    task = await app.add_task("send_reminder", 42, "hi")
+    assert isinstance(task, Task) and task.status == TaskStatus.NEW == "new"
+    assert (task.task_name, task.args, task.kwargs, task.retry) == ("send_reminder", (42, "hi"),
+                                                                    {}, 0)
+    await app.start()
+    done = await task.wait_result_async(timeout=5)
+    assert done is not None and done.status == "success" and done.returning == "42:hi:False"
+    assert done.updated_at >= done.created_at
+
+
+async def test_timeout_waits_and_returns_the_finished_task(app: QueueTasks) -> None:
+    _register(app)
+    await app.start()
+    done = await app.add_task("send_reminder", 1, text="x", silent=True, timeout=5)
+    assert done is not None and done.status == "success" and done.returning == "1:x:True"
+
+
+async def test_args_and_kwargs_keywords_like_qtasks(app: QueueTasks) -> None:
+    _register(app)
+    await app.start()
+    done = await app.add_task("send_reminder", args=(7,), kwargs={"text": "t"}, timeout=5)
+    assert done is not None and done.returning == "7:t:False"
+    with pytest.raises(TypeError, match="not both"):
+        await app.add_task("send_reminder", 1, args=(2,))
+    with pytest.raises(TypeError, match="given twice"):
+        await app.add_task("send_reminder", 1, text="a", kwargs={"text": "b"})
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((), {}, "missing a required argument: 'chat_id'"),
+        ((1, "a", "b"), {}, "too many positional arguments"),
+        ((1, "a"), {"txt": "a"}, "unexpected keyword argument 'txt'"),
+    ],
+)
+async def test_arguments_that_do_not_bind_raise_before_acceptance(
+    app: QueueTasks, args: tuple[Any, ...], kwargs: dict[str, Any], message: str
+) -> None:
+    _register(app)
+    with pytest.raises(TaskArgumentsError, match=rf"task 'send_reminder'.*{message}"):
+        await app.add_task("send_reminder", *args, **kwargs)
+    assert app.stats()["unfinished"] == 0  # nothing was accepted
+
+
+async def test_unknown_task_suggests_the_closest_name(app: QueueTasks) -> None:
+    _register(app)
+    with pytest.raises(TaskNotFound, match=r"'send_remindr' is not registered.*'send_reminder'"):
+        await app.add_task("send_remindr", 1, "x")
+    with pytest.raises(KeyError):  # also a KeyError, for code that catches that
+        await app.add_task("nothing_like_it")
+
+
+async def test_timeout_that_runs_out_returns_none_and_the_task_goes_on(
+    app: QueueTasks, gate: asyncio.Event
+) -> None:
+    @app.task
+    async def blocked() -> str:
+        await gate.wait()
+        return "late"
+
+    await app.start()
+    assert await app.add_task("blocked", timeout=0.05) is None
+    gate.set()
+    assert await app.wait_idle(timeout=5)
+
+
+async def test_get_reads_the_current_state(app: QueueTasks, gate: asyncio.Event) -> None:
+    started = asyncio.Event()
+
+    @app.task
+    async def job() -> int:
+        started.set()
+        await gate.wait()
+        return 1
+
+    await app.start()
+    task = await app.add_task("job")
+    assert task is not None
+    await asyncio.wait_for(started.wait(), 5)
+    now = await app.get(str(task.uuid))
+    assert now is not None and now.status == "process"
+    gate.set()
+    await app.wait_idle(5)
+    final = await app.get(task.uuid)
+    assert final is not None and final.status == "success" and final.returning == 1
+    with pytest.raises(TaskNotFound):
+        await app.wait("00000000-0000-4000-8000-000000000000")
+
+
+async def test_lower_priority_number_runs_first(app: QueueTasks) -> None:
+    order: list[str] = []
+    app.config.max_tasks_process = 1
+
+    @app.task
+    async def note(label: str) -> None:
+        order.append(label)
+
+    for label, prio in [("c", 5), ("a", -1), ("b", 0), ("b2", 0), ("d", 9)]:
+        await app.add_task("note", label, priority=prio)
+    await app.start()
+    assert await app.wait_idle(5)
+    assert order == ["a", "b", "b2", "c", "d"]
+
+
+async def test_task_priority_option_is_the_default_for_add_task(app: QueueTasks) -> None:
+    @app.task(priority=3)
+    async def f() -> None: ...
+
+    task = await app.add_task("f")
+    assert task is not None and task.priority == 3
+    task = await app.add_task("f", priority=-2)
+    assert task is not None and task.priority == -2
+
+
+async def test_wait_result_blocks_in_another_thread(app: QueueTasks) -> None:
+    @app.task
+    async def f() -> str:
+        return "ok"
+
+    await app.start()
+    task = await app.add_task("f")
+    assert task is not None
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(task.wait_result(timeout=5)))
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    assert out[0].status == "success" and out[0].returning == "ok"
+    with pytest.raises(Exception, match="async facade|inside the app's event loop"):
+        task.wait_result(timeout=1)  # in the loop's own thread: refused, not a deadlock
