@@ -57,6 +57,20 @@ class _Portal:
             loop.close()
 
 
+def _at_exit(fn: Callable[[], None]) -> None:
+    """Run `fn` when the program ends, before the stdlib thread pools refuse new work.
+
+    `atexit` is too late: `concurrent.futures` shuts its pools down earlier, in
+    threading's own exit hook, which runs hooks newest first. We register there too
+    (the private hook concurrent.futures itself uses), falling back to `atexit`.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        atexit.register(fn)
+    else:
+        register(fn)
+
+
 class QueueTasks:
     """The app, sync: `app.add_task(...)` blocks until the task is accepted.
 
@@ -116,16 +130,20 @@ class QueueTasks:
     def start(self) -> None:
         self._portal.call(self.core.start())
         if not self._atexit:
-            atexit.register(self.stop)
+            _at_exit(self._drain_at_exit)
             self._atexit = True
 
     def stop(self) -> None:
+        """Stop: running tasks get `config.shutdown_timeout`; queued ones are not run."""
         if self.core.running:
             self._portal.call(self.core.stop())
         self._portal.close()
-        if self._atexit:
-            atexit.unregister(self.stop)
-            self._atexit = False
+
+    def _drain_at_exit(self) -> None:
+        """The program is ending: let queued and running tasks finish, within shutdown_timeout."""
+        if self.core.running:
+            self.wait_idle(timeout=self.core.config.shutdown_timeout)
+            self.stop()
 
     def __enter__(self) -> QueueTasks:
         self.start()

@@ -1,0 +1,77 @@
+"""AsyncTimer: triggers add tasks; names resolve when the trigger fires."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+import pytest
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from qtasks_mp.asyncio import QueueTasks
+from qtasks_mp.timers import AsyncTimer
+
+
+async def test_interval_timer_adds_the_task_with_its_arguments(app: QueueTasks) -> None:
+    got: list[tuple[int, str]] = []
+    three = asyncio.Event()
+
+    @app.task(name="send_reminder")
+    async def send_reminder(chat_id: int, text: str) -> None:
+        got.append((chat_id, text))
+        if len(got) == 3:
+            three.set()
+
+    timer = AsyncTimer(app=app)
+    timer.add_task("send_reminder", trigger=IntervalTrigger(seconds=0.05), args=(123, "text"))
+    async with app, timer:
+        await asyncio.wait_for(three.wait(), 5)
+    assert got[:3] == [(123, "text")] * 3
+    assert timer.fired >= 3
+
+
+async def test_name_resolves_when_fired_so_a_timer_may_come_first(app: QueueTasks) -> None:
+    timer = AsyncTimer(app=app)
+    timer.add_task("later", trigger=DateTrigger(datetime.now() + timedelta(milliseconds=50)),
+                   kwargs={"n": 2}, priority=-1)
+    done = asyncio.Event()
+
+    @app.task
+    async def later(n: int) -> None:
+        done.set()
+
+    async with app, timer:
+        await asyncio.wait_for(done.wait(), 5)
+
+
+async def test_unknown_name_at_fire_time_is_logged_not_raised(
+    app: QueueTasks, caplog: pytest.LogCaptureFixture
+) -> None:
+    timer = AsyncTimer(app=app)
+    fired = asyncio.Event()
+
+    @app.task
+    async def canary() -> None:
+        fired.set()
+
+    timer.add_task("daily_report", trigger=DateTrigger())
+    timer.add_task("canary", trigger=DateTrigger(datetime.now() + timedelta(milliseconds=30)))
+    with caplog.at_level(logging.ERROR, logger="qtasks_mp"):
+        async with app, timer:
+            await asyncio.wait_for(fired.wait(), 5)
+    assert "timer for 'daily_report' could not add the task" in caplog.text
+    assert "'daily_report' is not registered" in caplog.text
+
+
+def test_cron_trigger_is_accepted_and_bad_trigger_is_refused() -> None:
+    app = QueueTasks()
+    timer = AsyncTimer(app=app)
+    job = timer.add_task("x", trigger=CronTrigger(hour=23, minute=59))
+    assert job.name == "x"
+    with pytest.raises(TypeError, match="timer for task 'x'.*APScheduler trigger"):
+        timer.add_task("x", trigger="*/1 * * * *")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="takes a QueueTasks app"):
+        AsyncTimer(app=object())
