@@ -12,8 +12,11 @@ from qtasks_mp.asyncio import QueueTasks
 
 def test_unknown_field_names_it_and_suggests() -> None:
     app = QueueTasks()
-    with pytest.raises(ConfigError, match=r"unknown config field 'max_task_process'.*"
-                                          r"'max_tasks_process'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown config field 'max_task_process'.*"
+        r"'max_tasks_process'",
+    ):
         app.config.max_task_process = 4  # type: ignore[attr-defined]
     with pytest.raises(AttributeError):  # also an AttributeError
         app.config.nonsense = 1  # type: ignore[attr-defined]

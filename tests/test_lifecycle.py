@@ -88,8 +88,10 @@ async def test_stop_marks_running_and_queued_as_cancel_and_wakes_waiters() -> No
     woke = await asyncio.wait_for(waiter, 2)
     assert woke is not None and woke.status == "cancel"
     got = await app.get(running.uuid)
-    assert got is not None and got.status == "cancel" and "while the task was running" in (
-        got.traceback or ""
+    assert (
+        got is not None
+        and got.status == "cancel"
+        and "while the task was running" in (got.traceback or "")
     )
 
 

@@ -94,8 +94,7 @@ def test_a_script_that_exits_drains_its_tasks_at_exit() -> None:
         "    app.add_task('slow', i)\n"
     )
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=30)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert sorted(out.stdout.split("\n")[:3]) == ["ran 0", "ran 1", "ran 2"]
     assert "Traceback" not in out.stderr and time.monotonic() - t0 < 25

@@ -35,8 +35,12 @@ async def test_interval_timer_adds_the_task_with_its_arguments(app: QueueTasks) 
 
 async def test_name_resolves_when_fired_so_a_timer_may_come_first(app: QueueTasks) -> None:
     timer = AsyncTimer(app=app)
-    timer.add_task("later", trigger=DateTrigger(datetime.now() + timedelta(milliseconds=50)),
-                   kwargs={"n": 2}, priority=-1)
+    timer.add_task(
+        "later",
+        trigger=DateTrigger(datetime.now() + timedelta(milliseconds=50)),
+        kwargs={"n": 2},
+        priority=-1,
+    )
     done = asyncio.Event()
 
     @app.task
@@ -71,7 +75,7 @@ def test_cron_trigger_is_accepted_and_bad_trigger_is_refused() -> None:
     timer = AsyncTimer(app=app)
     job = timer.add_task("x", trigger=CronTrigger(hour=23, minute=59))
     assert job.name == "x"
-    with pytest.raises(TypeError, match="timer for task 'x'.*APScheduler trigger"):
+    with pytest.raises(TypeError, match=r"timer for task 'x'.*APScheduler trigger"):
         timer.add_task("x", trigger="*/1 * * * *")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="takes a QueueTasks app"):
         AsyncTimer(app=object())

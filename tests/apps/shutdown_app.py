@@ -32,8 +32,8 @@ core.config.shutdown_timeout = 0.3 if mode == "overruns" else 5.0
 async def long_job() -> str:
     for i in range(5):
         await core.add_task("queued", i)
-    while signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        await asyncio.sleep(0.005)  # run_forever has not installed its handler yet
+    while signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)  # run_forever has not installed its handler yet: no event
     print("started", flush=True)
     if mode == "overruns":
         await asyncio.Event().wait()

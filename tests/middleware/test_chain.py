@@ -108,4 +108,6 @@ async def test_call_logging_level_is_configurable(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.INFO, logger="qtasks_mp"):
         async with app:
             await app.add_task("f", timeout=5)
-    assert any(r.levelname == "INFO" and r.getMessage().startswith("done f") for r in caplog.records)
+    assert any(
+        r.levelname == "INFO" and r.getMessage().startswith("done f") for r in caplog.records
+    )

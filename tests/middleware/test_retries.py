@@ -14,9 +14,11 @@ from qtasks_mp.asyncio import QueueTasks
 class Flaky:
     def __init__(self, failures: int, exc: type[Exception] = ConnectionError) -> None:
         self.failures, self.exc, self.calls = failures, exc, 0
+        self.first_attempt = asyncio.Event()
 
     async def __call__(self) -> int:
         self.calls += 1
+        self.first_attempt.set()
         if self.calls <= self.failures:
             raise self.exc(f"attempt {self.calls} failed")
         return self.calls
@@ -79,8 +81,7 @@ async def test_backoff_waits_in_the_store_not_in_a_slot(app: QueueTasks) -> None
     t0 = time.monotonic()
     retried = await app.add_task("slow_retry")
     assert retried is not None
-    while flaky.calls < 1:  # the first attempt has failed once this is 1
-        await asyncio.sleep(0.001)
+    await asyncio.wait_for(flaky.first_attempt.wait(), 5)
     await app.add_task("quick", timeout=5)
     done = await app.wait(retried.uuid, timeout=5)
     assert done is not None and done.status == "success"

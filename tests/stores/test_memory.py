@@ -12,8 +12,8 @@ from qtasks_mp import MemoryStore, QueueConfig
 from qtasks_mp.task import TaskRecord, TaskStatus, new_uuid
 
 
-def record(priority: int = 0, lane: str = "inline", now: float = 0.0, eta: float = 0.0) -> TaskRecord:
-    rec = TaskRecord(new_uuid(), "t", lane, priority, (), {}, now or time.time())
+def record(priority: int = 0, lane: str = "inline", eta: float = 0.0) -> TaskRecord:
+    rec = TaskRecord(new_uuid(), "t", lane, priority, (), {}, time.time())
     rec.eta = eta
     return rec
 
