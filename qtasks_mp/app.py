@@ -97,6 +97,8 @@ class AppCore:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        self.started_executors: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- registration
 
@@ -224,11 +226,33 @@ class AppCore:
         self.specs[name] = spec
         if self._dispatcher is not None:
             self._build_chain(spec)
+            if executor not in self.started_executors and self.loop is not None:
+                self.loop.call_soon_threadsafe(self._start_late, executor)
         return RegisteredTask(spec, fn)
+
+    def _start_late(self, key: str) -> None:
+        """Start an executor that a task registered after `start()` brought in."""
+
+        async def start() -> None:
+            executor = self.executors[key]
+            if self._dispatcher is not None and key not in self.started_executors:
+                executor.wakeup = self._dispatcher.wake
+                await executor.start()
+                self.started_executors.add(key)
+                self._dispatcher.wake()
+
+        task = asyncio.get_running_loop().create_task(start())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _resolve_executor(self, name: str, kind: Any, choice: str | Executor | None) -> str:
         if choice is None:
             choice = "inline" if kind.is_async else "thread"
+        if choice == "process" and "process" not in self.executors:
+            from .executors.process import ProcessExecutor  # processes start with the app
+
+            self._add_executor(ProcessExecutor(), "process")
+            self._sized_by_config.add("process")
         if isinstance(choice, Executor):
             self._add_executor(choice, choice.name)
             choice = choice.name
@@ -424,6 +448,7 @@ class AppCore:
                     executor.max_workers = self.config.thread_workers
             executor.wakeup = dispatcher.wake
             await executor.start()
+            self.started_executors.add(key)
         for spec in self.specs.values():
             self._build_chain(spec)
         self._dispatcher = dispatcher
@@ -455,8 +480,9 @@ class AppCore:
             if not self.store.shared:
                 self._unfinished = 0
                 self._idle.set()
-            for executor in self.executors.values():
-                await executor.aclose(cancel_pending=True)
+            for key in list(self.started_executors):
+                await self.executors[key].aclose(cancel_pending=True)
+            self.started_executors.clear()
             await self.store.close()
         finally:
             self._dispatcher = None

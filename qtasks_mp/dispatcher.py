@@ -88,7 +88,10 @@ class Dispatcher:
             wake_event.clear()
             now = time.time()
             soonest: float | None = None
+            started = self.app.started_executors
             for name, executor in self.app.executors.items():
+                if name not in started:
+                    continue
                 lane = self._lane(name, executor)
                 room = executor.capacity - len(lane.inbox)
                 if room <= 0:
