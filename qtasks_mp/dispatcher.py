@@ -20,8 +20,9 @@ waiting recruits one helper (waking an idle worker, or starting one while under
 one worker back to back (yielding to the loop every few milliseconds); tasks that
 wait on I/O ramp up one more worker per loop turn until `slots` run at once.
 
-The loop wakes on events only: a new task, a finished call (a slot came free), an
-executor's own `wakeup()`, or a timer set for the earliest delayed retry.
+The loop wakes on events only: a new task, a retry put back, an executor's own
+`wakeup()` (its room grew), or a timer set for the earliest future ETA. A finished
+call does not wake it: the worker that ran it takes the next batch itself.
 """
 
 from __future__ import annotations
@@ -94,16 +95,16 @@ class Dispatcher:
                     continue
                 lane = self._lane(name, executor)
                 room = executor.capacity - len(lane.inbox)
-                if room <= 0:
-                    continue  # a finishing call wakes us
-                taken = await store.take(name, room, now)
-                if taken:
-                    lane.inbox.extend(taken)
-                    self._recruit(lane)
-                if len(taken) < room:
-                    eta = await store.next_eta(name)
-                    if eta is not None and (soonest is None or eta < soonest):
-                        soonest = eta
+                if room > 0:
+                    taken = await store.take(name, room, now)
+                    if taken:
+                        lane.inbox.extend(taken)
+                        self._recruit(lane)
+                # A delayed task already due in a full lane is taken by its workers with
+                # their next batch; only a future ETA needs a timer.
+                eta = await store.next_eta(name)
+                if eta is not None and eta > now and (soonest is None or eta < soonest):
+                    soonest = eta
             timer = None
             if soonest is not None:
                 timer = loop.call_later(max(0.0, soonest - time.time()), wake_event.set)
@@ -179,6 +180,7 @@ class Dispatcher:
             record.updated_at = time.time()
             record.traceback = _format(r.__cause__ or r)
             await self.store.put(record)
+            self.wake_event.set()  # the dispatcher keeps the timer for delayed retries
             return
         except asyncio.CancelledError:
             record.status = TaskStatus.CANCEL
@@ -189,8 +191,8 @@ class Dispatcher:
             record.status = TaskStatus.ERROR
             record.traceback = _format(e)
         finally:
+            # No dispatcher wake-up here: this worker takes the next batch itself.
             executor.active -= 1
-            self.wake_event.set()
             if self._stopping and not any(e.active for e in app.executors.values()):
                 self._drained.set()
         record.finished_at = record.updated_at = time.time()
