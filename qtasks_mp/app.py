@@ -302,12 +302,15 @@ class AppCore:
         it waits for the end and returns the finished `Task`, or None when the time ran out.
         """
         record = self._new_record(task_name, args, kwargs, priority)
-        self._bind_loop()
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            self._bind_loop()  # while running, start() has bound it already
         await self.store.put(record)
         self._unfinished += 1
-        self._idle.clear()
-        if self._dispatcher is not None:
-            self._dispatcher.wake_event.set()
+        if self._unfinished == 1:
+            self._idle.clear()
+        if dispatcher is not None:
+            dispatcher.wake_event.set()
         if timeout is None:
             return record.snapshot(self)
         return await self.wait(record.uuid, timeout)
@@ -379,7 +382,7 @@ class AppCore:
 
     def task_finished(self, record: TaskRecord) -> None:
         """Called by the dispatcher when a task ends for good: wake its waiters."""
-        waiters = self._waiters.pop(record.uuid, None)
+        waiters = self._waiters.pop(record.uuid, None) if self._waiters else None
         if waiters:
             snap = record.snapshot(self)
             for fut in waiters:

@@ -26,7 +26,7 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._ready: dict[str, list[tuple[int, int, TaskRecord]]] = {}
         self._delayed: dict[str, list[tuple[float, int, TaskRecord]]] = {}
-        self._records: dict[UUID, TaskRecord] = {}
+        self._records: dict[int, TaskRecord] = {}  # by uuid.int: UUID hashes in Python
         self._finished: deque[TaskRecord] = deque()
         self._seq = count()
         self._config = QueueConfig()
@@ -36,7 +36,7 @@ class MemoryStore(Store):
 
     async def put(self, record: TaskRecord) -> None:
         record.seq = seq = next(self._seq)
-        self._records[record.uuid] = record
+        self._records[record.uuid.int] = record
         if record.eta > 0.0:
             heapq.heappush(self._delayed.setdefault(record.lane, []), (record.eta, seq, record))
         else:
@@ -71,13 +71,13 @@ class MemoryStore(Store):
         finished.append(record)
         max_count = self._config.result_retention_count
         while len(finished) > max_count:
-            self._records.pop(finished.popleft().uuid, None)
+            self._records.pop(finished.popleft().uuid.int, None)
         horizon = record.finished_at - self._config.result_retention_s
         while finished and finished[0].finished_at < horizon:
-            self._records.pop(finished.popleft().uuid, None)
+            self._records.pop(finished.popleft().uuid.int, None)
 
     async def get(self, uuid: UUID) -> TaskRecord | None:
-        return self._records.get(uuid)
+        return self._records.get(uuid.int)
 
     async def counts(self) -> dict[str, int]:
         by_status = Counter(str(r.status) for r in self._records.values())
