@@ -92,13 +92,29 @@ class QueueTasks:
         self._portal = _Portal()
         self._atexit = False
 
-    def __getattr__(self, name: str) -> Any:
-        # task, config, executors, store, specs, stats, timing: the core's own
-        return getattr(self.core, name)
-
+    # The core's own objects, typed: registration and configuration are not async.
     @property
     def task(self) -> Callable[..., Any]:
         return self.core.task
+
+    @property
+    def config(self) -> QueueConfig:
+        return self.core.config
+
+    @property
+    def executors(self) -> dict[str, Executor]:
+        return self.core.executors
+
+    @property
+    def store(self) -> Store:
+        return self.core.store
+
+    @property
+    def running(self) -> bool:
+        return self.core.running
+
+    def stats(self) -> dict[str, Any]:
+        return self.core.stats()
 
     def _auto_start(self) -> None:
         if not self.core.running and not self.core.store.shared:
