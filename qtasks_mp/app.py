@@ -55,9 +55,10 @@ _STANDARD_OPTIONS = [
 class AppCore:
     """An app: tasks, a store, executors and one dispatcher.
 
-    `store` defaults to a `MemoryStore`; `middlewares` are added after the built-in
-    `CallLogging`, `Timing` and `Retries`; `executors` add to or replace the built-in
-    `"inline"` and `"thread"` ones, by name.
+    `store` defaults to a `MemoryStore`. `middlewares` run inside the built-in
+    `CallLogging`, `Timing` and `Retries`, except that one of those types replaces
+    the built-in (`Retries(max_retries=2)` sets app-wide retry defaults). `executors`
+    add to or replace the built-in `"inline"` and `"thread"` ones, by name.
     """
 
     def __init__(
@@ -74,17 +75,22 @@ class AppCore:
         if store is not None and not isinstance(store, Store):
             raise TypeError(f"store= takes a Store instance (MemoryStore()), got {store!r}")
         self.store: Store = store or MemoryStore()
-        self.timing = Timing()
-        self.middlewares: list[Middleware] = [
-            CallLogging(),
-            self.timing,
-            Retries(),
-            *(middlewares or ()),
-        ]
+        builtin: list[Middleware] = [CallLogging(), Timing(), Retries()]
+        extra: list[Middleware] = []
+        for mw in middlewares or ():
+            same = [i for i, b in enumerate(builtin) if isinstance(mw, type(b))]
+            if same:  # e.g. Retries(max_retries=2): replaces the default, same place
+                builtin[same[0]] = mw
+            else:
+                extra.append(mw)
+        self.middlewares: list[Middleware] = [*builtin, *extra]
+        timing = builtin[1]
+        assert isinstance(timing, Timing)
+        self.timing = timing
         self.executors: dict[str, Executor] = {}
         self._sized_by_config: set[str] = {"inline", "thread"}
-        builtin: list[Executor] = [InlineExecutor(), ThreadExecutor()]
-        for executor in builtin:
+        pools: list[Executor] = [InlineExecutor(), ThreadExecutor()]
+        for executor in pools:
             self.executors[executor.name] = executor
         for key, executor in (executors or {}).items():
             self._add_executor(executor, key)
@@ -189,6 +195,9 @@ class AppCore:
             ]
             if bad:
                 raise fail(f"retry_on_exc takes exception classes, got {bad[0]!r}")
+        priority = opts.get("priority")
+        if priority is not None and type(priority) is not int:
+            raise fail(f"priority must be an int (lower runs first), got {priority!r}")
         handler = opts.get("generate_handler")
         if handler is not None and not callable(handler):
             raise fail(f"generate_handler must be callable, got {handler!r}")
@@ -254,8 +263,19 @@ class AppCore:
             self._add_executor(ProcessExecutor(), "process")
             self._sized_by_config.add("process")
         if isinstance(choice, Executor):
-            self._add_executor(choice, choice.name)
-            choice = choice.name
+            instance = choice
+            if kind not in instance.kinds:
+                raise TaskRegistrationError(
+                    f"task {name!r} is a {kind.value} function, which {instance!r} does not run"
+                )
+            if instance not in self.executors.values():
+                # its own lane: an instance given to a task never replaces the app's pools
+                key, n = instance.name, 1
+                while key in self.executors:
+                    n += 1
+                    key = f"{instance.name}-{n}"
+                self._add_executor(instance, key)
+            choice = instance.name
         if not isinstance(choice, str) or choice not in self.executors:
             raise TaskRegistrationError(
                 f"task {name!r}: no executor named {choice!r}; this app has "
@@ -304,7 +324,12 @@ class AppCore:
         record = self._new_record(task_name, args, kwargs, priority)
         dispatcher = self._dispatcher
         if dispatcher is None:
-            self._bind_loop()  # while running, start() has bound it already
+            self._bind_loop()
+        elif asyncio.get_running_loop() is not self.loop:
+            raise AppNotRunning(
+                f"task {task_name!r}: app {self.name!r} runs in another event loop; from another "
+                "thread use the sync facade (qtasks_mp.QueueTasks) or app.call_from_thread()"
+            )
         await self.store.put(record)
         self._unfinished += 1
         if self._unfinished == 1:
@@ -337,6 +362,10 @@ class AppCore:
                 raise TypeError(f"task {task_name!r}: {sorted(clash)} given twice")
             kwargs.update(extra_kw)
         spec.bind(args, kwargs)
+        if priority is not None and (type(priority) is not int):
+            raise TypeError(
+                f"task {task_name!r}: priority must be an int (lower runs first), got {priority!r}"
+            )
         if priority is None:
             priority = (
                 spec.priority if spec.priority is not None else (self.config.default_task_priority)
@@ -428,6 +457,9 @@ class AppCore:
                 raise AppNotRunning(f"app {self.name!r} runs in another event loop")
             self.loop = loop
             self.loop_thread_id = threading.get_ident()
+            self._idle = asyncio.Event()  # asyncio primitives belong to one loop
+            if self._unfinished == 0:
+                self._idle.set()
 
     def _build_chain(self, spec: TaskSpec) -> None:
         executor = self.executors[

@@ -173,6 +173,7 @@ class Dispatcher:
                 context = ctx_type(app, spec.name, record.uuid, record.retry + 1)
             record.returning = await spec.chain(Call(spec, record, context))
             record.status = TaskStatus.SUCCESS
+            record.traceback = None  # an earlier attempt's failure is history now
         except Retry as r:
             record.retry += 1
             record.status = TaskStatus.NEW

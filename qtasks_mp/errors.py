@@ -41,12 +41,17 @@ class Retry(QTasksError):
     """Raise inside a task (or let the `Retries` middleware raise it) to run it again later.
 
     `delay_s` is how long to wait before the next attempt. The task goes back to the
-    store with that ETA; no executor slot is held while it waits.
+    store with that ETA; no executor slot is held while it waits. It counts against
+    the task's `retry=` limit.
     """
 
     def __init__(self, delay_s: float = 0.0, reason: str = "") -> None:
         super().__init__(reason or f"retry in {delay_s:.3f}s")
         self.delay_s = delay_s
+
+
+class RetriesExhausted(QTasksError):
+    """A task raised `Retry` after using all the retries its `retry=` allows."""
 
 
 class TaskTimeout(QTasksError, TimeoutError):

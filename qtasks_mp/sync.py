@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import signal
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -25,6 +26,7 @@ from .stores.base import Store
 from .task import Task
 
 T = TypeVar("T")
+log = logging.getLogger("qtasks_mp")
 
 
 class _Portal:
@@ -116,6 +118,14 @@ class QueueTasks:
     def stats(self) -> dict[str, Any]:
         return self.core.stats()
 
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a core coroutine where the core runs: our background loop, or the loop of
+        a program that started the core itself (e.g. `AsyncTimer(app).run_forever()`)."""
+        loop = self.core.loop
+        if self.core.running and loop is not None and loop is not self._portal.loop:
+            return self.core.call_from_thread(coro)
+        return self._portal.call(coro)
+
     def _auto_start(self) -> None:
         if not self.core.running and not self.core.store.shared:
             self.start()
@@ -130,18 +140,18 @@ class QueueTasks:
     ) -> Task | None:
         """Queue a task; with `timeout=` wait for the finished `Task` (None on timeout)."""
         self._auto_start()
-        return self._portal.call(
+        return self._call(
             self.core.add_task(task_name, *args, priority=priority, timeout=timeout, **kwargs)
         )
 
     def get(self, uuid: UUID | str) -> Task | None:
-        return self._portal.call(self.core.get(uuid))
+        return self._call(self.core.get(uuid))
 
     def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None:
-        return self._portal.call(self.core.wait(uuid, timeout))
+        return self._call(self.core.wait(uuid, timeout))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        return self._portal.call(self.core.wait_idle(timeout))
+        return self._call(self.core.wait_idle(timeout))
 
     def start(self) -> None:
         self._portal.call(self.core.start())
@@ -152,7 +162,7 @@ class QueueTasks:
     def stop(self) -> None:
         """Stop: running tasks get `config.shutdown_timeout`; queued ones are not run."""
         if self.core.running:
-            self._portal.call(self.core.stop())
+            self._call(self.core.stop())
         self._portal.close()
 
     def _drain_at_exit(self) -> None:
@@ -176,9 +186,19 @@ class QueueTasks:
         previous = {
             s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)
         }
+        got: list[str] = []
+
+        def on_signal(signum: int, frame: object) -> None:
+            got.append(signal.Signals(signum).name)
+            stop.set()
+
+        for s in previous:
+            signal.signal(s, on_signal)
         try:
             self.start()
+            log.info("running; press Ctrl-C to stop")
             stop.wait()
+            log.info("%s received: stopping", got[0] if got else "stop")
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)

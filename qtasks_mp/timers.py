@@ -70,8 +70,15 @@ class AsyncTimer:
         self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], priority: int | None
     ) -> None:
         self.fired += 1
+        app = self.app
         try:
-            await self.app.add_task(task_name, *args, priority=priority, kwargs=kwargs)
+            adding = app.add_task(task_name, *args, priority=priority, kwargs=kwargs)
+            if app.running and app.loop is not asyncio.get_running_loop():
+                # the app runs in another thread's loop (the sync facade's)
+                assert app.loop is not None
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(adding, app.loop))
+            else:
+                await adding
         except QTasksError as e:
             log.error("timer for %r could not add the task: %s", task_name, e)
         except TypeError as e:

@@ -154,3 +154,39 @@ async def test_wait_result_blocks_in_another_thread(app: QueueTasks) -> None:
     assert out[0].status == "success" and out[0].returning == "ok"
     with pytest.raises(Exception, match=r"inside the app's event loop"):
         task.wait_result(timeout=1)  # in the loop's own thread: refused, not a deadlock
+
+
+async def test_priority_must_be_an_int(app: QueueTasks) -> None:
+    _register(app)
+    with pytest.raises(TypeError, match=r"task 'send_reminder': priority must be an int"):
+        await app.add_task("send_reminder", 1, "x", priority="high")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"task 'f': priority must be an int"):
+        app.task(name="f", priority=1.5)(lambda: None)
+
+
+async def test_add_task_from_another_event_loop_is_refused(app: QueueTasks) -> None:
+    _register(app)
+    await app.start()
+
+    def elsewhere() -> None:
+        asyncio.run(app.add_task("send_reminder", 1, "x"))
+
+    with pytest.raises(Exception, match="runs in another event loop"):
+        await asyncio.to_thread(elsewhere)
+
+
+def test_restart_in_a_new_event_loop() -> None:
+    app = QueueTasks()
+
+    @app.task
+    async def hello(i: int) -> int:
+        return i
+
+    async def one(i: int) -> Any:
+        async with app:
+            await app.add_task("hello", i)
+            assert await app.wait_idle(5)
+            return app.stats()["tasks"]["hello"]["ok"]
+
+    assert asyncio.run(one(1)) == 1
+    assert asyncio.run(one(2)) == 2

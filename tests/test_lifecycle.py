@@ -113,3 +113,20 @@ async def test_add_task_while_stopping_is_refused() -> None:
         await app.add_task("slow")
     gate.set()
     await stopping
+
+
+async def test_tasks_dropped_at_stop_are_bounded_by_retention() -> None:
+    app = QueueTasks()
+    app.config.result_retention_count = 10
+    app.config.max_tasks_process = 1
+    app.config.shutdown_timeout = 0.01
+
+    @app.task
+    async def slow() -> None:
+        await asyncio.Event().wait()
+
+    for _ in range(3):
+        async with app:
+            for _ in range(100):
+                await app.add_task("slow")
+    assert sum((await app.store.counts()).values()) <= 10

@@ -79,3 +79,31 @@ def test_cron_trigger_is_accepted_and_bad_trigger_is_refused() -> None:
         timer.add_task("x", trigger="*/1 * * * *")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="takes a QueueTasks app"):
         AsyncTimer(app=object())
+
+
+def test_timer_in_the_main_loop_adds_to_a_sync_app_running_in_its_own() -> None:
+    import threading
+
+    from qtasks_mp import QueueTasks as SyncApp
+
+    app = SyncApp()
+    ran = threading.Event()
+
+    @app.task
+    def job() -> None:
+        ran.set()
+
+    app.start()  # the core runs in the sync facade's background loop
+    try:
+        timer = AsyncTimer(app=app)
+        timer.add_task("job", trigger=DateTrigger())
+
+        async def main() -> None:
+            async with timer:
+                await asyncio.to_thread(ran.wait, 5)
+
+        asyncio.run(main())
+        assert ran.is_set()
+        assert app.wait_idle(timeout=5)
+    finally:
+        app.stop()

@@ -43,19 +43,27 @@ class ThreadExecutor(Executor):
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._pool, run_in_thread, call, loop)
         timeout = call.spec.timeout
-        if timeout is None:
-            return await fut
         try:
+            if timeout is None:
+                return await asyncio.shield(fut)
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.CancelledError:  # the app is stopping; the thread cannot be
+            self._left_running(fut)
+            raise
         except asyncio.TimeoutError:
-            self.overrun += 1
-            fut.add_done_callback(self._thread_returned)
+            self._left_running(fut)
+            assert timeout is not None
             raise TaskTimeout(
                 call.task_name,
                 timeout,
                 "a thread cannot be stopped, so the function keeps running in its thread "
                 "(holding one slot) until it returns; use executor='process' for a hard limit",
             ) from None
+
+    def _left_running(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.done():
+            self.overrun += 1
+            fut.add_done_callback(self._thread_returned)
 
     def _thread_returned(self, fut: asyncio.Future[Any]) -> None:
         self.overrun -= 1
@@ -66,7 +74,8 @@ class ThreadExecutor(Executor):
     async def aclose(self, cancel_pending: bool = False) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            # Threads that overran their timeout may still run: do not block the loop on them.
+            # Threads that overran their timeout or were cancelled at shutdown may still run:
+            # do not wait for them (the interpreter joins them when the program exits).
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: pool.shutdown(wait=self.overrun == 0, cancel_futures=True)
             )

@@ -1,5 +1,8 @@
 """`Retries`: turns a failure into a later attempt, through the store.
 
+A `Retry` raised by the task itself counts against the same limit; past it the task
+fails with `RetriesExhausted`.
+
 The task options `retry` (attempts after the first), `retry_on_exc` (exception types,
 matched with isinstance; None = any `Exception`) and `retry_backoff` (seconds) decide.
 The delay doubles with each retry and gets +-25% jitter; 0 (the default) retries at
@@ -12,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..errors import Retry
+from ..errors import RetriesExhausted, Retry
 from ..executors.base import Call
 from .base import CallNext, Middleware
 
@@ -36,7 +39,13 @@ class Retries(Middleware):
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
         try:
             return await call_next(call)
-        except Retry:
+        except Retry as r:
+            limit = self.max_retries if call.spec.retry is None else call.spec.retry
+            if call.record.retry >= limit:
+                raise RetriesExhausted(
+                    f"task {call.task_name!r} asked for a retry ({r}) but has used its "
+                    f"{limit} retries; raise the task's retry= to allow more"
+                ) from r
             raise
         except Exception as exc:
             spec = call.spec

@@ -67,12 +67,15 @@ class MemoryStore(Store):
         return delayed[0][0] if delayed else None
 
     async def finish(self, record: TaskRecord) -> None:
+        self._finished.append(record)
+        self._trim(record.finished_at)
+
+    def _trim(self, now: float) -> None:
         finished = self._finished
-        finished.append(record)
         max_count = self._config.result_retention_count
         while len(finished) > max_count:
             self._records.pop(finished.popleft().uuid.int, None)
-        horizon = record.finished_at - self._config.result_retention_s
+        horizon = now - self._config.result_retention_s
         while finished and finished[0].finished_at < horizon:
             self._records.pop(finished.popleft().uuid.int, None)
 
@@ -92,6 +95,8 @@ class MemoryStore(Store):
                     rec.status = TaskStatus.CANCEL
                     rec.updated_at = rec.finished_at = time.time()
                     rec.traceback = "cancelled: the app stopped before the task started"
+                    self._finished.append(rec)
                     dropped += 1
                 heap.clear()
+        self._trim(time.time())
         return dropped

@@ -141,9 +141,39 @@ async def test_custom_executor_instance_via_constructor() -> None:
     assert seen == [1] and app.executors["blocking_io"] is pool and pool.slots == 1
 
 
-def test_two_executors_under_one_name_is_an_error() -> None:
-    a, b = InlineExecutor(), InlineExecutor()
-    a.name = b.name = "io"
-    app = QueueTasks(executors={"io": a})
-    with pytest.raises(Exception, match="already registered as 'io'"):
-        app.task(name="f", executor=b)(lambda: None)
+def test_an_instance_given_to_a_task_gets_its_own_lane() -> None:
+    app = QueueTasks()
+    app_pool = app.executors["thread"]
+    own = ThreadExecutor(max_workers=1)  # named "thread" too
+    with pytest.raises(Exception, match="does not run"):  # refused before anything changes
+        app.task(name="coro", executor=own)(_coro)
+    assert app.executors["thread"] is app_pool and own not in app.executors.values()
+    app.task(name="f", executor=own)(lambda: None)
+    app.task(name="g", executor=own)(lambda: None)  # the same instance: the same lane
+    assert app.executors["thread"] is app_pool
+    assert app.executors["thread-2"] is own
+    assert app.specs["f"].executor == app.specs["g"].executor == "thread-2"
+
+
+async def _coro() -> None: ...
+
+
+async def test_stop_does_not_wait_for_a_thread_past_shutdown_timeout() -> None:
+    app = QueueTasks()
+    app.config.shutdown_timeout = 0.1
+    release = threading.Event()
+    started = threading.Event()
+
+    @app.task
+    def hung() -> None:
+        started.set()
+        release.wait(20)
+
+    try:
+        async with app:
+            await app.add_task("hung")
+            await asyncio.to_thread(started.wait, 5)
+            t0 = asyncio.get_running_loop().time()
+        assert asyncio.get_running_loop().time() - t0 < 3  # not the 20 s the thread holds
+    finally:
+        release.set()

@@ -98,8 +98,8 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
 
 
 async def test_app_wide_retry_default_and_task_precedence() -> None:
-    app = QueueTasks(middlewares=[])
-    app.middlewares[2] = Retries(max_retries=2)  # replace the default Retries
+    app = QueueTasks(middlewares=[Retries(max_retries=2)])  # replaces the built-in one
+    assert sum(isinstance(m, Retries) for m in app.middlewares) == 1
     default = Flaky(2)
     none = Flaky(1)
     app.task(name="default")(default)
@@ -111,10 +111,34 @@ async def test_app_wide_retry_default_and_task_precedence() -> None:
         assert done is not None and done.status == "error" and none.calls == 1
 
 
+async def test_retry_raised_by_the_task_counts_against_its_limit(app: QueueTasks) -> None:
+    calls = 0
+
+    @app.task(retry=2)
+    async def never_ready() -> None:
+        nonlocal calls
+        calls += 1
+        raise Retry(delay_s=0.0, reason="not ready")
+
+    await app.start()
+    done = await app.add_task("never_ready", timeout=5)
+    assert done is not None and done.status == "error" and calls == 3
+    assert "RetriesExhausted" in (done.traceback or "") and "used its 2 retries" in (
+        done.traceback or ""
+    )
+
+
+async def test_success_after_retries_clears_the_traceback(app: QueueTasks) -> None:
+    app.task(name="crm", retry=1)(Flaky(1))
+    await app.start()
+    done = await app.add_task("crm", timeout=5)
+    assert done is not None and done.status == "success" and done.traceback is None
+
+
 async def test_task_may_raise_retry_itself(app: QueueTasks) -> None:
     calls = 0
 
-    @app.task
+    @app.task(retry=5)
     async def poll() -> str:
         nonlocal calls
         calls += 1
@@ -128,9 +152,7 @@ async def test_task_may_raise_retry_itself(app: QueueTasks) -> None:
 
 
 @pytest.mark.parametrize("retry", [0, 1])
-async def test_failed_attempt_traceback_is_visible_while_retrying(
-    app: QueueTasks, retry: int
-) -> None:
+async def test_final_failure_keeps_the_last_traceback(app: QueueTasks, retry: int) -> None:
     flaky = Flaky(5)
     app.task(name="f", retry=retry)(flaky)
     await app.start()
