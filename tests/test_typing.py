@@ -9,7 +9,7 @@ import pytest
 
 mypy_api = pytest.importorskip("mypy.api")
 
-SNIPPET = '''
+SNIPPET = """
 from qtasks_mp.asyncio import QueueTasks
 
 app = QueueTasks()
@@ -28,7 +28,7 @@ def double(x: int) -> int:
 reveal_type(double(3))
 double("three")
 send_reminder(1)
-'''
+"""
 
 
 @pytest.mark.timeout(120)
