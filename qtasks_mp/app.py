@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import difflib
 import logging
+import os
 import signal
 import threading
 import time
@@ -39,8 +40,8 @@ from .registries import (
     kind_of,
     positional_range,
 )
+from .stores import store_from
 from .stores.base import Store
-from .stores.memory import MemoryStore
 from .task import FINISHED, Task, TaskRecord, new_uuid
 
 log = logging.getLogger("qtasks_mp")
@@ -65,16 +66,15 @@ class AppCore:
         self,
         name: str = "QueueTasks",
         *,
-        store: Store | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
         config: QueueConfig | None = None,
         middlewares: Sequence[Middleware] | None = None,
         executors: Mapping[str, Executor] | None = None,
     ) -> None:
         self.name = name
         self.config = config or QueueConfig()
-        if store is not None and not isinstance(store, Store):
-            raise TypeError(f"store= takes a Store instance (MemoryStore()), got {store!r}")
-        self.store: Store = store or MemoryStore()
+        self.store: Store = store_from(store)
+        self._store_open = False
         builtin: list[Middleware] = [CallLogging(), Timing(), Retries()]
         extra: list[Middleware] = []
         for mw in middlewares or ():
@@ -104,6 +104,8 @@ class AppCore:
         self._idle.set()
         self._stopping = False
         self.started_executors: set[str] = set()
+        self._dispatcher_pending: Dispatcher | None = None  # between start() and running
+        self._checking_waiters = False
         self._background: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- registration
@@ -325,6 +327,7 @@ class AppCore:
         dispatcher = self._dispatcher
         if dispatcher is None:
             self._bind_loop()
+            await self._open_store()
         elif asyncio.get_running_loop() is not self.loop:
             raise AppNotRunning(
                 f"task {task_name!r}: app {self.name!r} runs in another event loop; from another "
@@ -384,12 +387,14 @@ class AppCore:
 
     async def get(self, uuid: UUID | str) -> Task | None:
         """The task as it is now, or None if unknown (or dropped by retention)."""
+        await self._open_store()
         record = await self.store.get(_as_uuid(uuid))
         return None if record is None else record.snapshot(self)
 
     async def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None:
         """Wait, without polling, for a task to end; the finished `Task`, or None on timeout."""
         uuid = _as_uuid(uuid)
+        await self._open_store()
         record = await self.store.get(uuid)
         if record is None:
             raise TaskNotFound(f"no task {uuid} (never added, or dropped by result retention)")
@@ -467,6 +472,44 @@ class AppCore:
         ]
         spec.chain = build_chain([*self.middlewares, *spec.middlewares], executor.run)
 
+    async def _open_store(self) -> None:
+        if not self._store_open:
+            self._bind_loop()
+            await self.store.open(self.config, self._store_changed)
+            self._store_open = True
+
+    def _store_changed(self) -> None:
+        """The store says another process changed it: new tasks, or finished ones.
+
+        Called from any thread. Wakes the dispatcher, and re-reads the tasks someone
+        here waits for (a producer's `add_task(timeout=...)` sees another process finish).
+        """
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._on_store_changed)
+
+    def _on_store_changed(self) -> None:
+        dispatcher = self._dispatcher or self._dispatcher_pending
+        if dispatcher is not None:
+            dispatcher.wake()
+        if self._waiters and not self._checking_waiters:
+            self._checking_waiters = True
+            task = asyncio.get_running_loop().create_task(self._check_waiters())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _check_waiters(self) -> None:
+        try:
+            for uuid in list(self._waiters):
+                record = await self.store.get(uuid)
+                if record is not None and record.status in FINISHED:
+                    for fut in self._waiters.pop(uuid, ()):
+                        if not fut.done():
+                            fut.set_result(record.snapshot(self))
+        finally:
+            self._checking_waiters = False
+
     async def start(self) -> None:
         """Open the store, start the executors and the dispatcher. Idempotent."""
         if self._dispatcher is not None:
@@ -474,7 +517,8 @@ class AppCore:
         self._bind_loop()
         _setup_logging(self.config.logs_default_level)
         dispatcher = Dispatcher(self)
-        await self.store.open(self.config, dispatcher.wake)
+        self._dispatcher_pending = dispatcher
+        await self._open_store()
         for key, executor in self.executors.items():
             if key in self._sized_by_config:
                 if isinstance(executor, InlineExecutor):
@@ -487,6 +531,7 @@ class AppCore:
         for spec in self.specs.values():
             self._build_chain(spec)
         self._dispatcher = dispatcher
+        self._dispatcher_pending = None
         dispatcher.start()
         log.info(
             "app %r started: %d tasks, executors %s",
@@ -519,6 +564,7 @@ class AppCore:
                 await self.executors[key].aclose(cancel_pending=True)
             self.started_executors.clear()
             await self.store.close()
+            self._store_open = False
         finally:
             self._dispatcher = None
             self._stopping = False
