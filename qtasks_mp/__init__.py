@@ -4,6 +4,8 @@
 the async one. Both run the same core.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .config import QueueConfig
 from .errors import (
     AppNotRunning,
@@ -27,7 +29,19 @@ from .stores import MemoryStore, Store
 from .sync import QueueTasks
 from .task import Task, TaskStatus
 
+if TYPE_CHECKING:
+    from .executors.process import ProcessExecutor
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ProcessExecutor":  # imported on first use, like the executor itself
+        from .executors.process import ProcessExecutor
+
+        return ProcessExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AppNotRunning",
@@ -39,6 +53,7 @@ __all__ = [
     "InlineExecutor",
     "MemoryStore",
     "Middleware",
+    "ProcessExecutor",
     "QTasksError",
     "QueueConfig",
     "QueueTasks",

@@ -51,7 +51,6 @@ EMPTY_ARGS = b""  # payload of a call with no arguments: spares a pickle round t
 _MAX_MESSAGE = 2**32 - 1
 
 
-
 def packb(message: list[Any]) -> bytes:
     """Encode one message. (A shared `msgpack.Packer` would be faster, but is not
     thread-safe: a worker's log records are sent from the user's threads too.)"""
@@ -98,7 +97,7 @@ def dumps_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         return EMPTY_ARGS
     try:
         return dumps((args, kwargs))
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # SystemExit: a __reduce__ that calls sys.exit
         raise ValueError(_culprit(args, kwargs, e)) from e
 
 
@@ -109,13 +108,13 @@ def loads_args(payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, kwargs
 
 
-def _culprit(args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> str:
+def _culprit(args: tuple[Any, ...], kwargs: dict[str, Any], error: BaseException) -> str:
     named: list[tuple[str, Any]] = [(f"argument {i}", a) for i, a in enumerate(args)]
     named += [(f"argument {k!r}", v) for k, v in kwargs.items()]
     for label, value in named:
         try:
             dumps(value)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             return f"{label} of type {type_name(value)} cannot be pickled: {e}"
     return f"the arguments cannot be pickled: {type(error).__name__}: {error}"
 

@@ -1,0 +1,293 @@
+"""The main loop of a process worker (runs in the child; see `process.py` for the flow).
+
+One thread runs calls, one at a time, in the order they arrived. A second thread
+only watches the parent: it blocks reading a pipe whose write end lives in the
+parent alone, and ends the worker when that read fails (the parent died or closed
+the pool), even while the main thread is deep in a call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+from uuid import UUID
+
+import msgpack
+
+from .. import wire
+
+try:  # RSS of this process, cheaply: /proc/self/statm (Linux), else psutil
+    _PAGE = os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/statm", "rb") as _probe:
+        _probe.read()
+
+    def _rss() -> int:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+
+except (OSError, ValueError, AttributeError):  # pragma: no cover - not Linux
+    import psutil
+
+    def _rss() -> int:
+        return int(psutil.Process().memory_info().rss)
+
+
+class _Conn:
+    """The socket to the parent: blocking, message at a time; `send` is thread-safe."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.unpacker = wire.unpacker()
+        self.lock = threading.Lock()
+        # recv_into a reused buffer: recv(n) would allocate n bytes per message.
+        self.buffer = bytearray(1 << 16)
+        self.view = memoryview(self.buffer)
+
+    def recv(self) -> list[Any]:
+        while True:
+            try:
+                message: list[Any] = self.unpacker.unpack()
+                return message
+            except msgpack.OutOfData:
+                pass
+            n = self.sock.recv_into(self.buffer)
+            if not n:
+                raise EOFError
+            self.unpacker.feed(self.view[:n])
+
+    def send(self, message: list[Any]) -> None:
+        data = wire.packb(message)
+        with self.lock:
+            self.sock.sendall(data)
+
+
+_FORMATTER = logging.Formatter()
+
+
+class _LogForwarder(logging.Handler):
+    """Sends each record to the parent, which hands it to its own logger of that name."""
+
+    def __init__(self, conn: _Conn) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {
+                "name": record.name,
+                "levelno": record.levelno,
+                "levelname": record.levelname,
+                "msg": record.getMessage(),
+                "pathname": record.pathname,
+                "filename": record.filename,
+                "module": record.module,
+                "lineno": record.lineno,
+                "funcName": record.funcName,
+                "created": record.created,
+                "msecs": record.msecs,
+                "process": record.process,
+                "processName": record.processName,
+                "thread": record.thread,
+                "threadName": record.threadName,
+                "worker_pid": os.getpid(),
+            }
+            if record.exc_info:
+                fields["exc_text"] = _FORMATTER.formatException(record.exc_info)
+            self.conn.send([wire.OP_LOG, fields])
+        except Exception:
+            self.handleError(record)
+
+
+class WorkerTask:
+    """The task context inside a worker: `add_task` asks the parent's dispatcher.
+
+    It blocks until the parent answers and returns a `Task` snapshot (not attached
+    to an app: `wait_result()` is not available here; pass `timeout=` to wait).
+    """
+
+    def __init__(self, worker: _Worker, call_id: int, task_name: str, uuid: str, attempt: int):
+        self._worker = worker
+        self._call_id = call_id
+        self.task_name = task_name
+        self.uuid = UUID(uuid)
+        self.attempt = attempt
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        if self._logger is None:
+            base = logging.getLogger(f"qtasks_mp.task.{self.task_name}")
+            self._logger = logging.LoggerAdapter(base, {"task_uuid": str(self.uuid)})
+        return self._logger
+
+    def add_task(self, task_name: str, *args: Any, **kwargs: Any) -> Any:
+        payload = wire.dumps((task_name, args, kwargs))
+        return self._worker.request(self._call_id, payload)
+
+    def __repr__(self) -> str:
+        return f"<WorkerTask {self.task_name!r} {self.uuid} attempt={self.attempt}>"
+
+
+class _Worker:
+    def __init__(self, conn: _Conn, max_memory: int | None) -> None:
+        self.conn = conn
+        self.max_memory = max_memory
+        self.functions: dict[int, tuple[Callable[..., Any], bool] | BaseException] = {}
+        self.backlog: deque[list[Any]] = deque()  # read while waiting for an OP_REPLY
+        self.requests = 0
+
+    def serve(self) -> None:
+        while True:
+            message = self.backlog.popleft() if self.backlog else self.conn.recv()
+            op = message[0]
+            if op == wire.OP_CALL:
+                self.run(message)
+            elif op == wire.OP_FUNC:
+                self.define(message)
+            elif op == wire.OP_STOP:
+                return
+
+    def define(self, message: list[Any]) -> None:
+        _, key, ref, blob, is_generator = message
+        try:
+            if ref is not None:
+                module, qualname, unwrap = ref
+                fn: Any = importlib.import_module(module)
+                for part in qualname.split("."):
+                    fn = getattr(fn, part)
+                if unwrap:
+                    fn = fn.__wrapped__
+            else:
+                fn = wire.loads(blob)
+            self.functions[key] = (fn, is_generator)
+        except BaseException as e:  # reported with the first call that needs it
+            self.functions[key] = e
+
+    def run(self, message: list[Any]) -> None:
+        _, call_id, key, payload, context = message
+        where = wire.WHERE_FUNCTION
+        result: Any = None
+        item: Any = None
+        try:
+            entry = self.functions[key]
+            if isinstance(entry, BaseException):
+                raise entry
+            fn, is_generator = entry
+            where = wire.WHERE_ARGS
+            args, kwargs = wire.loads_args(payload)
+            if context is not None:
+                args = (WorkerTask(self, call_id, *context), *args)
+            where = wire.WHERE_CALL
+            if is_generator:
+                for item in fn(*args, **kwargs):
+                    where = wire.WHERE_ITEM
+                    data = wire.dumps(item)
+                    where = wire.WHERE_CALL
+                    self.conn.send([wire.OP_ITEM, call_id, data])
+            else:
+                result = fn(*args, **kwargs)
+            where = wire.WHERE_RESULT
+            data = wire.dumps(result)
+        except BaseException as e:
+            self.send_error(call_id, where, e, result, item)
+            return
+        self.conn.send([wire.OP_OK, call_id, data, self.retiring()])
+
+    def send_error(
+        self, call_id: int, where: str, exc: BaseException, result: Any, item: Any
+    ) -> None:
+        text = str(exc)
+        if where == wire.WHERE_RESULT:
+            text = f"a result of type {wire.type_name(result)} cannot be pickled: {text}"
+        elif where == wire.WHERE_ITEM:
+            text = f"a yielded item of type {wire.type_name(item)} cannot be pickled: {text}"
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            exc_data: bytes | None = wire.dumps(exc) if where == wire.WHERE_CALL else None
+        except BaseException:  # sent as text only; the parent says so
+            exc_data = None
+        self.conn.send(
+            [wire.OP_ERR, call_id, where, exc_data, wire.type_name(exc), text, tb, self.retiring()]
+        )
+
+    def retiring(self) -> bool:
+        """Whether this worker asks to be replaced (it has grown past `max_memory`)."""
+        return self.max_memory is not None and _rss() > self.max_memory
+
+    def request(self, call_id: int, payload: bytes) -> Any:
+        """Send an `add_task` request and wait for its answer; buffer what else arrives."""
+        self.requests += 1
+        request_id = self.requests
+        self.conn.send([wire.OP_ADD, call_id, request_id, payload])
+        while True:
+            message = self.conn.recv()
+            if message[0] == wire.OP_REPLY and message[1] == request_id:
+                break
+            self.backlog.append(message)
+        _, _, ok, data = message
+        value = wire.loads(data)
+        if not ok:
+            raise value
+        if value is None:
+            return None
+        return _task_snapshot(*value)
+
+
+def _task_snapshot(*fields: Any) -> Any:
+    from ..task import Task, TaskRecord  # imported late: keeps a bare worker light
+
+    uuid, task_name, status, priority, args, kwargs, returning, tb, retry, created, updated = fields
+    record = TaskRecord(UUID(uuid), task_name, "", priority, args, kwargs, created)
+    record.status, record.returning, record.traceback = status, returning, tb
+    record.retry, record.updated_at = retry, updated
+    return Task(record, None)
+
+
+def _watch_parent(alive: Connection) -> None:
+    """Exit the process as soon as the parent's end of `alive` is gone."""
+    with contextlib.suppress(EOFError, OSError):
+        alive.recv_bytes()
+    os._exit(0)
+
+
+def main(
+    sock: socket.socket,
+    alive: Connection,
+    preload: list[str],
+    log_levels: dict[str, int],
+    max_memory: int | None,
+) -> None:
+    """Entry point of a worker process (started by `ProcessExecutor` via multiprocessing)."""
+    # Ctrl-C reaches the whole foreground process group: only the parent decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(alive,), daemon=True).start()
+    conn = _Conn(sock)
+    try:
+        for name in preload:
+            importlib.import_module(name)
+        root = logging.getLogger()
+        root.handlers[:] = [_LogForwarder(conn)]
+        for name, level in log_levels.items():
+            logging.getLogger(name or None).setLevel(level)
+        conn.send([wire.OP_READY, os.getpid()])
+    except BaseException:
+        with contextlib.suppress(OSError):
+            conn.send([wire.OP_FATAL, traceback.format_exc()])
+        sys.exit(1)
+    with contextlib.suppress(EOFError, OSError):  # EOF: the parent wants us gone
+        _Worker(conn, max_memory).serve()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)  # skip interpreter teardown and multiprocessing's atexit joins: nothing to flush

@@ -1,0 +1,270 @@
+"""ProcessExecutor on a healthy pool: results, errors users cause, generators, the task
+context, logging, recycling, stats and a clean shutdown. Crashes and timeouts are in
+test_process_crashes.py (they get a pool of their own)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import procfuncs
+import psutil
+import pytest
+import pytest_asyncio
+from proc_support import fifo, gone, grandchildren, make_call, read_fifo, write_fifo
+
+from qtasks_mp import SerializationError, TaskStatus
+from qtasks_mp.asyncio import QueueTasks
+from qtasks_mp.executors.process import ProcessExecutor
+from qtasks_mp.wire import RemoteTraceback
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+seen_items: list[Any] = []
+
+
+async def record_item(item: Any) -> str:
+    seen_items.append(item)
+    if item == "first":  # the worker waits until we have seen it
+        await write_fifo(record_item.fifo, "second")  # type: ignore[attr-defined]
+    return f"handled {item}"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def app() -> AsyncIterator[QueueTasks]:
+    """One healthy app with a 2-worker process pool, shared by this module."""
+    application = QueueTasks("proc", executors={"process": ProcessExecutor(max_workers=2)})
+    application.config.shutdown_timeout = 2.0
+    for fn in (procfuncs.add, procfuncs.fail, procfuncs.take, procfuncs.raise_needs_two_args):
+        application.task(executor="process")(fn)
+    application.task(executor="process", generate_handler=record_item)(procfuncs.yield_then_wait)
+    application.task(executor="process", echo=True)(procfuncs.spawn_child)
+    application.task(name="add_in_thread")(lambda a, b: a + b)
+    async with application:
+        yield application
+
+
+@pytest.fixture
+def pool(app: QueueTasks) -> ProcessExecutor:
+    executor = app.executors["process"]
+    assert isinstance(executor, ProcessExecutor)
+    return executor
+
+
+async def test_constructing_starts_no_process() -> None:
+    before = psutil.Process().children(recursive=True)
+    executor = ProcessExecutor(max_workers=3)
+    assert executor.slots == 0
+    assert psutil.Process().children(recursive=True) == before
+
+
+async def test_add_task_returns_the_result_through_the_app(app: QueueTasks) -> None:
+    task = await app.add_task("add", 2, 3, timeout=5)
+    assert task is not None and task.status == TaskStatus.SUCCESS
+    assert task.returning == 5
+
+
+async def test_slots_are_workers_times_pipeline_depth(pool: ProcessExecutor) -> None:
+    assert pool.slots == 2 * 2
+    stats = pool.stats()
+    assert stats["workers"] == 2 and len(stats["pids"]) == 2
+
+
+async def test_function_is_pickled_once_and_sent_once_per_worker(pool: ProcessExecutor) -> None:
+    fn = procfuncs.PicklesOnce()
+    calls = [make_call(fn) for _ in range(20)]
+    counts = await asyncio.gather(*(pool.run(c) for c in calls))
+    assert procfuncs.PicklesOnce.pickled == 1  # encoded once in the parent, cached by key
+    assert set(counts) <= {1}  # each worker unpickled it once, however many calls it ran
+
+
+async def test_remote_traceback_reaches_task_traceback(app: QueueTasks) -> None:
+    task = await app.add_task("fail", "bad input", timeout=5)
+    assert task is not None and task.status == TaskStatus.ERROR
+    tb = task.traceback or ""
+    assert "procfuncs.py" in tb and "in fail" in tb  # the worker's frames
+    assert "The above exception was the direct cause" in tb
+    assert tb.rstrip().endswith("ValueError: bad input")
+
+
+async def test_remote_exception_keeps_its_type_and_chains_the_traceback(
+    pool: ProcessExecutor,
+) -> None:
+    with pytest.raises(ValueError, match=r"^nope$") as info:
+        await pool.run(make_call(procfuncs.fail, "nope"))
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "raise ValueError(message)" in cause.text
+
+
+async def test_lambda_argument_travels_by_cloudpickle(pool: ProcessExecutor) -> None:
+    assert await pool.run(make_call(procfuncs.take, lambda: 1)) == "function"
+
+
+async def test_unpicklable_argument_names_task_and_type(app: QueueTasks) -> None:
+    task = await app.add_task("take", threading.Lock(), timeout=5)
+    assert task is not None and task.status == TaskStatus.ERROR
+    last = (task.traceback or "").rstrip().splitlines()[-1]
+    assert "SerializationError" in last and "'take'" in last and "_thread.lock" in last
+    assert (await app.add_task("add", 1, 1, timeout=5)).returning == 2  # type: ignore[union-attr]
+
+
+async def test_unpicklable_result_names_task_and_type(pool: ProcessExecutor) -> None:
+    with pytest.raises(SerializationError, match=r"'return_lock'.*_thread\.lock") as info:
+        await pool.run(make_call(return_lock))
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert await pool.run(make_call(procfuncs.add, 1, 2)) == 3
+
+
+def return_lock() -> Any:
+    return threading.Lock()
+
+
+async def test_exception_that_cannot_be_unpickled(app: QueueTasks) -> None:
+    task = await app.add_task("raise_needs_two_args", timeout=5)
+    assert task is not None and task.status == TaskStatus.ERROR
+    tb = task.traceback or ""
+    assert "procfuncs.NeedsTwoArgs" in tb and "'raise_needs_two_args'" in tb
+    assert "SerializationError" in tb and "raise NeedsTwoArgs" in tb  # the remote frames too
+
+
+async def test_class_from_main_is_a_clear_error(pool: ProcessExecutor) -> None:
+    main = sys.modules["__main__"]
+    cls = type("PointInMain", (), {"__module__": "__main__"})
+    main.PointInMain = cls  # type: ignore[attr-defined]  # pickled by name, as a script's would be
+    try:
+        with pytest.raises(SerializationError, match=r"'take'.*PointInMain.*__main__"):
+            await pool.run(make_call(procfuncs.take, cls()))
+    finally:
+        del main.PointInMain  # type: ignore[attr-defined]
+    assert await pool.run(make_call(procfuncs.add, 1, 2)) == 3
+
+
+async def test_function_from_main_travels_by_value(pool: ProcessExecutor) -> None:
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec("def triple(x):\n    return 3 * x\n", namespace)
+    assert namespace["triple"].__module__ == "__main__"
+    assert await pool.run(make_call(namespace["triple"], 7)) == 21
+
+
+async def test_generator_items_are_streamed_to_the_handler(app: QueueTasks, tmp_path: Path) -> None:
+    # The generator blocks after its first item until the handler has run for it:
+    # this finishes only if items arrive while the generator is still running.
+    seen_items.clear()
+    path = fifo(tmp_path)
+    record_item.fifo = path  # type: ignore[attr-defined]
+    task = await app.add_task("yield_then_wait", path, timeout=8)
+    assert task is not None and task.status == TaskStatus.SUCCESS, task
+    assert task.returning == ["handled first", "handled second"]
+    assert seen_items == ["first", "second"]
+
+
+async def test_echo_context_adds_a_nested_task(app: QueueTasks) -> None:
+    task = await app.add_task("spawn_child", 4, 5, timeout=8)
+    assert task is not None and task.status == TaskStatus.SUCCESS, task
+    status, returning, name, uuid, own_name = task.returning
+    assert (status, returning, name, own_name) == ("success", 9, "add_in_thread", "spawn_child")
+    nested = await app.get(uuid)
+    assert nested is not None and nested.returning == 9
+
+
+async def test_worker_log_records_reach_parent_logging(
+    pool: ProcessExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="procfuncs"):
+        pid = await pool.run(make_call(procfuncs.log_something, "hello"))
+    records = [r for r in caplog.records if r.name == "procfuncs"]
+    assert [r.getMessage() for r in records] == ["from the worker: hello"]
+    assert records[0].process == pid and pid in pool.stats()["pids"]
+
+
+async def test_stats_report_the_pool(pool: ProcessExecutor) -> None:
+    done = pool.calls_done
+    await pool.run(make_call(procfuncs.add, 1, 2))
+    stats = pool.stats()
+    assert stats["calls_done"] == done + 1
+    assert stats["busy"] == 0 and stats["queued"] == 0
+    assert sorted(stats["per_worker"]) == sorted(stats["pids"])
+    assert all(w["rss"] > 0 for w in stats["per_worker"].values())
+    assert {"crashes", "timeouts", "recycles", "workers"} <= set(stats)
+
+
+async def test_recycles_a_worker_after_max_tasks() -> None:
+    executor = ProcessExecutor(max_workers=1, max_tasks_per_worker=3)
+    await executor.start()
+    try:
+        pids = [await executor.run(make_call(procfuncs.pid)) for _ in range(7)]
+    finally:
+        await executor.aclose()
+    assert [pids.count(p) for p in dict.fromkeys(pids)] == [3, 3, 1]
+    assert executor.recycles == 2 and executor.crashes == 0
+    assert gone(pids)
+
+
+async def test_recycles_a_worker_past_max_memory() -> None:
+    probe = ProcessExecutor(max_workers=1)
+    await probe.start()
+    (rss,) = [w["rss"] for w in probe.stats()["per_worker"].values()]
+    await probe.aclose()
+    executor = ProcessExecutor(max_workers=1, max_memory_per_worker=rss + (48 << 20))
+    await executor.start()
+    try:
+        first = await executor.run(make_call(procfuncs.hoard, 8))
+        assert await executor.run(make_call(procfuncs.pid)) == first  # still under the limit
+        assert await executor.run(make_call(procfuncs.hoard, 64)) == first  # now past it
+        after = await executor.run(make_call(procfuncs.pid))
+    finally:
+        await executor.aclose()
+    assert after != first
+    assert executor.recycles == 1 and executor.crashes == 0
+    assert gone([first])
+
+
+async def test_aclose_leaves_no_process_and_no_fd_behind() -> None:
+    me = psutil.Process()
+    executor = ProcessExecutor(max_workers=2)
+    await executor.start()  # (the forkserver, shared by the program, may start here)
+    await executor.aclose()
+    fds, workers = me.num_fds(), grandchildren()
+    executor = ProcessExecutor(max_workers=2)
+    await executor.start()
+    pids = executor.stats()["pids"]
+    assert await executor.run(make_call(procfuncs.add, 1, 2)) == 3
+    await executor.aclose()
+    assert gone(pids)
+    assert grandchildren() == workers and not set(pids) & grandchildren()
+    assert me.num_fds() == fds
+
+
+async def test_aclose_waits_for_accepted_calls_unless_cancelling(tmp_path: Path) -> None:
+    executor = ProcessExecutor(max_workers=1)
+    await executor.start()
+    result = asyncio.ensure_future(executor.run(make_call(procfuncs.cpu, 50)))
+    await asyncio.sleep(0)  # let run() hand the call over
+    await executor.aclose()
+    assert result.done() and result.result() > 0
+    executor = ProcessExecutor(max_workers=1)
+    await executor.start()
+    path = fifo(tmp_path)
+    blocked = asyncio.ensure_future(executor.run(make_call(procfuncs.report_pid_and_block, path)))
+    pid = int(await read_fifo(path))
+    await executor.aclose(cancel_pending=True)
+    assert blocked.cancelled()
+    assert gone([pid])
+
+
+async def test_spawn_start_method_runs_module_and_main_functions() -> None:
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec("def double(x):\n    return 2 * x\n", namespace)
+    executor = ProcessExecutor(max_workers=1, start_method="spawn")
+    await executor.start()
+    try:
+        assert await executor.run(make_call(procfuncs.add, 2, 2)) == 4
+        assert await executor.run(make_call(namespace["double"], 21)) == 42
+    finally:
+        await executor.aclose()
