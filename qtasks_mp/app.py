@@ -98,7 +98,7 @@ class AppCore:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread_id: int | None = None
         self._dispatcher: Dispatcher | None = None
-        self._waiters: dict[UUID, list[asyncio.Future[Task]]] = {}
+        self._waiters: dict[UUID, list[asyncio.Future[Task | None]]] = {}
         self._unfinished = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -338,7 +338,7 @@ class AppCore:
         if self._unfinished == 1:
             self._idle.clear()
         if dispatcher is not None:
-            dispatcher.wake_event.set()
+            dispatcher.offer(record.lane)
         if timeout is None:
             return record.snapshot(self)
         return await self.wait(record.uuid, timeout)
@@ -400,14 +400,16 @@ class AppCore:
             raise TaskNotFound(f"no task {uuid} (never added, or dropped by result retention)")
         if record.status in FINISHED:
             return record.snapshot(self)
-        fut: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(uuid, [])
-        waiters.append(fut)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Task | None] = loop.create_future()
+        self._waiters.setdefault(uuid, []).append(fut)
+        # A timer on our own future: cheaper than asyncio.wait_for's extra future and turn.
+        timer = None if timeout is None else loop.call_later(timeout, _time_out, fut)
         try:
-            return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            return None
+            return await fut
         finally:
+            if timer is not None:
+                timer.cancel()
             left = self._waiters.get(uuid)
             if left is not None and fut in left:
                 left.remove(fut)
@@ -627,6 +629,11 @@ async def wait_for_stop_signal() -> None:
         for sig in installed:
             loop.remove_signal_handler(sig)
     log.info("%s received: stopping", got[0] if got else "stop")
+
+
+def _time_out(fut: asyncio.Future[Task | None]) -> None:
+    if not fut.done():
+        fut.set_result(None)  # None: the time ran out (QTasks' answer)
 
 
 def _as_uuid(value: UUID | str) -> UUID:

@@ -20,7 +20,10 @@ waiting recruits one helper (waking an idle worker, or starting one while under
 one worker back to back (yielding to the loop every few milliseconds); tasks that
 wait on I/O ramp up one more worker per loop turn until `slots` run at once.
 
-The loop wakes on events only: a new task, a retry put back, an executor's own
+`add_task` offers each new task to its lane directly (`offer`): an idle worker is
+woken and takes it from the store, with no dispatcher turn in between.
+
+The loop wakes on events only: a new task for a lane it has not seen, a retry put back, an executor's own
 `wakeup()` (its room grew), or a timer set for the earliest future ETA. A finished
 call does not wake it: the worker that ran it takes the next batch itself.
 """
@@ -111,6 +114,18 @@ class Dispatcher:
             await wake_event.wait()
             if timer is not None:
                 timer.cancel()
+
+    def offer(self, lane_name: str) -> None:
+        """A task was put in the store for `lane_name`: get a worker to take it.
+
+        An idle worker is woken (or one started) and takes from the store itself, so
+        the common path costs no dispatcher turn. Without a lane yet, the loop does it.
+        """
+        lane = self.lanes.get(lane_name)
+        if lane is None or self._stopping:
+            self.wake_event.set()
+        elif not lane.inbox and lane.executor.capacity > 0:
+            self._recruit(lane)
 
     def _recruit(self, lane: _Lane) -> None:
         """Get one more worker onto `lane` unless one is already on its way."""
