@@ -83,13 +83,13 @@ def test_many_threads_add_concurrently() -> None:
 def test_a_script_that_exits_drains_its_tasks_at_exit() -> None:
     """A plain script adds tasks and ends; atexit lets them finish (shutdown_timeout)."""
     script = (
-        "import time\n"
+        "import sys, time\n"
         "from qtasks_mp import QueueTasks\n"
         "app = QueueTasks()\n"
         "@app.task\n"
         "def slow(i):\n"
         "    time.sleep(0.2)\n"
-        "    print('ran', i, flush=True)\n"
+        "    sys.stdout.write(f'ran {i}\\n')  # one write: threads do not interleave it\n"
         "for i in range(3):\n"
         "    app.add_task('slow', i)\n"
     )

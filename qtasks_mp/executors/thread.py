@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import TaskTimeout
@@ -41,17 +41,19 @@ class ThreadExecutor(Executor):
 
     async def run(self, call: Call) -> Any:
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._pool, run_in_thread, call, loop)
+        assert self._pool is not None, "ThreadExecutor.run before start()"
+        job = self._pool.submit(run_in_thread, call, loop)
+        fut = asyncio.wrap_future(job, loop=loop)
         timeout = call.spec.timeout
         try:
             if timeout is None:
-                return await asyncio.shield(fut)
+                return await fut
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except asyncio.CancelledError:  # the app is stopping; the thread cannot be
-            self._left_running(fut)
+        except asyncio.CancelledError:  # the app is stopping; a started thread goes on
+            self._left_running(job, fut, loop)
             raise
         except asyncio.TimeoutError:
-            self._left_running(fut)
+            self._left_running(job, fut, loop)
             assert timeout is not None
             raise TaskTimeout(
                 call.task_name,
@@ -60,15 +62,17 @@ class ThreadExecutor(Executor):
                 "(holding one slot) until it returns; use executor='process' for a hard limit",
             ) from None
 
-    def _left_running(self, fut: asyncio.Future[Any]) -> None:
-        if not fut.done():
+    def _left_running(
+        self, job: Future[Any], fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """The task gave up on a call whose thread goes on: keep its slot counted."""
+        fut.add_done_callback(_retrieve)  # its outcome no longer matters to anyone
+        if not job.done():  # (cancelling `fut` cancelled `job` if it had not started)
             self.overrun += 1
-            fut.add_done_callback(self._thread_returned)
+            job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._thread_returned))
 
-    def _thread_returned(self, fut: asyncio.Future[Any]) -> None:
+    def _thread_returned(self) -> None:
         self.overrun -= 1
-        if not fut.cancelled():
-            fut.exception()  # retrieved: the task already failed with TaskTimeout
         self.wakeup()
 
     async def aclose(self, cancel_pending: bool = False) -> None:
@@ -82,3 +86,8 @@ class ThreadExecutor(Executor):
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "overrun": self.overrun}
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # marks it retrieved: the task already failed or was cancelled
