@@ -106,6 +106,8 @@ class AppCore:
         self.started_executors: set[str] = set()
         self._dispatcher_pending: Dispatcher | None = None  # between start() and running
         self._checking_waiters = False
+        self._recheck_waiters = False  # a change arrived while waiters were being checked
+        self._store_lock = asyncio.Lock()  # concurrent first add_task calls open it once
         self._background: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- registration
@@ -465,6 +467,7 @@ class AppCore:
             self.loop = loop
             self.loop_thread_id = threading.get_ident()
             self._idle = asyncio.Event()  # asyncio primitives belong to one loop
+            self._store_lock = asyncio.Lock()
             if self._unfinished == 0:
                 self._idle.set()
 
@@ -477,8 +480,10 @@ class AppCore:
     async def _open_store(self) -> None:
         if not self._store_open:
             self._bind_loop()
-            await self.store.open(self.config, self._store_changed)
-            self._store_open = True
+            async with self._store_lock:
+                if not self._store_open:
+                    await self.store.open(self.config, self._store_changed)
+                    self._store_open = True
 
     def _store_changed(self) -> None:
         """The store says another process changed it: new tasks, or finished ones.
@@ -495,7 +500,9 @@ class AppCore:
         dispatcher = self._dispatcher or self._dispatcher_pending
         if dispatcher is not None:
             dispatcher.wake()
-        if self._waiters and not self._checking_waiters:
+        if self._waiters and self._checking_waiters:
+            self._recheck_waiters = True  # the check running now may have read too early
+        elif self._waiters:
             self._checking_waiters = True
             task = asyncio.get_running_loop().create_task(self._check_waiters())
             self._background.add(task)
@@ -503,12 +510,16 @@ class AppCore:
 
     async def _check_waiters(self) -> None:
         try:
-            for uuid in list(self._waiters):
-                record = await self.store.get(uuid)
-                if record is not None and record.status in FINISHED:
-                    for fut in self._waiters.pop(uuid, ()):
-                        if not fut.done():
-                            fut.set_result(record.snapshot(self))
+            again = True
+            while again:
+                self._recheck_waiters = False
+                for uuid in list(self._waiters):
+                    record = await self.store.get(uuid)
+                    if record is not None and record.status in FINISHED:
+                        for fut in self._waiters.pop(uuid, ()):
+                            if not fut.done():
+                                fut.set_result(record.snapshot(self))
+                again = self._recheck_waiters and bool(self._waiters)
         finally:
             self._checking_waiters = False
 

@@ -23,9 +23,10 @@ wait on I/O ramp up one more worker per loop turn until `slots` run at once.
 `add_task` offers each new task to its lane directly (`offer`): an idle worker is
 woken and takes it from the store, with no dispatcher turn in between.
 
-The loop wakes on events only: a new task for a lane it has not seen, a retry put back, an executor's own
-`wakeup()` (its room grew), or a timer set for the earliest future ETA. A finished
-call does not wake it: the worker that ran it takes the next batch itself.
+The loop wakes on events only: a new task for a lane it has not seen, a retry put
+back, another process changing a shared store, an executor's own `wakeup()` (its
+room grew), or a timer set for the earliest future ETA. A finished call does not
+wake it: the worker that ran it takes the next batch itself.
 """
 
 from __future__ import annotations

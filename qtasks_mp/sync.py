@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -83,7 +84,7 @@ class QueueTasks:
         self,
         name: str = "QueueTasks",
         *,
-        store: Store | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
         config: QueueConfig | None = None,
         middlewares: Sequence[Middleware] | None = None,
         executors: Mapping[str, Executor] | None = None,

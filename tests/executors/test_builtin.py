@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from qtasks_mp import InlineExecutor, TaskTimeout, ThreadExecutor
+from qtasks_mp import TaskTimeout, ThreadExecutor
 from qtasks_mp.asyncio import QueueTasks
 
 

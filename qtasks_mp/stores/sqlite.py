@@ -1,0 +1,374 @@
+"""`SQLiteStore`: the durable store. One file, no server; shared by several processes.
+
+`QueueTasks(store="sqlite:///tasks.db")` (or a path) selects it. What it promises:
+
+- `put()` (so `add_task`) returns once the task is committed to the file (WAL mode).
+  Concurrent puts share one transaction (group commit, see `_sqlite_engine`).
+- A task taken to run is leased to this store (owner, expiry), renewed in the
+  background. If its dispatcher dies, the next `open()` of any process on the file (or
+  a running one, within a second) puts the task back with `retry` + 1: at-least-once.
+- Another process's commits wake this app within `poll_s` (it watches
+  `PRAGMA data_version`; the table is never polled).
+- Finished tasks are kept within the app's `result_retention_count` / `_s` (trimmed
+  in the background, within a second of going past).
+
+`synchronous="NORMAL"` (default) survives a killed process; `"FULL"` also a power cut
+or OS crash, at the price of an fsync per commit. See docs/durability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+from uuid import UUID
+
+from ..config import QueueConfig
+from ..errors import SerializationError
+from ..task import TaskRecord, TaskStatus
+from ._sqlite_codec import EncodeError, encode_call, encode_value
+from ._sqlite_engine import FINISH_OP, PUT, READ, STOP, WRITE, Engine, Op
+from ._sqlite_schema import COLUMNS, StoreError, StoreLocked, record_from_row
+from .base import Store
+
+__all__ = ["SQLiteStore", "StoreError", "StoreLocked"]
+
+T = TypeVar("T")
+_SYNC_MODES = ("NORMAL", "FULL", "EXTRA")
+
+
+class SQLiteStore(Store):
+    """Tasks in a SQLite file. `path`: the file (created 0o600 if missing; `~` expanded).
+
+    `synchronous`: "NORMAL" (default; a committed task survives the process being
+    killed) or "FULL" (also survives a power cut; one fsync per commit).
+    `lease_s`: how long a taken task stays leased without renewal before another
+    process may run it again (renewed every `lease_s / 3` while the owner lives; an
+    owner that died on this host is detected at once, without waiting).
+    `busy_timeout_s`: how long a write waits for another program's lock before
+    `StoreLocked`. `poll_s`: how often other processes' commits are looked for.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        lease_s: float = 30.0,
+        busy_timeout_s: float = 10.0,
+        poll_s: float = 0.01,
+    ) -> None:
+        mode = synchronous.upper()
+        if mode not in _SYNC_MODES:
+            raise ValueError(f"synchronous must be one of {', '.join(_SYNC_MODES)}, got {mode!r}")
+        if lease_s <= 0 or busy_timeout_s < 0 or poll_s <= 0:
+            raise ValueError("lease_s and poll_s must be > 0, busy_timeout_s >= 0")
+        self.path = os.path.expanduser(os.fspath(path))
+        self.synchronous = mode
+        self.lease_s = lease_s
+        self.busy_timeout_s = busy_timeout_s
+        self.poll_s = poll_s
+        self._engine: Engine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: Callable[[], None] = _nothing
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
+
+    @property
+    def batches(self) -> int:
+        """Transactions committed for callers so far (group commit makes it small)."""
+        return self._engine.batches if self._engine is not None else 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def open(self, config: QueueConfig, wake: Callable[[], None]) -> None:
+        """Open (creating the file and schema if needed) and reclaim dead leases.
+
+        Raises `StoreError` (a corrupt or foreign file, a missing directory, a newer
+        schema) or `StoreLocked`.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._wake = wake
+        if self._engine is not None and self._engine.is_alive():
+            self._engine.config = config
+            # Concurrent first calls (a gather of add_task) all open: one engine, and
+            # every caller returns only once it is ready (or raises its error).
+            await asyncio.wrap_future(self._engine.ready)
+            return
+        engine = self._engine = Engine(
+            self.path,
+            synchronous=self.synchronous,
+            busy_timeout_s=self.busy_timeout_s,
+            lease_s=self.lease_s,
+            poll_s=self.poll_s,
+            config=config,
+            on_change=self._changed,
+        )
+        engine.start()
+        try:
+            await asyncio.wrap_future(engine.ready)
+        except BaseException:
+            if self._engine is engine:
+                self._engine = None
+            raise
+
+    def _changed(self) -> None:
+        """From the store thread: another process committed. Scheduled after the
+        batch replies already on their way (see the engine's hazards)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(self._wake)
+
+    async def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None and engine.is_alive():
+            engine.queue.put(STOP)
+            await asyncio.wrap_future(engine.done)
+
+    # ------------------------------------------------------------ calls
+
+    def _submit(self, kind: int, arg: Any) -> asyncio.Future[Any]:
+        engine = self._engine
+        if engine is None or not engine.is_alive():
+            raise StoreError(f"the task store {self.path!r} is not open")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        engine.queue.put(Op(kind, arg, fut, loop))
+        return fut
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        result: T = await self._submit(READ, fn)
+        return result
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        result: T = await self._submit(WRITE, fn)
+        return result
+
+    async def put(self, record: TaskRecord) -> None:
+        try:
+            args = encode_call(record.args, record.kwargs)
+        except EncodeError as e:
+            raise SerializationError(
+                f"task {record.task_name!r} cannot be stored in {self.path!r}: {e}. Pass "
+                "plain data (numbers, strings, bytes, lists, dicts) or picklable objects"
+            ) from e
+        await self._submit(
+            PUT,
+            (
+                record.uuid.bytes,
+                record.task_name,
+                record.lane,
+                record.priority,
+                record.eta,
+                record.retry,
+                record.created_at,
+                record.updated_at,
+                record.started_at,
+                args,
+                record.traceback,
+            ),
+        )
+        record.status = TaskStatus.NEW
+
+    async def take(self, lane: str, limit: int, now: float) -> list[TaskRecord]:
+        if limit <= 0:
+            return []
+        engine = self._engine
+        assert engine is not None
+        records: list[TaskRecord] = await self._submit(
+            WRITE, partial(_take, engine, lane, limit, now)
+        )
+        return records
+
+    async def next_eta(self, lane: str) -> float | None:
+        def run(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT min(eta) FROM tasks WHERE lane = ? AND status = 'new' AND eta > 0",
+                (lane,),
+            ).fetchone()
+            eta: float | None = row[0]
+            return eta
+
+        return await self._read(run)
+
+    async def finish(self, record: TaskRecord) -> None:
+        try:
+            returning = encode_value(record.returning)
+        except EncodeError as e:
+            # The outcome must be stored: keep the failure to store it, for every reader.
+            record.status = TaskStatus.ERROR
+            record.returning = None
+            record.traceback = (
+                f"SerializationError: task {record.task_name!r} returned a value that "
+                f"cannot be stored in {self.path!r}: {e}\n"
+            )
+            returning = None
+        await self._submit(
+            FINISH_OP,
+            (
+                record.status.value,
+                record.retry,
+                record.updated_at,
+                record.started_at,
+                record.finished_at or time.time(),
+                returning,
+                record.traceback,
+                record.uuid.bytes,
+            ),
+        )
+
+    async def get(self, uuid: UUID) -> TaskRecord | None:
+        def run(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = conn.execute(
+                f"SELECT {COLUMNS} FROM tasks WHERE uuid = ?", (uuid.bytes,)
+            ).fetchone()
+            return row
+
+        row = await self._read(run)
+        if row is None:
+            return None
+        try:
+            return record_from_row(row)
+        except Exception as e:
+            raise SerializationError(
+                f"task {row[2]!r} ({uuid}): its stored arguments or result cannot be "
+                f"decoded here: {type(e).__name__}: {e}"
+            ) from e
+
+    async def counts(self) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()
+            return dict(rows)
+
+        found = await self._read(run)
+        return {s.value: found.get(s.value, 0) for s in TaskStatus}
+
+    async def drop_queued(self) -> int:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> int:
+            count: int = conn.execute(
+                "UPDATE tasks SET status = 'cancel', updated_at = ?, finished_at = ?, "
+                "traceback = 'cancelled: the app stopped before the task started' "
+                "WHERE status = 'new'",
+                (now, now),
+            ).rowcount
+            return count
+
+        return await self._write(run)
+
+    # ------------------------------------------------------------ for the CLI
+
+    async def task_rows(self) -> list[tuple[str, str, int, float, float, float, float]]:
+        """(task_name, status, retry, created_at, eta, started_at, finished_at) of every
+        task: what `qtasks-mp stats` summarises. Decodes no arguments."""
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT task_name, status, retry, created_at, eta, started_at, finished_at "
+                "FROM tasks"
+            ).fetchall()
+
+        return await self._read(run)
+
+    async def list_tasks(
+        self, status: str | None, task_name: str | None, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """Raw rows (uuid, task_name, status, retry, updated_at, traceback), newest first."""
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            where, params = [], []
+            if status is not None:
+                where.append("status = ?")
+                params.append(status)
+            if task_name is not None:
+                where.append("task_name = ?")
+                params.append(task_name)
+            sql = "SELECT uuid, task_name, status, retry, updated_at, traceback FROM tasks"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            return conn.execute(
+                sql + " ORDER BY updated_at DESC LIMIT ?", (*params, limit)
+            ).fetchall()
+
+        return await self._read(run)
+
+    async def purge(self, statuses: list[str], older_than_s: float = 0.0) -> int:
+        """Delete tasks in `statuses` last updated more than `older_than_s` ago."""
+        if not statuses:
+            return 0
+        horizon = time.time() - older_than_s
+
+        def run(conn: sqlite3.Connection) -> int:
+            marks = ", ".join("?" * len(statuses))
+            count: int = conn.execute(
+                f"DELETE FROM tasks WHERE status IN ({marks}) AND updated_at <= ?",
+                (*statuses, horizon),
+            ).rowcount
+            return count
+
+        return await self._write(run)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _take(
+    engine: Engine, lane: str, limit: int, now: float, conn: sqlite3.Connection
+) -> list[TaskRecord]:
+    """In the store thread, inside a write transaction: lease up to `limit` ready tasks."""
+    conn.execute(  # delayed tasks now due join the ready ones (keeping their arrival order)
+        "UPDATE tasks SET eta = 0 WHERE lane = ? AND status = 'new' AND eta > 0 AND eta <= ?",
+        (lane, now),
+    )
+    rows = conn.execute(
+        f"SELECT {COLUMNS} FROM tasks WHERE lane = ? AND status = 'new' AND eta = 0 "
+        "ORDER BY priority, seq LIMIT ?",
+        (lane, limit),
+    ).fetchall()
+    if not rows:
+        return []
+    out: list[TaskRecord] = []
+    leased: list[tuple[Any, ...]] = []
+    broken: list[tuple[Any, ...]] = []
+    until = time.time() + engine.lease_s
+    for row in rows:
+        try:
+            record = record_from_row(row)
+        except Exception as e:  # e.g. a pickled class this program cannot import
+            broken.append(
+                (
+                    f"SerializationError: the stored arguments of task {row[2]!r} cannot be "
+                    f"decoded in this program: {type(e).__name__}: {e}\n",
+                    now,
+                    now,
+                    row[0],
+                )
+            )
+            continue
+        record.status = TaskStatus.PROCESS
+        out.append(record)
+        leased.append((engine.owner, until, row[0]))
+    if leased:
+        conn.executemany(
+            "UPDATE tasks SET status = 'process', lease_owner = ?, lease_until = ? WHERE seq = ?",
+            leased,
+        )
+        engine.holding = True
+    if broken:
+        conn.executemany(
+            "UPDATE tasks SET status = 'error', traceback = ?, updated_at = ?, finished_at = ? "
+            "WHERE seq = ?",
+            broken,
+        )
+    return out

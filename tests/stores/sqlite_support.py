@@ -1,0 +1,79 @@
+"""Helpers of the SQLite store tests: conditions with deadlines, reading the file directly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgpack
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+APPS = REPO / "tests" / "apps"
+WORKER_APP = APPS / "sqlite_worker_app.py"
+
+
+def wait_until(check: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Check every 20 ms until `check()` is truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Read the store's file with a connection of our own (as another program would)."""
+    conn = sqlite3.connect(db, timeout=5)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def statuses(db: Path) -> dict[str, int]:
+    return dict(query(db, "SELECT status, count(*) FROM tasks GROUP BY status"))
+
+
+def first_arg(blob: bytes) -> Any:
+    """The first positional argument of a stored call (plain msgpack for ints)."""
+    args, _kwargs = msgpack.unpackb(blob, raw=False)
+    return args[0]
+
+
+def start_worker(db: Path, log: Path, *extra: str, env: dict[str, str] | None = None) -> Any:
+    """`python -m qtasks_mp run tests/apps/sqlite_worker_app.py:app --store db`."""
+    out = open(log, "ab")  # noqa: SIM115  (closed by stop_worker)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qtasks_mp", "run", f"{WORKER_APP}:app", "--store", str(db), *extra],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
+    proc.log_file = out  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_worker(proc: Any, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        code: int = proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.log_file.close()
+    return code
