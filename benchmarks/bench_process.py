@@ -6,7 +6,9 @@ Every contender gets the same number of workers, a warm-up, then:
 - no-op rate: N calls submitted at once, until the last result is back;
 - round trip p50: calls one after another, each awaited before the next;
 - CPU efficiency: 40 tasks of ~50 ms of pure-Python work;
-  efficiency = serial time / (workers x makespan), 1.0 is perfect.
+  efficiency = serial time / (workers x makespan), 1.0 is perfect;
+- array throughput: 16 tasks each taking a distinct 32 MiB numpy array (and summing
+  it), submitted at once: MiB/s until the last result is back (needs numpy).
 qtasks_mp is measured through the full app (`add_task` -> result) and, as "qtasks_mp
 run()", through `executor.run` directly (no store, no dispatcher, no middleware).
 The machine may be shared: compare the ratios, not the absolute numbers.
@@ -21,6 +23,7 @@ import multiprocessing
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from qtasks_mp.asyncio import QueueTasks
@@ -41,6 +44,10 @@ def spin(n: int) -> int:
     return x
 
 
+def total(array: Any) -> float:
+    return float(array.sum())
+
+
 def calibrate(seconds: float) -> int:
     """How many `spin` iterations take about `seconds` here."""
     n = 100_000
@@ -53,147 +60,227 @@ def calibrate(seconds: float) -> int:
         n *= 2
 
 
-Result = tuple[float, float, float]  # (no-op rate /s, round-trip p50 s, CPU efficiency)
+Result = tuple[float, float, float, float]
+# (no-op rate /s, round-trip p50 s, CPU efficiency, array throughput MiB/s or nan)
+
+
+@dataclass
+class Sizes:
+    """What each contender runs (the same for all)."""
+
+    workers: int = 2
+    n: int = 20_000  # no-op calls
+    trips: int = 500  # sequential round trips
+    cpu_tasks: int = 40
+    spin_n: int = 0  # `spin` iterations of one CPU task
+    serial: float = 0.0  # seconds the CPU tasks take one after another here
+    arrays: list[Any] = field(default_factory=list)  # distinct numpy arrays, or none
+
+    @property
+    def mib(self) -> float:
+        return sum(a.nbytes for a in self.arrays) / 2**20
+
+    def efficiency(self, makespan: float) -> float:
+        return self.serial / (self.workers * makespan)
+
+    def throughput(self, seconds: float) -> float:
+        return self.mib / seconds if self.arrays else float("nan")
+
+    @classmethod
+    def make(cls, workers: int, quick: bool) -> Sizes:
+        n, trips, cpu_tasks, cpu_s, count, mib = (
+            (2_000, 100, 8, 0.02, 8, 8) if quick else (20_000, 500, 40, 0.05, 16, 32)
+        )
+        spin_n = calibrate(cpu_s)
+        serial = cpu_tasks * statistics.median(_timed(spin, spin_n) for _ in range(3))
+        try:
+            import numpy as np
+        except ImportError:
+            print("(numpy not installed: no array throughput)")
+            arrays = []
+        else:
+            rng = np.random.default_rng(0)
+            arrays = [rng.random((mib << 20) // 8) for _ in range(count)]
+        return cls(workers, n, trips, cpu_tasks, spin_n, serial, arrays)
 
 
 # ---------------------------------------------------------------- qtasks_mp
 
 
-async def qtasks_app(workers: int, n: int, trips: int, spin_n: int, serial: float) -> Result:
-    app = QueueTasks("bench", executors={"process": ProcessExecutor(max_workers=workers)})
+async def qtasks_app(s: Sizes) -> Result:
+    app = QueueTasks("bench", executors={"process": ProcessExecutor(max_workers=s.workers)})
     app.config.logs_default_level = 30
-    app.task(executor="process")(noop)
-    app.task(executor="process")(spin)
+    for fn in (noop, spin, total):
+        app.task(executor="process")(fn)
     async with app:
         for _ in range(200):  # warm-up: functions shipped, code paths hot
             await app.add_task("noop")
+        for a in s.arrays[: 2 * s.workers]:  # and numpy imported in every worker
+            await app.add_task("total", a[:1024])
         await app.wait_idle()
         start = time.perf_counter()
-        for _ in range(n):
+        for _ in range(s.n):
             await app.add_task("noop")
         await app.wait_idle()
-        rate = n / (time.perf_counter() - start)
+        rate = s.n / (time.perf_counter() - start)
         lat = []
-        for _ in range(trips):
+        for _ in range(s.trips):
             t0 = time.perf_counter()
             await app.add_task("noop", timeout=10)
             lat.append(time.perf_counter() - t0)
         start = time.perf_counter()
-        for _ in range(40):
-            await app.add_task("spin", spin_n)
+        for _ in range(s.cpu_tasks):
+            await app.add_task("spin", s.spin_n)
         await app.wait_idle()
         makespan = time.perf_counter() - start
-    return rate, statistics.median(lat), serial / (workers * makespan)
+        start = time.perf_counter()
+        tasks = [await app.add_task("total", a) for a in s.arrays]
+        await app.wait_idle()
+        moved = time.perf_counter() - start
+        for task in tasks:
+            assert task is not None and (await app.get(task.uuid)).status == "success"  # type: ignore[union-attr]
+    return rate, statistics.median(lat), s.efficiency(makespan), s.throughput(moved)
 
 
 def _call(spec: TaskSpec, *args: Any) -> Call:
     return Call(spec, TaskRecord(new_uuid(), spec.name, "process", 0, args, {}, 0.0), None)
 
 
-async def qtasks_run(workers: int, n: int, trips: int, spin_n: int, serial: float) -> Result:
-    executor = ProcessExecutor(max_workers=workers)
-    specs = {fn.__name__: TaskSpec(fn.__name__, fn, kind_of(fn), "process") for fn in (noop, spin)}
+async def qtasks_run(s: Sizes) -> Result:
+    executor = ProcessExecutor(max_workers=s.workers)
+    specs = {
+        f.__name__: TaskSpec(f.__name__, f, kind_of(f), "process") for f in (noop, spin, total)
+    }
+
+    async def run_all(name: str, args: list[tuple[Any, ...]]) -> list[Any]:
+        return await asyncio.gather(*(executor.run(_call(specs[name], *a)) for a in args))
+
     await executor.start()
     try:
-        await asyncio.gather(*(executor.run(_call(specs["noop"])) for _ in range(200)))
+        await run_all("noop", [()] * 200)
+        await run_all("total", [(a[:1024],) for a in s.arrays[: 2 * s.workers]])
         start = time.perf_counter()
-        await asyncio.gather(*(executor.run(_call(specs["noop"])) for _ in range(n)))
-        rate = n / (time.perf_counter() - start)
+        await run_all("noop", [()] * s.n)
+        rate = s.n / (time.perf_counter() - start)
         lat = []
-        for _ in range(trips):
+        for _ in range(s.trips):
             t0 = time.perf_counter()
             await executor.run(_call(specs["noop"]))
             lat.append(time.perf_counter() - t0)
         start = time.perf_counter()
-        await asyncio.gather(*(executor.run(_call(specs["spin"], spin_n)) for _ in range(40)))
+        await run_all("spin", [(s.spin_n,)] * s.cpu_tasks)
         makespan = time.perf_counter() - start
+        start = time.perf_counter()
+        await run_all("total", [(a,) for a in s.arrays])
+        moved = time.perf_counter() - start
     finally:
         await executor.aclose()
-    return rate, statistics.median(lat), serial / (workers * makespan)
+    return rate, statistics.median(lat), s.efficiency(makespan), s.throughput(moved)
 
 
 # ---------------------------------------------------------------- the others
 
 
-def futures_pool(
-    make: Callable[[], Any], workers: int, n: int, trips: int, spin_n: int, serial: float
-) -> Result:
+def futures_pool(make: Callable[[], Any], s: Sizes) -> Result:
     """Any `concurrent.futures.Executor`: submit per call."""
     pool = make()
+
+    def run_all(fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> None:
+        for f in [pool.submit(fn, *a) for a in args]:
+            f.result()
+
     try:
-        concurrent.futures.wait([pool.submit(noop) for _ in range(200)])
+        run_all(noop, [()] * 200)
+        run_all(total, [(a[:1024],) for a in s.arrays[: 2 * s.workers]])
         start = time.perf_counter()
-        concurrent.futures.wait([pool.submit(noop) for _ in range(n)])
-        rate = n / (time.perf_counter() - start)
+        run_all(noop, [()] * s.n)
+        rate = s.n / (time.perf_counter() - start)
         lat = []
-        for _ in range(trips):
+        for _ in range(s.trips):
             t0 = time.perf_counter()
             pool.submit(noop).result()
             lat.append(time.perf_counter() - t0)
         start = time.perf_counter()
-        concurrent.futures.wait([pool.submit(spin, spin_n) for _ in range(40)])
+        run_all(spin, [(s.spin_n,)] * s.cpu_tasks)
         makespan = time.perf_counter() - start
+        start = time.perf_counter()
+        run_all(total, [(a,) for a in s.arrays])
+        moved = time.perf_counter() - start
     finally:
         pool.shutdown()
-    return rate, statistics.median(lat), serial / (workers * makespan)
+    return rate, statistics.median(lat), s.efficiency(makespan), s.throughput(moved)
 
 
-def mp_pool(workers: int, n: int, trips: int, spin_n: int, serial: float) -> Result:
-    with multiprocessing.Pool(workers) as pool:
-        for r in [pool.apply_async(noop) for _ in range(200)]:
-            r.get()
+def mp_pool(s: Sizes) -> Result:
+    with multiprocessing.Pool(s.workers) as pool:
+
+        def run_all(fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> None:
+            for r in [pool.apply_async(fn, a) for a in args]:
+                r.get()
+
+        run_all(noop, [()] * 200)
+        run_all(total, [(a[:1024],) for a in s.arrays[: 2 * s.workers]])
         start = time.perf_counter()
-        for r in [pool.apply_async(noop) for _ in range(n)]:
-            r.get()
-        rate = n / (time.perf_counter() - start)
+        run_all(noop, [()] * s.n)
+        rate = s.n / (time.perf_counter() - start)
         lat = []
-        for _ in range(trips):
+        for _ in range(s.trips):
             t0 = time.perf_counter()
             pool.apply_async(noop).get()
             lat.append(time.perf_counter() - t0)
         start = time.perf_counter()
-        for r in [pool.apply_async(spin, (spin_n,)) for _ in range(40)]:
-            r.get()
+        run_all(spin, [(s.spin_n,)] * s.cpu_tasks)
         makespan = time.perf_counter() - start
-    return rate, statistics.median(lat), serial / (workers * makespan)
+        start = time.perf_counter()
+        run_all(total, [(a,) for a in s.arrays])
+        moved = time.perf_counter() - start
+    return rate, statistics.median(lat), s.efficiency(makespan), s.throughput(moved)
+
+
+def run_all(s: Sizes) -> dict[str, Result]:
+    """Every contender, one after the other; loky only if it is installed."""
+    w = s.workers
+    contenders: dict[str, Callable[[], Result]] = {
+        "qtasks_mp app": lambda: asyncio.run(qtasks_app(s)),
+        "qtasks_mp run()": lambda: asyncio.run(qtasks_run(s)),
+        "ProcessPoolExecutor": lambda: futures_pool(
+            lambda: concurrent.futures.ProcessPoolExecutor(w), s
+        ),
+        "multiprocessing.Pool": lambda: mp_pool(s),
+    }
+    try:
+        import loky
+    except ImportError:
+        print("(loky not installed: skipped)")
+    else:
+        contenders["loky"] = lambda: futures_pool(
+            lambda: loky.get_reusable_executor(max_workers=w), s
+        )
+    return {name: run() for name, run in contenders.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="fewer, smaller calls (a smoke run)")
     parser.add_argument("--workers", type=int, default=2)
     opts = parser.parse_args()
-    w = opts.workers
-    n, trips = (2_000, 100) if opts.quick else (20_000, 500)
-    spin_n = calibrate(0.05)
-    one = statistics.median(_timed(spin, spin_n) for _ in range(3))
-    serial = 40 * one
-    args = (w, n, trips, spin_n, serial)
-    contenders: dict[str, Callable[[], Result]] = {
-        "qtasks_mp app": lambda: asyncio.run(qtasks_app(*args)),
-        "qtasks_mp run()": lambda: asyncio.run(qtasks_run(*args)),
-        "ProcessPoolExecutor": lambda: futures_pool(
-            lambda: concurrent.futures.ProcessPoolExecutor(w), *args
-        ),
-        "multiprocessing.Pool": lambda: mp_pool(*args),
-    }
-    try:
-        import loky
-
-        contenders["loky"] = lambda: futures_pool(
-            lambda: loky.get_reusable_executor(max_workers=w), *args
-        )
-    except ImportError:
-        print("(loky not installed: skipped)")
-    results = {name: run() for name, run in contenders.items()}
+    s = Sizes.make(opts.workers, opts.quick)
+    results = run_all(s)
     base = results["ProcessPoolExecutor"]
-    print(f"\n{w} workers, {n:,} no-op calls, {trips} round trips, 40 x {one * 1e3:.0f} ms CPU")
-    head = ("no-op rate", "x stdlib", "p50 trip", "/ stdlib", "CPU eff")
-    print(f"{'':22} {head[0]:>12} {head[1]:>9} {head[2]:>10} {head[3]:>9} {head[4]:>8}")
-    for name, (rate, p50, eff) in results.items():
+    print(
+        f"\n{s.workers} workers, {s.n:,} no-op calls, {s.trips} round trips, "
+        f"{s.cpu_tasks} x {s.serial / s.cpu_tasks * 1e3:.0f} ms CPU, "
+        f"{len(s.arrays)} arrays of {s.mib / max(1, len(s.arrays)):.0f} MiB"
+    )
+    head = ("no-op rate", "x stdlib", "p50 trip", "/ stdlib", "CPU eff", "arrays", "x stdlib")
+    print(
+        f"{'':22} {head[0]:>12} {head[1]:>9} {head[2]:>10} {head[3]:>9} {head[4]:>8} "
+        f"{head[5]:>12} {head[6]:>9}"
+    )
+    for name, (rate, p50, eff, mib_s) in results.items():
         print(
             f"{name:22} {rate:>10,.0f}/s {rate / base[0]:>8.2f}x {p50 * 1e6:>8.0f}µs "
-            f"{p50 / base[1]:>8.2f}x {eff:>8.3f}"
+            f"{p50 / base[1]:>8.2f}x {eff:>8.3f} {mib_s:>7,.0f}MiB/s {mib_s / base[3]:>8.2f}x"
         )
 
 

@@ -200,6 +200,14 @@ class Dispatcher:
             self.wake_event.set()  # the dispatcher keeps the timer for delayed retries
             return
         except asyncio.CancelledError:
+            if self.store.shared:  # durable: the next start runs it again (at-least-once)
+                record.retry += 1
+                record.status = TaskStatus.NEW
+                record.eta = 0.0
+                record.updated_at = time.time()
+                record.traceback = "interrupted: the app stopped while the task was running"
+                await self.store.put(record)
+                return
             record.status = TaskStatus.CANCEL
             record.traceback = "cancelled: the app stopped while the task was running"
         except (KeyboardInterrupt, GeneratorExit):

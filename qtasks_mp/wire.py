@@ -8,7 +8,10 @@ boundaries itself. Python objects inside a message are opaque `bytes`:
   to cloudpickle for what plain pickle refuses (lambdas, closures, local classes);
 - callables: a reference (module, qualified name) when the worker can import it,
   else cloudpickle by value. Either way a function crosses to a worker once and is
-  afterwards named by a small integer key (see `ProcessExecutor`).
+  afterwards named by a small integer key (see `ProcessExecutor`);
+- large buffers (see `SHM_MIN_BYTES`): left out of the pickle (protocol 5
+  out-of-band buffers) and copied into one POSIX shared-memory segment per message;
+  only the segment's name and the buffers' lengths cross the socket.
 
 `loads` reads both pickle and cloudpickle output (cloudpickle emits ordinary pickle
 opcodes, only needing cloudpickle importable on the reading side).
@@ -16,9 +19,12 @@ opcodes, only needing cloudpickle importable on the reading side).
 
 from __future__ import annotations
 
+import mmap
+import os
 import pickle
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from multiprocessing import resource_tracker
 from typing import Any
 
 import cloudpickle
@@ -26,14 +32,15 @@ import msgpack
 
 # parent -> worker
 OP_FUNC = 1  # [OP_FUNC, key, ref | None, blob | None, is_generator]
-OP_CALL = 2  # [OP_CALL, call_id, key, payload, context | None]
+OP_CALL = 2  # [OP_CALL, call_id, key, payload, context | None, shm | None]
 OP_STOP = 3  # [OP_STOP]: finish the calls already received, then exit 0
 OP_REPLY = 4  # [OP_REPLY, request_id, ok, payload]: answer to OP_ADD
 # worker -> parent
 OP_READY = 10  # [OP_READY, pid]
-OP_OK = 11  # [OP_OK, call_id, payload, retire]
+OP_OK = 11  # [OP_OK, call_id, payload, shm | None, retire]
 OP_ERR = 12  # [OP_ERR, call_id, where, exc_payload | None, type_name, text, traceback, retire]
-OP_ITEM = 13  # [OP_ITEM, call_id, payload]: one item yielded by a generator task
+OP_ITEM = 13  # [OP_ITEM, call_id, payload, shm | None]: one item yielded by a generator task
+# `shm`: [segment name, [length of each out-of-band buffer]] (see `shm_create`).
 OP_LOG = 14  # [OP_LOG, {LogRecord attributes}]
 OP_ADD = 15  # [OP_ADD, call_id, request_id, payload]: the task context's add_task
 OP_FATAL = 16  # [OP_FATAL, traceback]: the worker could not start
@@ -63,23 +70,41 @@ def unpacker() -> msgpack.Unpacker:
     return msgpack.Unpacker(raw=False, max_buffer_size=_MAX_MESSAGE)
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: Any, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
     """Pickle `obj` (protocol 5), or cloudpickle it if plain pickle cannot.
+
+    With `buffers`, contiguous buffers of at least `SHM_MIN_BYTES` are left out of the
+    pickle and appended to `buffers` (to pass to `loads` in the same order): those of
+    numpy arrays anywhere in `obj`, and `bytes`, `bytearray` and contiguous
+    `memoryview` objects that are `obj`, its items or their items (tuples, lists,
+    dict values). A `memoryview` crosses as a memoryview (plain pickle refuses it).
 
     Raises what cloudpickle raises for objects neither can handle (a lock, a socket):
     usually `TypeError` or `pickle.PicklingError`.
     """
+    callback: Callable[[pickle.PickleBuffer], bool] | None = None
+    if buffers is not None:
+        obj = _lift(obj, 2)
+
+        def callback(buffer: pickle.PickleBuffer) -> bool:  # True: keep it in the pickle
+            if buffer.raw().nbytes < SHM_MIN_BYTES:
+                return True
+            buffers.append(buffer)
+            return False
+
     try:
-        return pickle.dumps(obj, protocol=5)
+        return pickle.dumps(obj, protocol=5, buffer_callback=callback)
     except (pickle.PicklingError, AttributeError, TypeError):
         # AttributeError: "Can't pickle local object"; PicklingError: lambdas and
         # functions not found under their name. TypeError is most often fatal for
         # cloudpickle too, but a class defined in a function can still get through.
-        return bytes(cloudpickle.dumps(obj, protocol=5))
+        if buffers:
+            buffers.clear()  # from the failed attempt
+        return bytes(cloudpickle.dumps(obj, protocol=5, buffer_callback=callback))
 
 
-def loads(data: bytes) -> Any:
-    return pickle.loads(data)
+def loads(data: bytes, buffers: Sequence[Any] | None = None) -> Any:
+    return pickle.loads(data, buffers=buffers)
 
 
 def type_name(obj: Any) -> str:
@@ -91,20 +116,26 @@ def type_name(obj: Any) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
-def dumps_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """The payload of a call. Raises `ValueError` naming the argument that cannot be pickled."""
+def dumps_args(
+    args: tuple[Any, ...], kwargs: dict[str, Any], buffers: list[pickle.PickleBuffer] | None = None
+) -> bytes:
+    """The payload of a call (large buffers into `buffers`, as `dumps` says).
+
+    Raises `ValueError` naming the argument that cannot be pickled."""
     if not args and not kwargs:
         return EMPTY_ARGS
     try:
-        return dumps((args, kwargs))
+        return dumps((args, kwargs), buffers)
     except (Exception, SystemExit) as e:  # SystemExit: a __reduce__ that calls sys.exit
         raise ValueError(_culprit(args, kwargs, e)) from e
 
 
-def loads_args(payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def loads_args(
+    payload: bytes, buffers: Sequence[Any] | None = None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if payload == EMPTY_ARGS:
         return (), {}
-    args, kwargs = loads(payload)
+    args, kwargs = loads(payload, buffers)
     return args, kwargs
 
 
@@ -161,3 +192,139 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+# ---------------------------------------------------------------- shared memory
+
+SHM_MIN_BYTES = 1 << 20  # a buffer at least this large travels through shared memory
+SHM_PREFIX = "qtmp_"  # of every segment's name: "qtmp_<pid>a<n>" (arguments, made by
+# the parent), "qtmp_<worker pid>r<call id>_<n>" (results and items, made by a worker)
+_ALIGN = 64  # each buffer starts at a multiple of this in its segment
+
+try:
+    # The C module behind multiprocessing.shared_memory on POSIX. Not its
+    # `SharedMemory` class, because (a) on Python < 3.13 attaching to a segment
+    # registers it with the resource tracker again, and (b) its close() raises
+    # BufferError while a numpy array still views the memory, and __del__ calls it.
+    # A plain mmap lives exactly as long as the last view of it.
+    import _posixshmem  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - Windows: large buffers travel in the message
+    _posixshmem = None
+
+SHM = _posixshmem is not None
+
+
+class _Lifted:
+    """Stands in for a `bytes`, `bytearray` or `memoryview` so that pickle sees its
+    buffer (protocol 5 hands buffers to `buffer_callback` only when wrapped in a
+    `PickleBuffer`, and a pickler never consults a reducer for exact `bytes`)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: bytes | bytearray | memoryview) -> None:
+        self.obj = obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Unpickled as type(obj)(buffer): a copy for bytes and bytearray, a view of
+        # the shared memory for a memoryview.
+        return type(self.obj), (pickle.PickleBuffer(self.obj),)
+
+
+def _lift(obj: Any, depth: int) -> Any:
+    kind = type(obj)
+    if kind is bytes or kind is bytearray:
+        return _Lifted(obj) if len(obj) >= SHM_MIN_BYTES else obj
+    if kind is memoryview:
+        return _Lifted(obj) if obj.contiguous else obj
+    if depth and (kind is tuple or kind is list):
+        items = [_lift(item, depth - 1) for item in obj]
+        if any(a is not b for a, b in zip(items, obj, strict=True)):
+            return kind(items)
+    elif depth and kind is dict:
+        values = {k: _lift(v, depth - 1) for k, v in obj.items()}
+        if any(values[k] is not v for k, v in obj.items()):
+            return values
+    return obj
+
+
+def _layout(lengths: Sequence[int]) -> tuple[list[int], int]:
+    """Offsets of buffers of `lengths` laid out back to back, aligned; the total size."""
+    offsets, end = [], 0
+    for n in lengths:
+        offsets.append(end)
+        end += -(-n // _ALIGN) * _ALIGN
+    return offsets, max(end, 1)
+
+
+def args_segment(serial: int) -> str:
+    return f"{SHM_PREFIX}{os.getpid():x}a{serial:x}"
+
+
+def result_segment(worker_pid: int, call_id: int, n: int) -> str:
+    return f"{SHM_PREFIX}{worker_pid:x}r{call_id:x}_{n:x}"
+
+
+def shm_create(name: str, buffers: Sequence[pickle.PickleBuffer]) -> list[Any]:
+    """Create segment `name` holding `buffers`; return `[name, lengths]` for a message.
+
+    The segment is registered with multiprocessing's resource tracker (shared by the
+    parent and its workers), which unlinks it if the whole program dies first;
+    `shm_unlink` unregisters it. Raises `OSError` (no room in /dev/shm, the name is
+    taken); the segment is then gone.
+    """
+    raws = [b.raw() for b in buffers]
+    lengths = [r.nbytes for r in raws]
+    offsets, size = _layout(lengths)
+    path = "/" + name
+    # Registered first: whoever unlinks it (maybe the parent, after this process died
+    # just after creating it) unregisters it, and the tracker must know the name then.
+    resource_tracker.register(path, "shared_memory")
+    try:
+        fd = _posixshmem.shm_open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+    except BaseException:
+        resource_tracker.unregister(path, "shared_memory")
+        raise
+    try:
+        os.ftruncate(fd, size)
+        # pwrite, not a mapping: twice as fast here (no page faults), and a full
+        # /dev/shm is an ENOSPC error instead of a SIGBUS.
+        for offset, raw in zip(offsets, raws, strict=True):
+            done = 0
+            while done < raw.nbytes:
+                done += os.pwrite(fd, raw[done:], offset + done)
+    except BaseException:
+        shm_unlink(name)
+        raise
+    finally:
+        os.close(fd)
+    return [name, lengths]
+
+
+def shm_open(name: str, lengths: Sequence[int], *, unlink: bool) -> list[memoryview]:
+    """Map segment `name`: views of its buffers, for `loads`. No copy: the mapping
+    lasts as long as the last view (or numpy array) of it. With `unlink`, the name is
+    removed too, whatever happens (a mapping outlives its name).
+
+    Raises `FileNotFoundError` when there is no such segment any more."""
+    offsets, size = _layout(lengths)
+    fd = -1
+    try:
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        view = memoryview(mmap.mmap(fd, size))
+    finally:
+        if unlink:  # even when mapping failed: we are its last user
+            shm_unlink(name)
+        if fd >= 0:
+            os.close(fd)
+    return [view[o : o + n] for o, n in zip(offsets, lengths, strict=True)]
+
+
+def shm_unlink(name: str) -> bool:
+    """Remove segment `name` (a mapped one lives on until unmapped); False if none."""
+    path = "/" + name
+    try:
+        _posixshmem.shm_unlink(path)
+    except FileNotFoundError:
+        return False
+    resource_tracker.unregister(path, "shared_memory")
+    return True

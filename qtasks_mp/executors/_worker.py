@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import logging
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -146,6 +147,8 @@ class _Worker:
         self.functions: dict[int, tuple[Callable[..., Any], bool] | BaseException] = {}
         self.backlog: deque[list[Any]] = deque()  # read while waiting for an OP_REPLY
         self.requests = 0
+        self.pid = os.getpid()
+        self.segments = 0  # result segments made for the running call (names end _0, _1, ...)
 
     def serve(self) -> None:
         while True:
@@ -175,34 +178,66 @@ class _Worker:
             self.functions[key] = e
 
     def run(self, message: list[Any]) -> None:
-        _, call_id, key, payload, context = message
+        _, call_id, key, payload, context, args_shm = message
         where = wire.WHERE_FUNCTION
         result: Any = None
         item: Any = None
+        self.segments = 0
         try:
             entry = self.functions[key]
             if isinstance(entry, BaseException):
                 raise entry
             fn, is_generator = entry
             where = wire.WHERE_ARGS
-            args, kwargs = wire.loads_args(payload)
+            # The parent owns (and unlinks) the arguments' segment; the views keep it
+            # mapped here for as long as the call holds on to them.
+            buffers = wire.shm_open(*args_shm, unlink=False) if args_shm else None
+            args, kwargs = wire.loads_args(payload, buffers)
+            del buffers
             if context is not None:
                 args = (WorkerTask(self, call_id, *context), *args)
             where = wire.WHERE_CALL
             if is_generator:
                 for item in fn(*args, **kwargs):
                     where = wire.WHERE_ITEM
-                    data = wire.dumps(item)
+                    data, shm = self.encode(call_id, item)
                     where = wire.WHERE_CALL
-                    self.conn.send([wire.OP_ITEM, call_id, data])
+                    self.conn.send([wire.OP_ITEM, call_id, data, shm])
             else:
                 result = fn(*args, **kwargs)
             where = wire.WHERE_RESULT
-            data = wire.dumps(result)
+            data, shm = self.encode(call_id, result)
         except BaseException as e:
             self.send_error(call_id, where, e, result, item)
             return
-        self.conn.send([wire.OP_OK, call_id, data, self.retiring()])
+        self.conn.send([wire.OP_OK, call_id, data, shm, self.retiring()])
+
+    def encode(self, call_id: int, obj: Any) -> tuple[bytes, list[Any] | None]:
+        """Pickle a result or an item; its large buffers go into a new segment.
+
+        The parent unlinks the segment when the message arrives, or, if this process
+        dies first, when it cleans up after it: it tries this call's names in order,
+        `_<n>` from the first it has not received, until one does not exist. So the
+        segments that exist for a call are always a run of consecutive numbers.
+        """
+        if not wire.SHM:
+            return wire.dumps(obj), None
+        buffers: list[pickle.PickleBuffer] = []
+        data = wire.dumps(obj, buffers)
+        if not buffers:
+            return data, None
+        name = wire.result_segment(self.pid, call_id, self.segments)
+        try:
+            shm = wire.shm_create(name, buffers)
+        except OSError as e:  # no room in /dev/shm: the slow way, through the socket
+            logging.getLogger("qtasks_mp.process").warning(
+                "shared memory for %d bytes failed (%s): sent through the socket instead",
+                sum(b.raw().nbytes for b in buffers),
+                e,
+            )
+            return wire.dumps(obj), None
+        self.segments += 1
+        return data, shm
 
     def send_error(
         self, call_id: int, where: str, exc: BaseException, result: Any, item: Any

@@ -13,7 +13,8 @@ is a process with one socket pair to the parent and a shared "alive" pipe.
                │     │  OP_CALL  id, key, args      (pickle 5; cloudpickle fallback)
                │     v
                │   socket ════════════════════════> worker process (_worker.main)
-               │     ^                                runs calls one by one, FIFO
+               │     ^    /dev/shm/qtmp_* ═══════>    runs calls one by one, FIFO
+               │     │       <═══════ (buffers >= 1 MiB, both ways; names in the messages)
                │     │  OP_OK / OP_ERR  result or exception + traceback text
                │     │  OP_ITEM         one item of a generator, as produced
                │     │  OP_LOG          a log record, re-emitted here
@@ -40,6 +41,11 @@ Concurrency hazards, and the answers:
 - A worker killed for a timeout may still answer: its messages are ignored.
 - Workers die with the parent: each worker blocks in a thread on the read end of a
   pipe whose only write end is in the parent (see `_worker.py`).
+- Shared-memory segments are unlinked exactly once. The parent makes and owns an
+  argument segment: `run` unlinks it when the call ends, however it ends. A worker
+  makes a result (or item) segment; the parent unlinks it as the message arrives,
+  before unpickling. If the worker dies first, or is killed and its messages are
+  ignored, `_sweep` unlinks what it made once it is gone (names are predictable).
 - Pipelining: a worker holds up to `pipeline_depth` calls, so tiny calls never wait
   for a round trip; the price is that a quick call can wait behind a slow one on the
   same worker. New calls go to the worker holding the fewest.
@@ -51,9 +57,11 @@ import asyncio
 import atexit
 import contextlib
 import functools
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.spawn
+import pickle
 import socket
 import sys
 import threading
@@ -90,16 +98,24 @@ class _Pending:
 
     __slots__ = (
         *("abandoned", "call", "call_id", "context", "fut", "items", "key", "payload"),
-        *("timer", "worker"),
+        *("segments", "shm", "timer", "worker"),
     )
 
     def __init__(
-        self, call: Call, call_id: int, key: int, payload: bytes, context: list[Any] | None
+        self,
+        call: Call,
+        call_id: int,
+        key: int,
+        payload: bytes,
+        shm: list[Any] | None,
+        context: list[Any] | None,
     ) -> None:
         self.call = call
         self.call_id = call_id
         self.key = key
         self.payload = payload
+        self.shm = shm  # [name, lengths] of the arguments' segment: ours to unlink
+        self.segments = 0  # result segments of its current worker received so far
         self.context = context
         self.fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         generator = call.spec.kind is Kind.GENERATOR
@@ -138,6 +154,7 @@ class _Handle(asyncio.Protocol):
         self.exited = False
         self.exitcode: int | None = None
         self.fatal: str | None = None
+        self.orphans: list[tuple[int, int]] = []  # (call id, first segment) to sweep at exit
         self.loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self.loop.create_future()
 
@@ -420,15 +437,9 @@ class ProcessExecutor(Executor):
             # The context holds the app; the worker gets a stand-in that asks us instead.
             args = args[1:]
             ctx = [context.task_name, str(context.uuid), context.attempt]
-        try:
-            payload = wire.dumps_args(args, call.kwargs)
-        except ValueError as e:
-            raise SerializationError(
-                f"task {call.task_name!r}: {e}. Pass data a worker process can unpickle "
-                "(plain values, or classes defined at module level)."
-            ) from e.__cause__
+        payload, shm = _encode_args(call.task_name, args, call.kwargs)
         self._next_id += 1
-        p = _Pending(call, self._next_id, key, payload, ctx)
+        p = _Pending(call, self._next_id, key, payload, shm, ctx)
         self._inflight += 1
         assert self._quiet is not None
         self._quiet.clear()
@@ -442,6 +453,10 @@ class ProcessExecutor(Executor):
             self._abandon(p)
             raise
         finally:
+            if shm is not None:
+                # Exactly once, however the call ended. A worker still running it (it
+                # was cancelled) keeps its mapping; one yet to start it fails to open it.
+                wire.shm_unlink(shm[0])
             self._inflight -= 1
             if not self._inflight and self._quiet is not None:
                 self._quiet.set()
@@ -451,11 +466,14 @@ class ProcessExecutor(Executor):
         assert p.items is not None
         out = []
         while True:
-            data = await p.items.get()
-            if data is _END:
+            got = await p.items.get()
+            if got is _END:
                 break
             try:
-                item = wire.loads(data)
+                data, buffers = got
+                if isinstance(buffers, OSError):
+                    raise buffers
+                item = wire.loads(data, buffers)
             except Exception as e:
                 self._abandon(p)
                 raise SerializationError(
@@ -504,7 +522,7 @@ class ProcessExecutor(Executor):
         if p.key not in h.known:
             h.known.add(p.key)
             h.write(self._functions[p.key])
-        h.write(wire.packb([wire.OP_CALL, p.call_id, p.key, p.payload, p.context]))
+        h.write(wire.packb([wire.OP_CALL, p.call_id, p.key, p.payload, p.context, p.shm]))
         h.calls.append(p)
         p.worker = h
         h.sent += 1
@@ -552,7 +570,10 @@ class ProcessExecutor(Executor):
     def _result(self, p: _Pending, message: list[Any]) -> Any:
         if message[0] == wire.OP_OK:
             try:
-                return wire.loads(message[2])
+                buffers = message[3]
+                if isinstance(buffers, OSError):
+                    raise buffers
+                return wire.loads(message[2], buffers)
             except (Exception, SystemExit) as e:
                 raise SerializationError(
                     f"task {p.call.task_name!r}: its result could not be unpickled in the "
@@ -566,6 +587,8 @@ class ProcessExecutor(Executor):
         op = message[0]
         if op == wire.OP_OK or op == wire.OP_ERR:
             p = h.calls.popleft()  # FIFO: the worker answers in the order it received
+            if op == wire.OP_OK and message[3] is not None:
+                message[3] = _take(p, message[3])
             if p.timer is not None:
                 p.timer.cancel()
             h.done += 1
@@ -583,8 +606,9 @@ class ProcessExecutor(Executor):
                 self._feed(h)
         elif op == wire.OP_ITEM:
             p = h.calls[0]
+            buffers = None if message[3] is None else _take(p, message[3])
             if p.items is not None and not p.abandoned:
-                p.items.put_nowait(message[2])
+                p.items.put_nowait((message[2], buffers))
         elif op == wire.OP_LOG:
             _emit(message[1])
         elif op == wire.OP_ADD:
@@ -674,9 +698,14 @@ class ProcessExecutor(Executor):
         h.calls.clear()
         if not calls:
             return
+        # What it sends from now on is ignored: once it is dead, `_sweep` unlinks the
+        # segments it made for these calls. (Any of them: calls[0] may have finished
+        # and the next started, its answer still unread.)
+        h.orphans += [(p.call_id, p.segments) for p in calls]
         calls[0].fail(exc)
         for p in reversed(calls[1:]):  # received, never started: not their fault
             p.worker = None
+            p.segments = 0
             if not p.abandoned:
                 self._pending.appendleft(p)
         self._drain()
@@ -721,17 +750,19 @@ class ProcessExecutor(Executor):
         with contextlib.suppress(ValueError):
             h.proc.close()
         self._workers.remove(h)
-        if not self._workers and self._all_gone is not None:
-            self._all_gone.set()
-        if prior is _DOOMED:
-            return  # its calls were dealt with when it was doomed
         code = h.exitcode
-        if h.calls:
+        crashed = prior is not _DOOMED and bool(h.calls)  # a doomed one's were dealt with
+        if crashed:
             self.crashes += 1
             head = h.calls[0]
             log.error("worker %d running task %r died (exit code %s)", h.pid, head.call, code)
             self._lose(h, WorkerCrashed(head.call.task_name, code))
-        elif prior is _READY and self._running:
+        self._sweep(h)
+        if not self._workers and self._all_gone is not None:
+            self._all_gone.set()
+        if prior is _DOOMED:
+            return
+        if not crashed and prior is _READY and self._running:
             self.crashes += 1
             log.warning("idle worker %d died (exit code %s)", h.pid, code)
         if prior is _STARTING:
@@ -739,6 +770,17 @@ class ProcessExecutor(Executor):
         elif prior is _READY:
             self._replace()
         self.wakeup()
+
+    def _sweep(self, h: _Handle) -> None:
+        """Unlink the result segments a dead worker made and we never received.
+
+        A worker numbers a call's segments _0, _1, ... and makes each only after the
+        last was sent; we received them in order. So they are the names from the first
+        we did not receive, up to the first that does not exist."""
+        for call_id, n in h.orphans:
+            while wire.shm_unlink(wire.result_segment(h.pid, call_id, n)):
+                n += 1
+        h.orphans.clear()
 
     def _start_failed(self, h: _Handle) -> None:
         error = QTasksError(
@@ -825,6 +867,44 @@ def _error(call: Call, message: list[Any]) -> BaseException:
         error = SerializationError(f"task {name!r}: {text}. Return plain, picklable data.")
     error.__cause__ = remote
     return error
+
+
+_arg_segments = itertools.count(1)  # numbers the names of argument segments
+
+
+def _encode_args(
+    task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[bytes, list[Any] | None]:
+    """A call's payload, and `[name, lengths]` of the segment holding its large buffers."""
+    buffers: list[pickle.PickleBuffer] | None = [] if wire.SHM else None
+    try:
+        payload = wire.dumps_args(args, kwargs, buffers)
+        if not buffers:
+            return payload, None
+        try:
+            return payload, wire.shm_create(wire.args_segment(next(_arg_segments)), buffers)
+        except OSError as e:  # no room in /dev/shm: the slow way, through the socket
+            log.warning(
+                "task %r: shared memory for its arguments failed (%s): sent through the socket",
+                task_name,
+                e,
+            )
+            return wire.dumps_args(args, kwargs), None
+    except ValueError as e:
+        raise SerializationError(
+            f"task {task_name!r}: {e}. Pass data a worker process can unpickle "
+            "(plain values, or classes defined at module level)."
+        ) from e.__cause__
+
+
+def _take(p: _Pending, shm: list[Any]) -> list[memoryview] | OSError:
+    """Map (and unlink: it is ours now) a result segment as its message arrives, so
+    that it is unlinked even if nobody reads the result."""
+    p.segments += 1
+    try:
+        return wire.shm_open(*shm, unlink=True)
+    except OSError as e:
+        return e
 
 
 def _emit(fields: dict[str, Any]) -> None:

@@ -172,3 +172,86 @@ def _rebuild_pickles_once() -> PicklesOnce:
     global _unpickled_count
     _unpickled_count += 1
     return PicklesOnce()
+
+
+# ---------------------------------------------------------------- shared memory
+
+
+def shm_segments() -> set[str]:
+    """Names in /dev/shm that qtasks_mp made (as seen from this process)."""
+    return {n for n in os.listdir("/dev/shm") if n.startswith("qtmp_")}
+
+
+def look_at(value: Any) -> tuple[str, int, str, list[str]]:
+    """What arrived: its type, size, what its memory belongs to, the segments now open."""
+    return type(value).__name__, memoryview(value).nbytes, backing(value), sorted(shm_segments())
+
+
+def backing(value: Any) -> str:
+    """Type of the object that owns `value`'s memory ("mmap" for shared memory)."""
+    while not isinstance(value, memoryview) and getattr(value, "base", None) is not None:
+        value = value.base  # a numpy array's chain of bases ends in the buffer it views
+    return type(value.obj if isinstance(value, memoryview) else value).__name__
+
+
+def make_bytes(kind: str, mib: float) -> Any:
+    data = bytes(range(256)) * int(mib * 4096)
+    if kind == "bytearray":
+        return bytearray(data)
+    if kind == "memoryview":
+        return memoryview(data)
+    return data
+
+
+def echo(value: Any) -> Any:
+    return value
+
+
+def checksum(value: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(memoryview(value).cast("B")).hexdigest()
+
+
+def yield_big(n: int, mib: float) -> Iterator[bytes]:
+    for i in range(n):
+        yield bytes([i]) * int(mib * (1 << 20))
+
+
+def crash_with(blob: Any, how: str) -> None:
+    do(how)
+
+
+def block_with(blob: Any) -> None:
+    threading.Event().wait()
+
+
+def return_big_and(where: str, how: str) -> tuple[bytes, OnPickle | OnUnpickle]:
+    """2 MiB, and an object that does `how` where it is pickled or unpickled."""
+    return bytes(2 << 20), OnPickle(how) if where == "pickle" else OnUnpickle(how)
+
+
+def big_result_then(how: str, mib: int) -> bytes:
+    """Return `mib` MiB; right after its shared-memory segment is made, before its name
+    is sent, this process is killed ("kill": SIGKILL) or stopped ("stop": SIGSTOP)."""
+    from qtasks_mp import wire
+
+    original = wire.shm_create
+
+    def create_then_die(name: str, buffers: Any) -> Any:
+        shm = original(name, buffers)
+        os.kill(os.getpid(), signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+        return shm
+
+    wire.shm_create = create_then_die  # type: ignore[assignment]  # this worker dies anyway
+    return bytes(mib << 20)
+
+
+def refuse_shared_memory() -> None:
+    """From now on, shared memory fails in this worker (as with a full /dev/shm)."""
+    from qtasks_mp import wire
+
+    def refuse(name: str, buffers: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    wire.shm_create = refuse  # type: ignore[assignment]

@@ -484,3 +484,36 @@ async def test_a_delayed_retry_survives_a_restart(tmp_path: Path) -> None:
         1,
     )
     assert runs == [0, 1]
+
+
+async def test_a_task_interrupted_at_shutdown_runs_again_at_the_next_start(tmp_path: Path) -> None:
+    """Durable store: a task still running when shutdown_timeout ends is put back, not lost."""
+    db = tmp_path / "tasks.db"
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    def make_app() -> QueueTasks:
+        app = QueueTasks(store=f"sqlite:///{db}")
+        app.config.shutdown_timeout = 0.05
+
+        @app.task(name="report")
+        async def report() -> str:
+            started.set()
+            await release.wait()
+            return "sent"
+
+        return app
+
+    first = make_app()
+    async with first:
+        task = await first.add_task("report")
+        await asyncio.wait_for(started.wait(), 5)
+    assert task is not None
+    interrupted = await first.get(task.uuid)
+    assert interrupted is not None and interrupted.status == "new" and interrupted.retry == 1
+
+    release.set()
+    second = make_app()
+    async with second:
+        done = await second.wait(task.uuid, timeout=10)
+    assert done is not None and done.status == "success" and done.returning == "sent"
