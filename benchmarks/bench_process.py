@@ -237,6 +237,33 @@ def mp_pool(s: Sizes) -> Result:
     return rate, statistics.median(lat), s.efficiency(makespan), s.throughput(moved)
 
 
+def map_rates(s: Sizes, chunksize: int = 64) -> tuple[float, float]:
+    """Items/s of `app.map(chunksize=)` and of `ProcessPoolExecutor.map(chunksize=)`,
+    over `s.n` no-op items (`noop_item` takes one argument)."""
+
+    async def app_map() -> float:
+        app = QueueTasks("bench", executors={"process": ProcessExecutor(max_workers=s.workers)})
+        app.config.logs_default_level = 30
+        app.task(executor="process")(noop_item)
+        async with app:
+            await app.map("noop_item", range(4 * chunksize), chunksize=chunksize)  # warm-up
+            start = time.perf_counter()
+            await app.map("noop_item", range(s.n), chunksize=chunksize)
+            return s.n / (time.perf_counter() - start)
+
+    rate = asyncio.run(app_map())
+    with concurrent.futures.ProcessPoolExecutor(s.workers) as pool:
+        list(pool.map(noop_item, range(4 * chunksize), chunksize=chunksize))
+        start = time.perf_counter()
+        list(pool.map(noop_item, range(s.n), chunksize=chunksize))
+        base = s.n / (time.perf_counter() - start)
+    return rate, base
+
+
+def noop_item(x: int) -> int:
+    return x
+
+
 def run_all(s: Sizes) -> dict[str, Result]:
     """Every contender, one after the other; loky only if it is installed."""
     w = s.workers

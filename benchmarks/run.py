@@ -164,6 +164,7 @@ async def _process(quick: bool) -> list[Row]:
 
     sizes = bench_process.Sizes.make(2, quick)
     results = await asyncio.to_thread(bench_process.run_all, sizes)
+    map_app, map_base = await asyncio.to_thread(bench_process.map_rates, sizes)
     app = results.pop("qtasks_mp app")
     results.pop("qtasks_mp run()")
     print(
@@ -183,6 +184,15 @@ async def _process(quick: bool) -> list[Row]:
             rows.append(
                 Row(f"process {arrays}, MiB/s: app vs {name}", app[3], base[3], "/s", array_target)
             )
+    rows.append(
+        Row(
+            "process map, chunksize=64, items/s: app.map vs ProcessPoolExecutor.map",
+            map_app,
+            map_base,
+            "/s",
+            1.0,
+        )
+    )
     return rows
 
 

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from .config import QueueConfig
 from .dispatcher import Dispatcher
-from .errors import AppNotRunning, TaskNotFound, TaskRegistrationError
+from .errors import AppNotRunning, TaskFailed, TaskNotFound, TaskRegistrationError
 from .executors.base import Executor
 from .executors.inline import InlineExecutor
 from .executors.thread import ThreadExecutor
@@ -31,6 +31,7 @@ from .middleware.call_logging import CallLogging
 from .middleware.retries import Retries
 from .middleware.timing import Timing
 from .registries import (
+    Kind,
     P,
     R,
     RegisteredTask,
@@ -215,6 +216,12 @@ class AppCore:
                 getattr(fn, "__name__", name),
             )
         executor = self._resolve_executor(name, kind, opts.get("executor"))
+        if pass_context and not self.executors[executor].supports_context:
+            raise fail(
+                f"echo=True, but the {executor!r} executor cannot pass the task context to "
+                "the code it runs (it runs elsewhere: another machine, a fresh process); drop "
+                "echo=True, or give the task executor='process' or 'thread'"
+            )
         signature = call_signature(fn, pass_context)
         spec = TaskSpec(
             name=name,
@@ -344,6 +351,78 @@ class AppCore:
         if timeout is None:
             return record.snapshot(self)
         return await self.wait(record.uuid, timeout)
+
+    async def map(
+        self,
+        task_name: str,
+        iterable: Iterable[Any],
+        *,
+        chunksize: int = 1,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """`[task_name(item) for item in iterable]`, run as tasks; the results, in order.
+
+        With `chunksize=1` every item is a task of its own. With `chunksize=N` (plain
+        functions only), N items make one task of the companion task `"<name>.map"`,
+        which calls the function on each: tiny calls then cost one task per chunk, and
+        a chunk's items share its retries and timeout. Every item is checked against
+        the signature before anything is accepted. Raises `TaskFailed` for the first
+        failed item or chunk (its traceback as `__cause__`'s text), `TimeoutError` if
+        `timeout` runs out first (the tasks go on).
+        """
+        spec = self.specs.get(task_name)
+        if spec is None:
+            raise TaskNotFound(self._unknown_task(task_name))
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError(f"map({task_name!r}): chunksize must be an int >= 1")
+        items = list(iterable)
+        for item in items:
+            spec.bind((item,), {})
+        if chunksize == 1:
+            batches: list[Any] = items
+        else:
+            spec = self._chunk_spec(spec)
+            batches = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
+        tasks = [await self.add_task(spec.name, batch) for batch in batches]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results: list[Any] = []
+        for task in tasks:
+            assert task is not None
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done = await self.wait(task.uuid, left)
+            if done is None:
+                raise TimeoutError(f"map({task_name!r}) did not finish within {timeout}s")
+            if done.status != "success":
+                raise TaskFailed(done.task_name, done.traceback)
+            if chunksize == 1:
+                results.append(done.returning)
+            else:
+                results.extend(done.returning)
+        return results
+
+    def _chunk_spec(self, spec: TaskSpec) -> TaskSpec:
+        """The companion task that runs `spec`'s function over a list of items."""
+        name = f"{spec.name}.map"
+        if name not in self.specs:
+            if spec.kind is not Kind.FUNCTION or spec.pass_context:
+                raise TaskRegistrationError(
+                    f"map({spec.name!r}, chunksize>1) takes a plain function without echo; "
+                    "use chunksize=1 for coroutines, generators and echo tasks"
+                )
+            self._register(
+                _MapChunk(spec.fn),
+                {
+                    "name": name,
+                    "executor": spec.executor,
+                    "retry": spec.retry,
+                    "retry_on_exc": spec.retry_on_exc,
+                    "retry_backoff": spec.retry_backoff,
+                    "timeout": spec.timeout,
+                    "priority": spec.priority,
+                    "description": f"chunks of {spec.name} for app.map",
+                },
+            )
+        return self.specs[name]
 
     def _new_record(
         self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], priority: int | None
@@ -640,6 +719,18 @@ async def wait_for_stop_signal() -> None:
         for sig in installed:
             loop.remove_signal_handler(sig)
     log.info("%s received: stopping", got[0] if got else "stop")
+
+
+class _MapChunk:
+    """Calls a task's function on each item of a chunk (see `AppCore.map`). Picklable."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.__name__ = f"{getattr(fn, '__name__', 'task')}_chunk"
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        fn = self.fn
+        return [fn(item) for item in items]
 
 
 def _time_out(fut: asyncio.Future[Task | None]) -> None:

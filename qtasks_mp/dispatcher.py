@@ -151,7 +151,13 @@ class Dispatcher:
         lane.recruiting = False
         while True:
             if not inbox:
-                if self._stopping or len(lane.workers) > executor.slots:
+                if self._stopping:
+                    return
+                if len(lane.workers) > executor.slots:  # the executor shrank: retire
+                    # now (not in a done-callback a turn later: workers ending in the same
+                    # turn must see each other go), and let the loop hand on our share.
+                    lane.workers.discard(asyncio.current_task())
+                    self.wake_event.set()
                     return
                 room = executor.capacity
                 if room > 0:  # serve ourselves before parking: saves a loop turn per batch

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 from uuid import UUID
@@ -143,6 +143,20 @@ class QueueTasks:
         self._auto_start()
         return self._call(
             self.core.add_task(task_name, *args, priority=priority, timeout=timeout, **kwargs)
+        )
+
+    def map(
+        self,
+        task_name: str,
+        iterable: Iterable[Any],
+        *,
+        chunksize: int = 1,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """The results of `task_name` over `iterable`, in order; see the async `map`."""
+        self._auto_start()
+        return self._call(
+            self.core.map(task_name, list(iterable), chunksize=chunksize, timeout=timeout)
         )
 
     def get(self, uuid: UUID | str) -> Task | None:

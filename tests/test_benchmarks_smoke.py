@@ -17,4 +17,7 @@ def test_quick_benchmark_prints_every_comparison() -> None:
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.endswith(("PASS", "MISS", "info"))]
     names = [row.split(":")[0] for row in rows]
-    assert names == ["async no-op", "sync no-op", "async round trip p50"], done.stdout
+    assert names[:3] == ["async no-op", "sync no-op", "async round trip p50"], done.stdout
+    process = set(names[3:])
+    assert {"process no-op rate", "process round trip p50"} <= process, done.stdout
+    assert any(name.startswith("process map") for name in process), done.stdout

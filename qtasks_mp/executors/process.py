@@ -46,7 +46,8 @@ Concurrency hazards, and the answers:
   makes a result (or item) segment; the parent unlinks it as the message arrives,
   before unpickling. If the worker dies first, or is killed and its messages are
   ignored, `_sweep` unlinks what it made once it is gone (names are predictable).
-- Pipelining: a worker holds up to `pipeline_depth` calls, so tiny calls never wait
+- Pipelining: a worker holds up to `depth` calls (adapted to call length unless
+  `pipeline_depth` fixes it), so tiny calls never wait
   for a round trip; the price is that a quick call can wait behind a slow one on the
   same worker. New calls go to the worker holding the fewest.
 """
@@ -91,6 +92,8 @@ log = logging.getLogger("qtasks_mp.process")
 _STARTING, _READY, _RETIRING, _DOOMED, _GONE = "starting", "ready", "retiring", "doomed", "gone"
 _LIVE = (_STARTING, _READY)  # states that count towards `slots`
 _END: Any = object()  # end of a generator's items
+_SHORT_CALL_S = 0.0005  # calls quicker than this are pipelined deep
+_LONG_CALL_S = 0.005  # calls slower than this are sent one at a time
 
 
 class _Pending:
@@ -98,7 +101,7 @@ class _Pending:
 
     __slots__ = (
         *("abandoned", "call", "call_id", "context", "fut", "items", "key", "payload"),
-        *("segments", "shm", "timer", "worker"),
+        *("segments", "shm", "started", "timer", "worker"),
     )
 
     def __init__(
@@ -116,6 +119,7 @@ class _Pending:
         self.payload = payload
         self.shm = shm  # [name, lengths] of the arguments' segment: ours to unlink
         self.segments = 0  # result segments of its current worker received so far
+        self.started = 0.0  # loop time it became its worker's running call
         self.context = context
         self.fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         generator = call.spec.kind is Kind.GENERATOR
@@ -202,6 +206,10 @@ class ProcessExecutor(Executor):
     - `max_tasks_per_worker`, `max_memory_per_worker` (bytes of RSS, checked after each
       call): past either, a worker finishes what it holds and is replaced.
     - `pipeline_depth`: calls a worker may hold at once; `slots` is workers x depth.
+      None (the default) adapts it to how long calls take: sub-millisecond calls are
+      pipelined 16 deep so they never wait on a round trip; calls of 5 ms or more are
+      sent one at a time, so no call waits behind a slow one while another worker idles;
+      in between, 2.
 
     A worker that dies fails only the call it was running, with `WorkerCrashed`; the
     `Retries` middleware retries that like any error when the task sets `retry=` (the
@@ -222,7 +230,7 @@ class ProcessExecutor(Executor):
         preload: Sequence[str] = (),
         max_tasks_per_worker: int | None = None,
         max_memory_per_worker: int | None = None,
-        pipeline_depth: int = 2,
+        pipeline_depth: int | None = None,
     ) -> None:
         super().__init__()
         methods = multiprocessing.get_all_start_methods()
@@ -244,6 +252,7 @@ class ProcessExecutor(Executor):
         self.max_tasks_per_worker = max_tasks_per_worker
         self.max_memory_per_worker = max_memory_per_worker
         self.pipeline_depth = pipeline_depth
+        self._service_s: float | None = None  # moving average of call run time
         self._running = False
         self._workers: list[_Handle] = []
         self._ready: list[_Handle] = []  # workers that take calls
@@ -271,7 +280,19 @@ class ProcessExecutor(Executor):
 
     @property
     def slots(self) -> int:
-        return self._n_live * self.pipeline_depth
+        return self._n_live * self.depth
+
+    @property
+    def depth(self) -> int:
+        """Calls a worker may hold at once now (see `pipeline_depth`)."""
+        if self.pipeline_depth is not None:
+            return self.pipeline_depth
+        service = self._service_s
+        if service is None:
+            return 2
+        if service < _SHORT_CALL_S:
+            return 16
+        return 1 if service >= _LONG_CALL_S else 2
 
     async def start(self) -> None:
         if self._running:
@@ -506,12 +527,13 @@ class ProcessExecutor(Executor):
 
     def _submit(self, p: _Pending) -> None:
         best: _Handle | None = None
+        depth = self.depth
         for h in self._ready:
             held = len(h.calls)
             if held == 0:
                 best = h
                 break
-            if held < self.pipeline_depth and (best is None or held < len(best.calls)):
+            if held < depth and (best is None or held < len(best.calls)):
                 best = h
         if best is None:
             self._pending.append(p)
@@ -536,7 +558,8 @@ class ProcessExecutor(Executor):
     def _feed(self, h: _Handle) -> None:
         """Give waiting calls to `h` while it has room."""
         pending = self._pending
-        while pending and h.state is _READY and len(h.calls) < self.pipeline_depth:
+        depth = self.depth
+        while pending and h.state is _READY and len(h.calls) < depth:
             p = pending.popleft()
             if not p.abandoned:
                 self._send(h, p)
@@ -549,9 +572,11 @@ class ProcessExecutor(Executor):
 
     def _arm(self, p: _Pending) -> None:
         """`p` starts running now: start its timeout clock."""
+        loop = asyncio.get_running_loop()
+        p.started = loop.time()
         timeout = p.call.timeout
         if timeout is not None:
-            p.timer = asyncio.get_running_loop().call_later(timeout, self._on_timeout, p)
+            p.timer = loop.call_later(timeout, self._on_timeout, p)
 
     def _abandon(self, p: _Pending) -> None:
         """Nobody waits for `p` any more (cancelled, or its stream failed)."""
@@ -587,6 +612,9 @@ class ProcessExecutor(Executor):
         op = message[0]
         if op == wire.OP_OK or op == wire.OP_ERR:
             p = h.calls.popleft()  # FIFO: the worker answers in the order it received
+            ran = asyncio.get_running_loop().time() - p.started
+            previous = self._service_s
+            self._service_s = ran if previous is None else 0.8 * previous + 0.2 * ran
             if op == wire.OP_OK and message[3] is not None:
                 message[3] = _take(p, message[3])
             if p.timer is not None:

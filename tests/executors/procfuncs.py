@@ -255,3 +255,10 @@ def refuse_shared_memory() -> None:
         raise OSError(28, "No space left on device")
 
     wire.shm_create = refuse  # type: ignore[assignment]
+
+
+def square(x: int) -> int:
+    """For app.map tests."""
+    if x == -1:
+        raise ValueError("negative one is not welcome")
+    return x * x

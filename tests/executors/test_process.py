@@ -70,9 +70,29 @@ async def test_add_task_returns_the_result_through_the_app(app: QueueTasks) -> N
 
 
 async def test_slots_are_workers_times_pipeline_depth(pool: ProcessExecutor) -> None:
-    assert pool.slots == 2 * 2
+    assert pool.slots == 2 * pool.depth
     stats = pool.stats()
     assert stats["workers"] == 2 and len(stats["pids"]) == 2
+
+
+async def test_depth_adapts_to_call_length_unless_fixed() -> None:
+    adaptive = ProcessExecutor(max_workers=1)
+    fixed = ProcessExecutor(max_workers=1, pipeline_depth=3)
+    await adaptive.start()
+    await fixed.start()
+    try:
+        assert adaptive.depth == 2  # nothing measured yet
+        for _ in range(20):
+            await adaptive.run(make_call(procfuncs.noop))
+            await fixed.run(make_call(procfuncs.noop))
+        assert adaptive.depth == 16 and adaptive.slots == 16  # tiny calls: pipelined deep
+        assert fixed.depth == 3
+        for _ in range(3):
+            await adaptive.run(make_call(procfuncs.cpu, 30))
+        assert adaptive.depth == 1  # long calls: one at a time
+    finally:
+        await adaptive.aclose()
+        await fixed.aclose()
 
 
 async def test_function_is_pickled_once_and_sent_once_per_worker(pool: ProcessExecutor) -> None:
