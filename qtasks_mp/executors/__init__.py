@@ -1,4 +1,5 @@
-"""Executors: where a task's code runs. `ProcessExecutor` is imported on first use."""
+"""Executors: where a task's code runs. `ProcessExecutor` and `DaskExecutor` are
+imported on first use."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ from .inline import InlineExecutor
 from .thread import ThreadExecutor
 
 if TYPE_CHECKING:
+    from .dask import DaskExecutor
     from .process import ProcessExecutor
 
-__all__ = ["Call", "Executor", "InlineExecutor", "ProcessExecutor", "ThreadExecutor"]
+__all__ = [
+    "Call",
+    "DaskExecutor",
+    "Executor",
+    "InlineExecutor",
+    "ProcessExecutor",
+    "ThreadExecutor",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +28,8 @@ def __getattr__(name: str) -> Any:
         from .process import ProcessExecutor
 
         return ProcessExecutor
+    if name == "DaskExecutor":  # Dask is an optional extra: imported only when asked for
+        from .dask import DaskExecutor
+
+        return DaskExecutor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -105,6 +105,9 @@ class Executor(ABC):
 
     name: str = "custom"
     kinds: frozenset[Kind] = frozenset(Kind)
+    #: Whether `run` can hand the task context (`echo=True`) to the code; `@app.task`
+    #: refuses echo=True on an executor that cannot.
+    supports_context: bool = True
 
     def __init__(self) -> None:
         self.active = 0  # calls the dispatcher has handed over and not yet got back
