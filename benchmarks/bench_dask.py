@@ -158,7 +158,9 @@ def main() -> None:
         dask_s = asyncio.run(makespan(DaskExecutor(cluster.scheduler_address), tasks, spin_n))
     finally:
         cluster.close()
-    process_s = asyncio.run(makespan(ProcessExecutor(max_workers=w), tasks, spin_n))
+    process_s = asyncio.run(
+        makespan(ProcessExecutor(max_workers=w, autoscale=False), tasks, spin_n)
+    )
 
     ratio = o["run"] / o["raw"]
     verdict = "PASS" if ratio <= 1.2 else "MISS"

@@ -108,7 +108,9 @@ class Sizes:
 
 
 async def qtasks_app(s: Sizes) -> Result:
-    app = QueueTasks("bench", executors={"process": ProcessExecutor(max_workers=s.workers)})
+    app = QueueTasks(
+        "bench", executors={"process": ProcessExecutor(max_workers=s.workers, autoscale=False)}
+    )
     app.config.logs_default_level = 30
     for fn in (noop, spin, total):
         app.task(executor="process")(fn)
@@ -147,7 +149,7 @@ def _call(spec: TaskSpec, *args: Any) -> Call:
 
 
 async def qtasks_run(s: Sizes) -> Result:
-    executor = ProcessExecutor(max_workers=s.workers)
+    executor = ProcessExecutor(max_workers=s.workers, autoscale=False)
     specs = {
         f.__name__: TaskSpec(f.__name__, f, kind_of(f), "process") for f in (noop, spin, total)
     }
@@ -242,7 +244,9 @@ def map_rates(s: Sizes, chunksize: int = 64) -> tuple[float, float]:
     over `s.n` no-op items (`noop_item` takes one argument)."""
 
     async def app_map() -> float:
-        app = QueueTasks("bench", executors={"process": ProcessExecutor(max_workers=s.workers)})
+        app = QueueTasks(
+            "bench", executors={"process": ProcessExecutor(max_workers=s.workers, autoscale=False)}
+        )
         app.config.logs_default_level = 30
         app.task(executor="process")(noop_item)
         async with app:

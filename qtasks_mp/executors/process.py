@@ -66,6 +66,7 @@ import pickle
 import socket
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -75,6 +76,7 @@ from typing import Any
 import psutil
 
 from .. import wire
+from ..autoscale import Autoscaler, Policy, PoolLoad, ScalingPolicy, WorkerSample
 from ..errors import (
     AppNotRunning,
     QTasksError,
@@ -101,7 +103,7 @@ class _Pending:
 
     __slots__ = (
         *("abandoned", "call", "call_id", "context", "fut", "items", "key", "payload"),
-        *("segments", "shm", "started", "timer", "worker"),
+        *("queued_at", "segments", "shm", "started", "timer", "worker"),
     )
 
     def __init__(
@@ -127,6 +129,7 @@ class _Pending:
         self.worker: _Handle | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.abandoned = False
+        self.queued_at = time.monotonic()
 
     def fail(self, exc: BaseException) -> None:
         if self.timer is not None:
@@ -161,6 +164,8 @@ class _Handle(asyncio.Protocol):
         self.orphans: list[tuple[int, int]] = []  # (call id, first segment) to sweep at exit
         self.loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self.loop.create_future()
+        self.launched_at = time.monotonic()  # set again, earlier, by `_launch`
+        self.idle_since = self.launched_at  # when it last held no call
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -205,6 +210,14 @@ class ProcessExecutor(Executor):
       `qtasks_mp` and the modules named in `preload` (each worker imports them too).
     - `max_tasks_per_worker`, `max_memory_per_worker` (bytes of RSS, checked after each
       call): past either, a worker finishes what it holds and is replaced.
+    - `autoscale` (default on): the pool starts with `min_workers` and an `Autoscaler`
+      grows it up to `max_workers` while calls wait, and retires workers idle for
+      `idle_timeout` seconds, keeping `memory_reserve` bytes of memory available (see
+      `qtasks_mp.autoscale` and docs/autoscaling.md). Pass a policy object (anything
+      with `decide(sample)`) instead of True to replace the default `ScalingPolicy`.
+      With `autoscale=False` the pool keeps `max_workers` workers. While autoscaling,
+      `slots` is `max_workers` x depth, so calls the pool cannot run yet wait in it,
+      where the autoscaler sees them.
     - `pipeline_depth`: calls a worker may hold at once; `slots` is workers x depth.
       None (the default) adapts it to how long calls take: sub-millisecond calls are
       pipelined 16 deep so they never wait on a round trip; calls of 5 ms or more are
@@ -231,6 +244,11 @@ class ProcessExecutor(Executor):
         max_tasks_per_worker: int | None = None,
         max_memory_per_worker: int | None = None,
         pipeline_depth: int | None = None,
+        min_workers: int = 1,
+        autoscale: bool | Policy = True,
+        idle_timeout: float = 10.0,
+        memory_reserve: int = 512 << 20,
+        autoscale_interval_s: float = 0.1,
     ) -> None:
         super().__init__()
         methods = multiprocessing.get_all_start_methods()
@@ -247,6 +265,25 @@ class ProcessExecutor(Executor):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{label} must be a whole number >= 1, got {value!r}")
         self.max_workers: int = max_workers or multiprocessing.cpu_count()
+        if not isinstance(min_workers, int) or not 0 <= min_workers <= self.max_workers:
+            raise ValueError(
+                f"min_workers must be a whole number from 0 to max_workers "
+                f"({self.max_workers}), got {min_workers!r}"
+            )
+        self.min_workers = min_workers
+        self.policy: Policy | None = None
+        if autoscale is True:
+            self.policy = ScalingPolicy(
+                min_workers=min_workers,
+                max_workers=self.max_workers,
+                idle_timeout=idle_timeout,
+                memory_reserve=memory_reserve,
+            )
+        elif autoscale is not False:
+            self.policy = autoscale
+        self.autoscale_interval_s = autoscale_interval_s
+        self._autoscaler: Autoscaler | None = None
+        self._startup_s: float | None = None  # moving average, for the autoscaler
         self.start_method = start_method
         self.preload = list(preload)
         self.max_tasks_per_worker = max_tasks_per_worker
@@ -265,7 +302,7 @@ class ProcessExecutor(Executor):
         self._quiet: asyncio.Event | None = None
         self._all_gone: asyncio.Event | None = None
         self._closing: asyncio.Event | None = None
-        self._full: asyncio.Event | None = None  # set while max_workers workers are ready
+        self._full: asyncio.Event | None = None  # set while every worker wanted is ready
         self._spawners: set[asyncio.Task[None]] = set()
         self._answers: set[asyncio.Task[None]] = set()
         self._failed_starts = 0
@@ -280,7 +317,14 @@ class ProcessExecutor(Executor):
 
     @property
     def slots(self) -> int:
+        if self.policy is not None and self._running:  # calls wait here, seen as backlog
+            return self.max_workers * self.depth
         return self._n_live * self.depth
+
+    @property
+    def _wanted(self) -> int:
+        """How many ready workers `wait_ready` waits for."""
+        return self._n_live if self.policy is not None else self.max_workers
 
     @property
     def depth(self) -> int:
@@ -311,10 +355,12 @@ class ProcessExecutor(Executor):
         self._running = True
         self._failed_starts = 0
         _open_pools.add(self)
+        first = self.max_workers if self.policy is None else self.min_workers
         try:
-            self._n_live += self.max_workers
-            handles = await self._launch(self.max_workers)
-            await asyncio.wait([h.ready for h in handles], timeout=self.start_timeout_s)
+            self._n_live += first
+            handles = await self._launch(first)
+            if handles:
+                await asyncio.wait([h.ready for h in handles], timeout=self.start_timeout_s)
             for h in handles:
                 if not h.ready.done():
                     raise QTasksError(
@@ -325,6 +371,9 @@ class ProcessExecutor(Executor):
         except BaseException:
             await self.aclose(cancel_pending=True)
             raise
+        if self.policy is not None:
+            self._autoscaler = Autoscaler(self, self.policy, interval_s=self.autoscale_interval_s)
+            self._autoscaler.start()
         log.debug(
             "process executor %r: %d workers (%s)", self.name, len(handles), self.start_method
         )
@@ -337,6 +386,7 @@ class ProcessExecutor(Executor):
             "": logging.getLogger().getEffectiveLevel(),
             "qtasks_mp": logging.getLogger("qtasks_mp").getEffectiveLevel(),
         }
+        launched_at = time.monotonic()
         pairs = [socket.socketpair() for _ in range(n)]
         procs = [
             self._ctx.Process(
@@ -361,6 +411,7 @@ class ProcessExecutor(Executor):
         for (parent, _), proc in zip(pairs, procs, strict=True):
             # The count in `_n_live` now stands for this handle (state "starting").
             h = _Handle(self, proc)
+            h.launched_at = launched_at
             await loop.connect_accepted_socket(functools.partial(_same, h), parent)
             loop.add_reader(proc.sentinel, self._on_exit, h)
             self._workers.append(h)
@@ -393,8 +444,9 @@ class ProcessExecutor(Executor):
             self._replace(min(5.0, max(0.1, delay_s * 2)))
 
     async def wait_ready(self, timeout_s: float | None = None) -> bool:
-        """Wait until `max_workers` workers are ready to take calls (after `start()`, or
-        after replacing workers that died or retired). False if `timeout_s` ran out."""
+        """Wait until `max_workers` workers (autoscaling: every worker it has started)
+        are ready to take calls (after `start()`, or after replacing workers that died
+        or retired). False if `timeout_s` ran out."""
         if self._full is None:
             raise AppNotRunning(f"the process executor {self.name!r} is not started")
         try:
@@ -409,6 +461,8 @@ class ProcessExecutor(Executor):
         Returns when every worker process has exited and its socket is closed."""
         if self._quiet is None or self._all_gone is None:
             return
+        if self._autoscaler is not None:
+            await self._autoscaler.stop()  # it must not grow a pool that is closing
         if not cancel_pending and self._running:
             await self._quiet.wait()
         self._running = False
@@ -536,6 +590,8 @@ class ProcessExecutor(Executor):
             if held < depth and (best is None or held < len(best.calls)):
                 best = h
         if best is None:
+            if not self._pending and self._autoscaler is not None:
+                self._autoscaler.nudge()  # calls start to wait: sample now
             self._pending.append(p)
         else:
             self._send(best, p)
@@ -621,6 +677,8 @@ class ProcessExecutor(Executor):
                 p.timer.cancel()
             h.done += 1
             self.calls_done += 1
+            if not h.calls:
+                h.idle_since = time.monotonic()
             if not p.fut.done():
                 p.fut.set_result(message)
             if p.items is not None:
@@ -644,6 +702,10 @@ class ProcessExecutor(Executor):
             self._answers.add(task)
             task.add_done_callback(self._answers.discard)
         elif op == wire.OP_READY:
+            h.idle_since = time.monotonic()
+            startup = h.idle_since - h.launched_at
+            previous = self._startup_s
+            self._startup_s = startup if previous is None else 0.8 * previous + 0.2 * startup
             self._set_state(h, _READY)
             self._failed_starts = 0
             if not h.ready.done():
@@ -691,11 +753,63 @@ class ProcessExecutor(Executor):
             self._ready.append(h)
         if state in _LIVE:
             self._n_live += 1
+        self._check_full()
+
+    def _check_full(self) -> None:
         if self._full is not None:
-            if len(self._ready) >= self.max_workers:
+            if len(self._ready) >= self._wanted:
                 self._full.set()
             else:
                 self._full.clear()
+
+    # ------------------------------------------------------------------ autoscaling
+
+    @property
+    def autoscaler(self) -> Autoscaler | None:
+        """The autoscaler while the pool runs (None before `start()` or without
+        autoscale); append to its `on_decision` to hear of each decision."""
+        return self._autoscaler
+
+    def load(self) -> PoolLoad:
+        """The pool now, for the autoscaler. A worker still being launched has no
+        process yet: it is reported as starting, with a pid <= 0."""
+        now = time.monotonic()
+        waiting = [p.queued_at for p in self._pending if not p.abandoned]
+        workers = []
+        for h in self._workers:
+            if h.state not in _LIVE:
+                continue
+            waiting += [p.queued_at for p in itertools.islice(h.calls, 1, None)]
+            starting = h.state is _STARTING
+            idle_s = 0.0 if h.calls or starting else now - h.idle_since
+            workers.append(WorkerSample(h.pid, bool(h.calls), idle_s, starting))
+        launching = self._n_live - len(workers)
+        workers += [WorkerSample(-n, starting=True) for n in range(launching)]
+        return PoolLoad(
+            backlog=len(waiting),
+            oldest_wait_s=now - min(waiting) if waiting else 0.0,
+            workers=tuple(workers),
+            full=self.active >= self.slots,
+            mean_call_s=self._service_s,
+            startup_s=self._startup_s,
+        )
+
+    def grow(self, n: int) -> int:
+        """Start up to `n` more workers in the background, never past `max_workers`."""
+        n = max(0, min(n, self.max_workers - self._n_live)) if self._running else 0
+        for _ in range(n):
+            self._replace()
+        self._check_full()
+        return n
+
+    def retire(self, pid: int) -> bool:
+        """Stop the ready worker `pid` for good if it holds no call; False otherwise."""
+        h = next((h for h in self._ready if h.pid == pid), None)
+        if h is None or h.calls:
+            return False
+        self._set_state(h, _RETIRING)  # out of `_ready`: it gets no new call
+        h.write(wire.packb([wire.OP_STOP]))
+        return True
 
     def _retire(self, h: _Handle) -> None:
         """Replace `h` gracefully: it finishes what it holds, then exits."""
@@ -842,6 +956,8 @@ class ProcessExecutor(Executor):
         return {
             **super().stats(),
             "start_method": self.start_method,
+            "min_workers": self.min_workers if self.policy is not None else self.max_workers,
+            "max_workers": self.max_workers,
             "workers": self._n_live,  # ready, or starting to replace one that left
             "starting": self._n_live - len(self._ready),
             "busy": sum(1 for h in self._workers if h.calls),
@@ -852,6 +968,8 @@ class ProcessExecutor(Executor):
             "crashes": self.crashes,
             "timeouts": self.timeouts,
             "recycles": self.recycles,
+            "startup_s": self._startup_s,
+            "autoscale": None if self._autoscaler is None else self._autoscaler.stats(),
         }
 
 

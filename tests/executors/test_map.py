@@ -13,7 +13,7 @@ from qtasks_mp.asyncio import QueueTasks
 
 @pytest.fixture
 async def proc_app() -> AsyncIterator[QueueTasks]:
-    app = QueueTasks(executors={"process": ProcessExecutor(max_workers=2)})
+    app = QueueTasks(executors={"process": ProcessExecutor(max_workers=2, autoscale=False)})
     app.task(name="square", executor="process")(square)
     async with app:
         yield app

@@ -38,7 +38,9 @@ async def record_item(item: Any) -> str:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def app() -> AsyncIterator[QueueTasks]:
     """One healthy app with a 2-worker process pool, shared by this module."""
-    application = QueueTasks("proc", executors={"process": ProcessExecutor(max_workers=2)})
+    application = QueueTasks(
+        "proc", executors={"process": ProcessExecutor(max_workers=2, autoscale=False)}
+    )
     application.config.shutdown_timeout = 2.0
     for fn in (procfuncs.add, procfuncs.fail, procfuncs.take, procfuncs.raise_needs_two_args):
         application.task(executor="process")(fn)
@@ -58,7 +60,7 @@ def pool(app: QueueTasks) -> ProcessExecutor:
 
 async def test_constructing_starts_no_process() -> None:
     before = psutil.Process().children(recursive=True)
-    executor = ProcessExecutor(max_workers=3)
+    executor = ProcessExecutor(max_workers=3, autoscale=False)
     assert executor.slots == 0
     assert psutil.Process().children(recursive=True) == before
 
@@ -76,8 +78,8 @@ async def test_slots_are_workers_times_pipeline_depth(pool: ProcessExecutor) -> 
 
 
 async def test_depth_adapts_to_call_length_unless_fixed() -> None:
-    adaptive = ProcessExecutor(max_workers=1)
-    fixed = ProcessExecutor(max_workers=1, pipeline_depth=3)
+    adaptive = ProcessExecutor(max_workers=1, autoscale=False)
+    fixed = ProcessExecutor(max_workers=1, autoscale=False, pipeline_depth=3)
     await adaptive.start()
     await fixed.start()
     try:
@@ -215,7 +217,7 @@ async def test_stats_report_the_pool(pool: ProcessExecutor) -> None:
 
 
 async def test_recycles_a_worker_after_max_tasks() -> None:
-    executor = ProcessExecutor(max_workers=1, max_tasks_per_worker=3)
+    executor = ProcessExecutor(max_workers=1, autoscale=False, max_tasks_per_worker=3)
     await executor.start()
     try:
         pids = [await executor.run(make_call(procfuncs.pid)) for _ in range(7)]
@@ -227,11 +229,13 @@ async def test_recycles_a_worker_after_max_tasks() -> None:
 
 
 async def test_recycles_a_worker_past_max_memory() -> None:
-    probe = ProcessExecutor(max_workers=1)
+    probe = ProcessExecutor(max_workers=1, autoscale=False)
     await probe.start()
     (rss,) = [w["rss"] for w in probe.stats()["per_worker"].values()]
     await probe.aclose()
-    executor = ProcessExecutor(max_workers=1, max_memory_per_worker=rss + (48 << 20))
+    executor = ProcessExecutor(
+        max_workers=1, autoscale=False, max_memory_per_worker=rss + (48 << 20)
+    )
     await executor.start()
     try:
         first = await executor.run(make_call(procfuncs.hoard, 8))
@@ -247,11 +251,11 @@ async def test_recycles_a_worker_past_max_memory() -> None:
 
 async def test_aclose_leaves_no_process_and_no_fd_behind() -> None:
     me = psutil.Process()
-    executor = ProcessExecutor(max_workers=2)
+    executor = ProcessExecutor(max_workers=2, autoscale=False)
     await executor.start()  # (the forkserver, shared by the program, may start here)
     await executor.aclose()
     fds, workers = me.num_fds(), grandchildren()
-    executor = ProcessExecutor(max_workers=2)
+    executor = ProcessExecutor(max_workers=2, autoscale=False)
     await executor.start()
     pids = executor.stats()["pids"]
     assert await executor.run(make_call(procfuncs.add, 1, 2)) == 3
@@ -262,13 +266,13 @@ async def test_aclose_leaves_no_process_and_no_fd_behind() -> None:
 
 
 async def test_aclose_waits_for_accepted_calls_unless_cancelling(tmp_path: Path) -> None:
-    executor = ProcessExecutor(max_workers=1)
+    executor = ProcessExecutor(max_workers=1, autoscale=False)
     await executor.start()
     result = asyncio.ensure_future(executor.run(make_call(procfuncs.cpu, 50)))
     await asyncio.sleep(0)  # let run() hand the call over
     await executor.aclose()
     assert result.done() and result.result() > 0
-    executor = ProcessExecutor(max_workers=1)
+    executor = ProcessExecutor(max_workers=1, autoscale=False)
     await executor.start()
     path = fifo(tmp_path)
     blocked = asyncio.ensure_future(executor.run(make_call(procfuncs.report_pid_and_block, path)))
@@ -281,7 +285,7 @@ async def test_aclose_waits_for_accepted_calls_unless_cancelling(tmp_path: Path)
 async def test_spawn_start_method_runs_module_and_main_functions() -> None:
     namespace: dict[str, Any] = {"__name__": "__main__"}
     exec("def double(x):\n    return 2 * x\n", namespace)
-    executor = ProcessExecutor(max_workers=1, start_method="spawn")
+    executor = ProcessExecutor(max_workers=1, autoscale=False, start_method="spawn")
     await executor.start()
     try:
         assert await executor.run(make_call(procfuncs.add, 2, 2)) == 4

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pool() -> AsyncIterator[ProcessExecutor]:
-    executor = ProcessExecutor(max_workers=2)
+    executor = ProcessExecutor(max_workers=2, autoscale=False)
     await executor.start()
     yield executor
     pids = executor.stats()["pids"]
@@ -204,7 +204,7 @@ async def test_workers_die_with_their_parent(tmp_path: Path) -> None:
             from qtasks_mp.executors.process import ProcessExecutor
 
             async def main():
-                executor = ProcessExecutor(max_workers=2)
+                executor = ProcessExecutor(max_workers=2, autoscale=False)
                 await executor.start()
                 busy = asyncio.ensure_future(executor.run(make_call(procfuncs.block_forever)))
                 await asyncio.sleep(0)
@@ -233,7 +233,7 @@ async def test_workers_die_with_their_parent(tmp_path: Path) -> None:
 
 
 async def test_retries_survive_random_sigkills() -> None:
-    executor = ProcessExecutor(max_workers=2)
+    executor = ProcessExecutor(max_workers=2, autoscale=False)
     app = QueueTasks("kills", executors={"process": executor})
     app.config.shutdown_timeout = 2.0
     app.task(executor="process", retry=2)(procfuncs.cpu)

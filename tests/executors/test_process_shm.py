@@ -37,7 +37,7 @@ MIB = 1 << 20
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pool() -> AsyncIterator[ProcessExecutor]:
-    executor = ProcessExecutor(max_workers=2)
+    executor = ProcessExecutor(max_workers=2, autoscale=False)
     await executor.start()
     yield executor
     await executor.aclose(cancel_pending=True)
@@ -251,7 +251,7 @@ async def test_abandoned_stream_leaks_nothing(pool: ProcessExecutor) -> None:
 async def test_full_shared_memory_falls_back_to_the_socket(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    executor = ProcessExecutor(max_workers=1)
+    executor = ProcessExecutor(max_workers=1, autoscale=False)
     await executor.start()
     try:
         await executor.run(make_call(procfuncs.refuse_shared_memory))  # in the worker
