@@ -159,17 +159,13 @@ class RegisteredTask(Generic[P, R]):
         return f"<task {self.name!r} ({self.spec.kind.value}, executor={self.spec.executor!r})>"
 
 
-class AsyncTask:
-    """The task context an `echo=True` task receives as its first argument.
+class TaskInfo:
+    """What a running task knows of itself: `task_name`, `uuid`, `attempt` (1 for the
+    first run) and a `logger` tagged with the task's id. The base of every context."""
 
-    `await self.add_task(name, ...)` queues a nested task; `task_name`, `uuid`,
-    `attempt` (1 for the first run) and `logger` describe the running task.
-    """
+    __slots__ = ("_logger", "attempt", "task_name", "uuid")
 
-    __slots__ = ("_app", "_logger", "attempt", "task_name", "uuid")
-
-    def __init__(self, app: AppCore, task_name: str, uuid: UUID, attempt: int) -> None:
-        self._app = app
+    def __init__(self, task_name: str, uuid: UUID, attempt: int) -> None:
         self.task_name = task_name
         self.uuid = uuid
         self.attempt = attempt
@@ -181,6 +177,20 @@ class AsyncTask:
             base = logging.getLogger(f"qtasks_mp.task.{self.task_name}")
             self._logger = logging.LoggerAdapter(base, {"task_uuid": str(self.uuid)})
         return self._logger
+
+
+class AsyncTask(TaskInfo):
+    """The task context an `echo=True` task receives as its first argument.
+
+    `await self.add_task(name, ...)` queues a nested task; `task_name`, `uuid`,
+    `attempt` (1 for the first run) and `logger` describe the running task.
+    """
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: AppCore, task_name: str, uuid: UUID, attempt: int) -> None:
+        super().__init__(task_name, uuid, attempt)
+        self._app = app
 
     async def add_task(
         self,

@@ -27,6 +27,7 @@ from uuid import UUID
 import msgpack
 
 from .. import wire
+from ..registries import TaskInfo
 
 try:  # RSS of this process, cheaply: /proc/self/statm (Linux), else psutil
     _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -110,27 +111,19 @@ class _LogForwarder(logging.Handler):
             self.handleError(record)
 
 
-class WorkerTask:
+class WorkerTask(TaskInfo):
     """The task context inside a worker: `add_task` asks the parent's dispatcher.
 
     It blocks until the parent answers and returns a `Task` snapshot (not attached
     to an app: `wait_result()` is not available here; pass `timeout=` to wait).
     """
 
+    __slots__ = ("_call_id", "_worker")
+
     def __init__(self, worker: _Worker, call_id: int, task_name: str, uuid: str, attempt: int):
+        super().__init__(task_name, UUID(uuid), attempt)
         self._worker = worker
         self._call_id = call_id
-        self.task_name = task_name
-        self.uuid = UUID(uuid)
-        self.attempt = attempt
-        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
-
-    @property
-    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
-        if self._logger is None:
-            base = logging.getLogger(f"qtasks_mp.task.{self.task_name}")
-            self._logger = logging.LoggerAdapter(base, {"task_uuid": str(self.uuid)})
-        return self._logger
 
     def add_task(self, task_name: str, *args: Any, **kwargs: Any) -> Any:
         payload = wire.dumps((task_name, args, kwargs))
