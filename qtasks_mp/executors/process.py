@@ -341,6 +341,14 @@ class ProcessExecutor(Executor):
     async def start(self) -> None:
         if self._running:
             return
+        if self.start_method == "fork" and threading.active_count() > 1:
+            # A forked child gets only the forking thread: locks other threads held
+            # (logging's, an allocator's, a driver's) stay locked in it forever.
+            raise QTasksError(
+                f"process executor {self.name!r}: start_method='fork' in a process that "
+                f"runs {threading.active_count()} threads can deadlock its workers; use "
+                "'forkserver' (the default on Linux) or 'spawn'"
+            )
         ctx = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             # Takes effect only if the forkserver is not running yet (it is per program).

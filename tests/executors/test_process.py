@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from proc_support import fifo, gone, grandchildren, make_call, read_fifo, write_fifo
 
-from qtasks_mp import SerializationError, TaskStatus
+from qtasks_mp import QTasksError, SerializationError, TaskStatus
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.executors.process import ProcessExecutor
 from qtasks_mp.wire import RemoteTraceback
@@ -292,3 +292,18 @@ async def test_spawn_start_method_runs_module_and_main_functions() -> None:
         assert await executor.run(make_call(namespace["double"], 21)) == 42
     finally:
         await executor.aclose()
+
+
+async def test_plain_fork_is_refused_while_threads_run() -> None:
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        pool = ProcessExecutor(max_workers=1, start_method="fork", autoscale=False)
+        with pytest.raises(QTasksError, match="start_method='fork'.*threads.*forkserver"):
+            await pool.start()
+    finally:
+        stop.set()
+        thread.join()
