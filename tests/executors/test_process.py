@@ -302,7 +302,7 @@ async def test_plain_fork_is_refused_while_threads_run() -> None:
     thread.start()
     try:
         pool = ProcessExecutor(max_workers=1, start_method="fork", autoscale=False)
-        with pytest.raises(QTasksError, match="start_method='fork'.*threads.*forkserver"):
+        with pytest.raises(QTasksError, match=r"start_method='fork'.*threads.*forkserver"):
             await pool.start()
     finally:
         stop.set()
