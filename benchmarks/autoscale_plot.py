@@ -28,30 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cpu_work import calibrate, spin  # next to this file
+
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.autoscale import Decision
 from qtasks_mp.executors.process import ProcessExecutor
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def spin(n: int) -> int:
-    x = 0
-    for i in range(n):
-        x += i
-    return x
-
-
-def calibrate(seconds: float) -> int:
-    """How many `spin` iterations take about `seconds` here."""
-    n = 100_000
-    while True:
-        start = time.perf_counter()
-        spin(n)
-        took = time.perf_counter() - start
-        if took > 0.02:
-            return int(n * seconds / took)
-        n *= 2
 
 
 @dataclass

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dask
+from cpu_work import calibrate, spin  # next to this file
 from distributed import Client, LocalCluster
 
 from qtasks_mp.asyncio import QueueTasks
@@ -41,25 +42,6 @@ from qtasks_mp.task import TaskRecord, new_uuid
 
 def noop(i: int) -> int:
     return i
-
-
-def spin(n: int) -> int:
-    x = 0
-    for i in range(n):
-        x += i
-    return x
-
-
-def calibrate(seconds: float) -> int:
-    """How many `spin` iterations take about `seconds` here."""
-    n = 100_000
-    while True:
-        start = time.perf_counter()
-        spin(n)
-        took = time.perf_counter() - start
-        if took > 0.02:
-            return int(n * seconds / took)
-        n *= 2
 
 
 def make_call(spec: TaskSpec, *args: Any) -> Call:

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cpu_work import calibrate, spin  # next to this file
+
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.executors.base import Call
 from qtasks_mp.executors.process import ProcessExecutor
@@ -37,27 +39,8 @@ def noop() -> None:
     return None
 
 
-def spin(n: int) -> int:
-    x = 0
-    for i in range(n):
-        x += i
-    return x
-
-
 def total(array: Any) -> float:
     return float(array.sum())
-
-
-def calibrate(seconds: float) -> int:
-    """How many `spin` iterations take about `seconds` here."""
-    n = 100_000
-    while True:
-        start = time.perf_counter()
-        spin(n)
-        took = time.perf_counter() - start
-        if took > 0.02:
-            return int(n * seconds / took)
-        n *= 2
 
 
 Result = tuple[float, float, float, float]

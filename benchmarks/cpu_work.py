@@ -1,0 +1,24 @@
+"""CPU-bound work for the benchmarks: a pure-Python loop, and how long to run it."""
+
+from __future__ import annotations
+
+import time
+
+
+def spin(n: int) -> int:
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+
+
+def calibrate(seconds: float) -> int:
+    """How many `spin` iterations take about `seconds` here."""
+    n = 100_000
+    while True:
+        start = time.perf_counter()
+        spin(n)
+        took = time.perf_counter() - start
+        if took > 0.02:
+            return int(n * seconds / took)
+        n *= 2
