@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dask
-from cpu_work import calibrate, spin  # next to this file
+from cpu_work import calibrate, spin, timed  # next to this file
 from distributed import Client, LocalCluster
 
 from qtasks_mp.asyncio import QueueTasks
@@ -129,7 +129,7 @@ def main() -> None:
         (30, 3, 100, 8, 0.02) if opts.quick else (200, 5, 1000, 40, 0.05)
     )
     spin_n = calibrate(cpu_s)
-    serial = tasks * statistics.median(_timed(spin, spin_n) for _ in range(3))
+    serial = tasks * statistics.median(timed(spin, spin_n) for _ in range(3))
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(  # type: ignore[no-untyped-call]
@@ -173,12 +173,6 @@ def main() -> None:
 
 def _x(o: dict[str, float], key: str) -> str:
     return f"{o[key] / o['raw_rate']:.2f}x"
-
-
-def _timed(fn: Callable[..., Any], *args: Any) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cpu_work import calibrate, spin  # next to this file
+from cpu_work import calibrate, spin, timed  # next to this file
 
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.executors.base import Call
@@ -75,7 +75,7 @@ class Sizes:
             (2_000, 100, 8, 0.02, 8, 8) if quick else (20_000, 500, 40, 0.05, 16, 32)
         )
         spin_n = calibrate(cpu_s)
-        serial = cpu_tasks * statistics.median(_timed(spin, spin_n) for _ in range(3))
+        serial = cpu_tasks * statistics.median(timed(spin, spin_n) for _ in range(3))
         try:
             import numpy as np
         except ImportError:
@@ -169,56 +169,39 @@ async def qtasks_run(s: Sizes) -> Result:
 def futures_pool(make: Callable[[], Any], s: Sizes) -> Result:
     """Any `concurrent.futures.Executor`: submit per call."""
     pool = make()
-
-    def run_all(fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> None:
-        for f in [pool.submit(fn, *a) for a in args]:
-            f.result()
-
     try:
-        run_all(noop, [()] * 200)
-        run_all(total, [(a[:1024],) for a in s.arrays[: 2 * s.workers]])
-        start = time.perf_counter()
-        run_all(noop, [()] * s.n)
-        rate = s.n / (time.perf_counter() - start)
-        lat = []
-        for _ in range(s.trips):
-            t0 = time.perf_counter()
-            pool.submit(noop).result()
-            lat.append(time.perf_counter() - t0)
-        start = time.perf_counter()
-        run_all(spin, [(s.spin_n,)] * s.cpu_tasks)
-        makespan = time.perf_counter() - start
-        start = time.perf_counter()
-        run_all(total, [(a,) for a in s.arrays])
-        moved = time.perf_counter() - start
+        return _submit_per_call(lambda fn, *a: pool.submit(fn, *a).result, s)
     finally:
         pool.shutdown()
-    return rate, statistics.median(lat), s.efficiency(makespan), s.throughput(moved)
 
 
 def mp_pool(s: Sizes) -> Result:
     with multiprocessing.Pool(s.workers) as pool:
+        return _submit_per_call(lambda fn, *a: pool.apply_async(fn, a).get, s)
 
-        def run_all(fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> None:
-            for r in [pool.apply_async(fn, a) for a in args]:
-                r.get()
 
-        run_all(noop, [()] * 200)
-        run_all(total, [(a[:1024],) for a in s.arrays[: 2 * s.workers]])
-        start = time.perf_counter()
-        run_all(noop, [()] * s.n)
-        rate = s.n / (time.perf_counter() - start)
-        lat = []
-        for _ in range(s.trips):
-            t0 = time.perf_counter()
-            pool.apply_async(noop).get()
-            lat.append(time.perf_counter() - t0)
-        start = time.perf_counter()
-        run_all(spin, [(s.spin_n,)] * s.cpu_tasks)
-        makespan = time.perf_counter() - start
-        start = time.perf_counter()
-        run_all(total, [(a,) for a in s.arrays])
-        moved = time.perf_counter() - start
+Submit = Callable[..., Callable[[], Any]]  # submit(fn, *args) -> wait for its result
+
+
+def _submit_per_call(submit: Submit, s: Sizes) -> Result:
+    """The measurements of a pool whose API is submit one call, then wait for it."""
+
+    def run_all(fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> None:
+        for wait in [submit(fn, *a) for a in args]:
+            wait()
+
+    run_all(noop, [()] * 200)
+    run_all(total, [(a[:1024],) for a in s.arrays[: 2 * s.workers]])
+    start = time.perf_counter()
+    run_all(noop, [()] * s.n)
+    rate = s.n / (time.perf_counter() - start)
+    lat = []
+    for _ in range(s.trips):
+        t0 = time.perf_counter()
+        submit(noop)()
+        lat.append(time.perf_counter() - t0)
+    makespan = timed(run_all, spin, [(s.spin_n,)] * s.cpu_tasks)
+    moved = timed(run_all, total, [(a,) for a in s.arrays])
     return rate, statistics.median(lat), s.efficiency(makespan), s.throughput(moved)
 
 
@@ -296,12 +279,6 @@ def main() -> None:
             f"{name:22} {rate:>10,.0f}/s {rate / base[0]:>8.2f}x {p50 * 1e6:>8.0f}µs "
             f"{p50 / base[1]:>8.2f}x {eff:>8.3f} {mib_s:>7,.0f}MiB/s {mib_s / base[3]:>8.2f}x"
         )
-
-
-def _timed(fn: Callable[..., Any], *args: Any) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""CPU-bound work for the benchmarks: a pure-Python loop, and how long to run it."""
+"""CPU-bound work for the benchmarks: a pure-Python loop, how long to run it, a timer."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 
 def spin(n: int) -> int:
@@ -22,3 +24,10 @@ def calibrate(seconds: float) -> int:
         if took > 0.02:
             return int(n * seconds / took)
         n *= 2
+
+
+def timed(fn: Callable[..., Any], *args: Any) -> float:
+    """Seconds `fn(*args)` takes."""
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start

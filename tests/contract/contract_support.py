@@ -1,34 +1,16 @@
-"""Helpers for the contract and Dask tests: recipe loading, process accounting, files."""
+"""Helpers for the contract and Dask tests: process accounting, files."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import psutil
 
-RECIPES = Path(__file__).resolve().parents[2] / "executors"
-
 # Per-program helpers that outlive any one pool, by design: not leaks.
 _PERMANENT = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
-
-
-def load_recipe(name: str) -> ModuleType:
-    """Import `executors/<name>.py` by path (the folder is not a package), once."""
-    module_name = f"qtasks_recipe_{name}"
-    module = sys.modules.get(module_name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(module_name, RECIPES / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # before exec: dataclasses, pickling look it up
-        spec.loader.exec_module(module)
-    return module
 
 
 def descendants() -> set[int]:

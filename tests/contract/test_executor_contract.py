@@ -15,7 +15,8 @@ from typing import Any
 
 import contract_funcs as f
 import pytest
-from contract_support import descendants, leaked, load_recipe, pid_gone, wait_for_file
+from contract_support import descendants, leaked, pid_gone, wait_for_file
+from recipe_loader import load_recipe
 
 from qtasks_mp import Executor, InlineExecutor, TaskRegistrationError, ThreadExecutor
 from qtasks_mp.asyncio import QueueTasks

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from recipe_support import load_recipe, make_call
+from recipe_loader import load_recipe
+from recipe_support import make_call
 
 from qtasks_mp import InlineExecutor, ThreadExecutor
 from qtasks_mp.asyncio import QueueTasks

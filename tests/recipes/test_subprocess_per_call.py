@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 import recipe_funcs as rf
-from recipe_support import load_recipe
+from recipe_loader import load_recipe
 
 from qtasks_mp.asyncio import QueueTasks
 
