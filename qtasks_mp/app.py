@@ -16,11 +16,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar, overload
 from uuid import UUID
 
 from .config import QueueConfig
+from .deadlines import Deadlines
 from .dispatcher import Dispatcher
 from .errors import AppNotRunning, TaskFailed, TaskNotFound, TaskRegistrationError
 from .executors.base import Executor
@@ -97,6 +99,7 @@ class AppCore:
             self._add_executor(executor, key)
         self.specs: dict[str, TaskSpec] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.deadlines: Deadlines | None = None  # for the loop the app is bound to
         self.loop_thread_id: int | None = None
         self._dispatcher: Dispatcher | None = None
         self._waiters: dict[UUID, list[asyncio.Future[Task | None]]] = {}
@@ -346,10 +349,18 @@ class AppCore:
         self._unfinished += 1
         if self._unfinished == 1:
             self._idle.clear()
-        if dispatcher is not None:
-            dispatcher.offer(record.lane)
         if timeout is None:
+            if dispatcher is not None:
+                dispatcher.offer(record.lane)
             return record.snapshot(self)
+        if dispatcher is not None:
+            # The caller waits anyway: on an idle lane it runs the call itself (eager.py).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            ran = await dispatcher.run_waited(record, timeout)
+            if ran is not None and ran.status in FINISHED:
+                return ran.snapshot(self)
+            timeout = max(0.0, deadline - loop.time())
         return await self.wait(record.uuid, timeout)
 
     async def map(
@@ -484,13 +495,17 @@ class AppCore:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Task | None] = loop.create_future()
         self._waiters.setdefault(uuid, []).append(fut)
-        # A timer on our own future: cheaper than asyncio.wait_for's extra future and turn.
-        timer = None if timeout is None else loop.call_later(timeout, _time_out, fut)
+        # A deadline on our own future: cheaper than asyncio.wait_for's extra future and turn.
+        deadline = None
+        if timeout is not None:
+            self._bind_loop()
+            assert self.deadlines is not None
+            deadline = self.deadlines.add(timeout, partial(_time_out, fut))
         try:
             return await fut
         finally:
-            if timer is not None:
-                timer.cancel()
+            if deadline is not None:
+                deadline.cancel()
             left = self._waiters.get(uuid)
             if left is not None and fut in left:
                 left.remove(fut)
@@ -547,6 +562,7 @@ class AppCore:
             self.loop_thread_id = threading.get_ident()
             self._idle = asyncio.Event()  # asyncio primitives belong to one loop
             self._store_lock = asyncio.Lock()
+            self.deadlines = Deadlines(loop)
             if self._unfinished == 0:
                 self._idle.set()
 

@@ -39,6 +39,7 @@ import traceback
 from collections import deque
 from typing import TYPE_CHECKING
 
+from .eager import Eager
 from .errors import Retry
 from .executors.base import Call, Executor
 from .registries import AsyncTask, SyncTask, TaskSpec
@@ -73,6 +74,8 @@ class Dispatcher:
         self._stopping = False
         self._main: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
+        self._eager: set[Eager[None]] = set()  # calls run in their waiting caller's task
+        self._detached: set[asyncio.Task[None]] = set()  # ... that went on alone
 
     def start(self) -> None:
         self._main = asyncio.get_running_loop().create_task(self._loop(), name="qtasks_mp")
@@ -127,6 +130,55 @@ class Dispatcher:
             self.wake_event.set()
         elif not lane.inbox and lane.executor.capacity > 0:
             self._recruit(lane)
+
+    async def run_waited(self, record: TaskRecord, timeout: float) -> TaskRecord | None:
+        """Run a task whose caller waits for it in the caller's own task, if its lane is idle.
+
+        Returns the record it ran (ended, or back in the store for a retry), or None:
+        the lane was busy (a worker takes the task as usual), or the call went on in a
+        task of its own (the timeout ran out, the caller was cancelled, the app stops).
+        """
+        executor = self.app.executors.get(record.lane)
+        if (
+            executor is None
+            or record.lane not in self.app.started_executors
+            or self._stopping
+            or executor.runs_in_loop
+        ):
+            self.offer(record.lane)
+            return None
+        lane = self._lane(record.lane, executor)
+        if (
+            lane.inbox
+            or executor.capacity <= 0
+            or not (lane.idle or len(lane.workers) < executor.slots)
+        ):
+            self.offer(record.lane)
+            return None
+        taken = await self.store.take(lane.name, 1, time.time())
+        if not taken:
+            return None  # a worker was quicker
+        mine = taken[0]
+        if mine.uuid != record.uuid or self._stopping:  # another task comes first
+            lane.inbox.extend(taken)
+            self._recruit(lane)
+            return None
+        eager = Eager(
+            self._execute(mine, self.app.specs.get(mine.task_name), executor), self._adopt
+        )
+        self._eager.add(eager)
+        assert self.app.deadlines is not None
+        deadline = self.app.deadlines.add(timeout, eager.detach)
+        try:
+            ran, _ = await eager.run()
+        finally:
+            deadline.cancel()
+            self._eager.discard(eager)
+        return mine if ran else None
+
+    def _adopt(self, task: asyncio.Task[None]) -> None:
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
 
     def _recruit(self, lane: _Lane) -> None:
         """Get one more worker onto `lane` unless one is already on its way."""
@@ -253,7 +305,12 @@ class Dispatcher:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), timeout_s)
         cancelled = sum(e.active for e in self.app.executors.values())
+        for eager in list(self._eager):
+            eager.detach()  # out of its caller's task, into one we can cancel
+        if self._detached:
+            await asyncio.sleep(0)  # let them start: one cancelled unstarted would not see it
         workers = [w for lane in self.lanes.values() for w in lane.workers]
+        workers += self._detached
         for worker in workers:
             worker.cancel()
         if workers:

@@ -23,6 +23,7 @@ import mmap
 import os
 import pickle
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from multiprocessing import resource_tracker
 from typing import Any
@@ -59,10 +60,20 @@ _MAX_MESSAGE = 2**32 - 1
 
 
 def packb(message: list[Any]) -> bytes:
-    """Encode one message. (A shared `msgpack.Packer` would be faster, but is not
-    thread-safe: a worker's log records are sent from the user's threads too.)"""
-    data: bytes = msgpack.packb(message, use_bin_type=True)
+    """Encode one message, with this thread's `msgpack.Packer`.
+
+    A Packer is not thread-safe (a worker's log records are sent from the user's
+    threads too), and `msgpack.packb` makes a new one per call, whose 256 KiB buffer
+    can cost an mmap and page faults each time: one per thread it is.
+    """
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    data: bytes = packer.pack(message)
     return data
+
+
+_local = threading.local()
 
 
 def unpacker() -> msgpack.Unpacker:

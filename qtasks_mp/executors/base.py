@@ -108,6 +108,10 @@ class Executor(ABC):
     #: Whether `run` can hand the task context (`echo=True`) to the code; `@app.task`
     #: refuses echo=True on an executor that cannot.
     supports_context: bool = True
+    #: Whether `run` runs the user's code in the event loop itself (as coroutines). Such
+    #: code may count on being its own asyncio task (`asyncio.timeout()`, TaskGroup), so
+    #: its calls are always run by dispatcher workers, never in a waiting caller's task.
+    runs_in_loop: bool = False
 
     def __init__(self) -> None:
         self.active = 0  # calls the dispatcher has handed over and not yet got back

@@ -18,6 +18,7 @@ class InlineExecutor(Executor):
     """
 
     name = "inline"
+    runs_in_loop = True
 
     def __init__(self, max_tasks: int | None = None) -> None:
         super().__init__()

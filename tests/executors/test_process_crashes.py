@@ -263,3 +263,27 @@ async def test_retries_survive_random_sigkills() -> None:
         assert kills > 0 and executor.crashes == kills
         assert executor.stats()["workers"] == 2
         assert (await app.add_task("cpu", 1, timeout=10)).status == "success"  # type: ignore[union-attr]
+
+
+async def test_closing_waits_for_a_worker_started_after_the_pool_was_empty() -> None:
+    # As after a timeout: the killed worker is gone before its replacement connects, so
+    # the pool is empty for a moment. Closing must still wait for the replacement.
+    # (It did not: the "all gone" signal from that moment stayed set, and a worker and
+    # its socket outlived `aclose`.)
+    executor = ProcessExecutor(max_workers=1, autoscale=False)
+    await executor.start()
+    try:
+        assert await executor.wait_ready(10)
+        [first] = executor.stats()["pids"]
+        assert executor.retire(first)
+        for _ in range(1000):  # until the parent has handled its exit (bounded: 10 s)
+            if not executor.stats()["per_worker"]:
+                break
+            await asyncio.sleep(0.01)
+        assert executor.stats()["per_worker"] == {}
+        assert executor.grow(1) == 1
+        assert await executor.wait_ready(10)
+        [second] = executor.stats()["pids"]
+    finally:
+        await executor.aclose()
+    assert gone([second], timeout=0), "a worker outlived aclose()"

@@ -42,7 +42,13 @@ def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
 
 
 def statuses(db: Path) -> dict[str, int]:
-    return dict(query(db, "SELECT status, count(*) FROM tasks GROUP BY status"))
+    """Tasks by status; none while the file exists but the store has not made its table yet."""
+    try:
+        return dict(query(db, "SELECT status, count(*) FROM tasks GROUP BY status"))
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return {}
+        raise
 
 
 def first_arg(blob: bytes) -> Any:
