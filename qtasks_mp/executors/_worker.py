@@ -60,19 +60,23 @@ class _Conn:
         # recv_into a reused buffer: recv(n) would allocate n bytes per message.
         self.buffer = bytearray(1 << 16)
         self.view = memoryview(self.buffer)
+        self.read_alone = 0  # messages taken from the last read so far
 
     def recv(self) -> list[Any]:
         while True:
             try:
                 message: list[Any] = self.unpacker.unpack()
+                self.read_alone += 1
                 return message
             except msgpack.OutOfData:
                 pass
-            n = self._poll()
+            # The last read brought one message: a caller that awaits each result.
+            n = self._poll() if self.read_alone == 1 else None
             if n is None:
                 n = self.sock.recv_into(self.buffer)
             if not n:
                 raise EOFError
+            self.read_alone = 0
             self.unpacker.feed(self.view[:n])
 
     def _poll(self) -> int | None:
@@ -80,7 +84,9 @@ class _Conn:
 
         The next call of a caller that awaits each result arrives tens of microseconds
         after our answer; a worker that slept in the meantime has to be woken (on a
-        virtual machine its CPU too), which costs more than this short wait.
+        virtual machine its CPU too), which costs more than this short wait. Only after
+        a read that brought a single message: calls sent in batches (a busy app) need
+        the CPU for the parent, not for a worker waiting on it.
         """
         end = time.perf_counter() + _SPIN_S
         recv_into, buffer = self.sock.recv_into, self.buffer
