@@ -570,7 +570,9 @@ class AppCore:
         executor = self.executors[
             spec.executor if isinstance(spec.executor, str) else spec.executor.name
         ]
-        spec.chain = build_chain([*self.middlewares, *spec.middlewares], executor.run)
+        middlewares = [*self.middlewares, *spec.middlewares]
+        spec.chain = build_chain(middlewares, executor.run)
+        spec.eager = executor.eager and all(type(m) in _BUILTIN_MIDDLEWARE for m in middlewares)
 
     async def _open_store(self) -> None:
         if not self._store_open:
@@ -747,6 +749,10 @@ class _MapChunk:
     def __call__(self, items: list[Any]) -> list[Any]:
         fn = self.fn
         return [fn(item) for item in items]
+
+
+#: Middleware known not to count on running in a task of its own (see `TaskSpec.eager`).
+_BUILTIN_MIDDLEWARE = (CallLogging, Timing, Retries)
 
 
 def _time_out(fut: asyncio.Future[Task | None]) -> None:

@@ -139,11 +139,13 @@ class Dispatcher:
         task of its own (the timeout ran out, the caller was cancelled, the app stops).
         """
         executor = self.app.executors.get(record.lane)
+        spec = self.app.specs.get(record.task_name)
         if (
             executor is None
+            or spec is None
+            or not spec.eager
             or record.lane not in self.app.started_executors
             or self._stopping
-            or executor.runs_in_loop
         ):
             self.offer(record.lane)
             return None
@@ -163,9 +165,7 @@ class Dispatcher:
             lane.inbox.extend(taken)
             self._recruit(lane)
             return None
-        eager = Eager(
-            self._execute(mine, self.app.specs.get(mine.task_name), executor), self._adopt
-        )
+        eager = Eager(self._execute(mine, spec, executor), self._adopt)
         self._eager.add(eager)
         assert self.app.deadlines is not None
         deadline = self.app.deadlines.add(timeout, eager.detach)

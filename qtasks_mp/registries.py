@@ -76,6 +76,9 @@ class TaskSpec:
     positional_range: tuple[int, float] | None = None
     #: The middleware chain ending at the executor; built once when the app starts.
     chain: Callable[[Call], Any] | None = field(default=None, repr=False)
+    #: Whether a waiting caller may run that chain in its own task: the executor says it
+    #: may, and every middleware in it is a built-in one (yours may count on its task).
+    eager: bool = field(default=False, repr=False)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise `TaskArgumentsError` now if the arguments cannot be passed to the function."""

@@ -15,6 +15,7 @@ from qtasks_mp import TaskStatus
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.eager import Eager
 from qtasks_mp.executors.base import Call
+from qtasks_mp.executors.thread import ThreadExecutor
 from qtasks_mp.middleware.base import CallNext, Middleware
 
 # ---------------------------------------------------------------- Eager on its own
@@ -154,22 +155,30 @@ async def test_a_future_cancelled_by_someone_else_is_the_coroutines_business() -
 # ---------------------------------------------------------------- through the app
 
 
-class WhereItRan(Middleware):
+class Recording(ThreadExecutor):
+    """The thread executor, noting the asyncio task each call's `run` ran in."""
+
     def __init__(self) -> None:
+        super().__init__(max_workers=2)
         self.tasks: list[asyncio.Task[Any] | None] = []
 
-    async def __call__(self, call: Call, call_next: CallNext) -> Any:
+    async def run(self, call: Call) -> Any:
         self.tasks.append(asyncio.current_task())
+        return await super().run(call)
+
+
+class PassThrough(Middleware):
+    async def __call__(self, call: Call, call_next: CallNext) -> Any:
         return await call_next(call)
 
 
-def blocking_app(where: WhereItRan | None = None) -> tuple[QueueTasks, threading.Event]:
+def blocking_app(*middlewares: Middleware) -> tuple[QueueTasks, threading.Event]:
     """An app with a thread task that blocks until the returned event is set."""
     release = threading.Event()
-    app = QueueTasks("eager", middlewares=[where] if where else None)
+    app = QueueTasks("eager", middlewares=middlewares, executors={"rec": Recording()})
     app.config.shutdown_timeout = 0.2
 
-    @app.task(executor="thread")
+    @app.task(executor="rec")
     def hold(value: int) -> int:
         if not release.wait(10):
             raise TimeoutError("the test never released the task")
@@ -191,17 +200,31 @@ def blocking_app(where: WhereItRan | None = None) -> tuple[QueueTasks, threading
     return app, release
 
 
+def ran_in(app: QueueTasks) -> list[asyncio.Task[Any] | None]:
+    executor = app.executors["rec"]
+    assert isinstance(executor, Recording)
+    return executor.tasks
+
+
 async def test_a_waiting_add_task_runs_the_call_in_the_callers_task() -> None:
-    where = WhereItRan()
-    app, release = blocking_app(where)
+    app, release = blocking_app()
     release.set()
     async with app:
         await app.add_task("hold", 1)  # not waited for: a dispatcher worker runs it
         await app.wait_idle(5)
         done = await app.add_task("hold", 2, timeout=5)
     assert done is not None and done.returning == 2
-    assert where.tasks[0] is not asyncio.current_task()
-    assert where.tasks[1] is asyncio.current_task()
+    assert ran_in(app) == [ran_in(app)[0], asyncio.current_task()]
+    assert ran_in(app)[0] is not asyncio.current_task()
+
+
+async def test_a_middleware_of_yours_keeps_calls_in_dispatcher_workers() -> None:
+    app, release = blocking_app(PassThrough())  # it might count on its task being its own
+    release.set()
+    async with app:
+        done = await app.add_task("hold", 3, timeout=5)
+    assert done is not None and done.returning == 3
+    assert ran_in(app)[0] is not asyncio.current_task()
 
 
 async def test_a_caller_whose_timeout_runs_out_leaves_the_task_running() -> None:
@@ -232,7 +255,7 @@ async def test_the_app_stopping_cancels_a_call_run_by_its_caller() -> None:
     try:
         async with app:
             waiting = asyncio.ensure_future(app.add_task("hold", 5, timeout=10))
-            await turns(lambda: app.executors["thread"].active == 1)
+            await turns(lambda: app.executors["rec"].active == 1)
         # shutdown_timeout ran out: the call was cancelled, its caller told so at once
         done = await asyncio.wait_for(waiting, 5)
         assert done is not None and done.status == TaskStatus.CANCEL

@@ -108,10 +108,11 @@ class Executor(ABC):
     #: Whether `run` can hand the task context (`echo=True`) to the code; `@app.task`
     #: refuses echo=True on an executor that cannot.
     supports_context: bool = True
-    #: Whether `run` runs the user's code in the event loop itself (as coroutines). Such
-    #: code may count on being its own asyncio task (`asyncio.timeout()`, TaskGroup), so
-    #: its calls are always run by dispatcher workers, never in a waiting caller's task.
-    runs_in_loop: bool = False
+    #: Whether a caller waiting for a call may run `run` in its own asyncio task (see
+    #: `qtasks_mp/eager.py`): only if `run` never counts on being its own task (no
+    #: `asyncio.timeout()`, TaskGroup or `current_task()`) and runs no user coroutine in
+    #: the loop. Off unless an executor says so; the thread, process and Dask ones do.
+    eager: bool = False
 
     def __init__(self) -> None:
         self.active = 0  # calls the dispatcher has handed over and not yet got back

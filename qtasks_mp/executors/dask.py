@@ -111,6 +111,7 @@ class DaskExecutor(Executor):
     """
 
     name = "dask"
+    eager = True
     kinds = frozenset({Kind.FUNCTION, Kind.GENERATOR})
     supports_context = False  # echo=True: the context cannot reach the app from a worker
 

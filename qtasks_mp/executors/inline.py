@@ -18,7 +18,6 @@ class InlineExecutor(Executor):
     """
 
     name = "inline"
-    runs_in_loop = True
 
     def __init__(self, max_tasks: int | None = None) -> None:
         super().__init__()

@@ -238,6 +238,7 @@ class ProcessExecutor(Executor):
     """
 
     name = "process"
+    eager = True
     kinds = frozenset({Kind.FUNCTION, Kind.GENERATOR})
     kill_grace_s = 0.5  # between SIGTERM and SIGKILL of a worker that overran
     start_timeout_s = 60.0  # for the first workers to report ready in `start()`

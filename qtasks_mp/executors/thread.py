@@ -19,6 +19,7 @@ class ThreadExecutor(Executor):
     """
 
     name = "thread"
+    eager = True
     kinds = frozenset({Kind.FUNCTION, Kind.GENERATOR})
 
     def __init__(self, max_workers: int | None = None) -> None:
