@@ -14,7 +14,7 @@ import pytest
 from qtasks_mp import TaskStatus
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.eager import Eager
-from qtasks_mp.executors.base import Call
+from qtasks_mp.executors.base import Call, within
 from qtasks_mp.executors.thread import ThreadExecutor
 from qtasks_mp.middleware.base import CallNext, Middleware
 
@@ -150,6 +150,19 @@ async def test_a_future_cancelled_by_someone_else_is_the_coroutines_business() -
         return "it did not"
 
     assert await Eager(coro(), lambda t: None).run() == (True, "it saw the cancellation")
+
+
+async def test_within_gives_up_without_cancelling_anything() -> None:
+    # What an `eager` executor uses for time limits: asyncio.wait_for (3.12+) would
+    # cancel the task that waits, which is the caller's here.
+    fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def coro() -> tuple[bool, bool]:
+        late = await within(fut, 0.02)
+        fut.set_result(1)
+        return late, await within(fut, 5)
+
+    assert await Eager(coro(), lambda t: None).run() == (True, (False, True))
 
 
 # ---------------------------------------------------------------- through the app

@@ -96,6 +96,31 @@ def run_in_thread(call: Call, loop: asyncio.AbstractEventLoop) -> Any:
     return [submit(call.handle_item(item), loop).result() for item in fn(*args, **kwargs)]
 
 
+async def within(fut: asyncio.Future[Any], timeout: float) -> bool:
+    """Wait until `fut` is done or `timeout` seconds pass; whether it is done.
+
+    Unlike `asyncio.wait_for` (built on `asyncio.timeout()` since Python 3.12), it never
+    cancels the task that waits, nor `fut`: safe in an `eager` executor's `run`.
+    """
+    if fut.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(timeout, wake)
+    fut.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        fut.remove_done_callback(wake)
+    return fut.done()
+
+
 class Executor(ABC):
     """Runs calls. Subclasses implement `run`; most also set `slots`.
 
@@ -111,7 +136,7 @@ class Executor(ABC):
     #: Whether a caller waiting for a call may run `run` in its own asyncio task (see
     #: `qtasks_mp/eager.py`): only if `run` never counts on being its own task (no
     #: `asyncio.timeout()`, TaskGroup or `current_task()`) and runs no user coroutine in
-    #: the loop. Off unless an executor says so; the thread, process and Dask ones do.
+    #: the loop. Off unless an executor says so; the thread and process ones do.
     eager: bool = False
 
     def __init__(self) -> None:

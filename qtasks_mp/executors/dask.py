@@ -111,7 +111,6 @@ class DaskExecutor(Executor):
     """
 
     name = "dask"
-    eager = True
     kinds = frozenset({Kind.FUNCTION, Kind.GENERATOR})
     supports_context = False  # echo=True: the context cannot reach the app from a worker
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import TaskTimeout
 from ..registries import Kind
-from .base import Call, Executor, run_in_thread
+from .base import Call, Executor, run_in_thread, within
 
 
 class ThreadExecutor(Executor):
@@ -47,21 +47,18 @@ class ThreadExecutor(Executor):
         fut = asyncio.wrap_future(job, loop=loop)
         timeout = call.spec.timeout
         try:
-            if timeout is None:
+            if timeout is None or await within(fut, timeout):
                 return await fut
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.CancelledError:  # the app is stopping; a started thread goes on
             self._left_running(job, fut, loop)
             raise
-        except asyncio.TimeoutError:
-            self._left_running(job, fut, loop)
-            assert timeout is not None
-            raise TaskTimeout(
-                call.task_name,
-                timeout,
-                "a thread cannot be stopped, so the function keeps running in its thread "
-                "(holding one slot) until it returns; use executor='process' for a hard limit",
-            ) from None
+        self._left_running(job, fut, loop)
+        raise TaskTimeout(
+            call.task_name,
+            timeout,
+            "a thread cannot be stopped, so the function keeps running in its thread "
+            "(holding one slot) until it returns; use executor='process' for a hard limit",
+        )
 
     def _left_running(
         self, job: Future[Any], fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
