@@ -54,7 +54,7 @@ _SLICE_S = 0.005  # a worker running tasks that never suspend yields this often
 
 
 class _Lane:
-    __slots__ = ("executor", "idle", "inbox", "name", "recruiting", "workers")
+    __slots__ = ("executor", "idle", "inbox", "name", "recruiting", "starved", "workers")
 
     def __init__(self, name: str, executor: Executor) -> None:
         self.name = name
@@ -63,6 +63,7 @@ class _Lane:
         self.idle: deque[asyncio.Future[None]] = deque()
         self.workers: set[asyncio.Task[None]] = set()
         self.recruiting = False
+        self.starved = False  # a worker parked because the executor had no room
 
 
 class Dispatcher:
@@ -107,6 +108,8 @@ class Dispatcher:
                     if taken:
                         lane.inbox.extend(taken)
                         self._recruit(lane)
+                elif not lane.inbox:  # held by calls run by their callers: they recruit
+                    lane.starved = True
                 # A delayed task already due in a full lane is taken by its workers with
                 # their next batch; only a future ETA needs a timer.
                 eta = await store.next_eta(name)
@@ -128,8 +131,12 @@ class Dispatcher:
         lane = self.lanes.get(lane_name)
         if lane is None or self._stopping:
             self.wake_event.set()
-        elif not lane.inbox and lane.executor.capacity > 0:
+        elif lane.inbox:
+            pass  # its workers are on it
+        elif lane.executor.capacity > 0:
             self._recruit(lane)
+        else:  # the room is held by calls run by their callers: they recruit when done
+            lane.starved = True
 
     async def run_waited(self, record: TaskRecord, timeout: float) -> TaskRecord | None:
         """Run a task whose caller waits for it in the caller's own task, if its lane is idle.
@@ -217,6 +224,8 @@ class Dispatcher:
                     if taken:
                         inbox.extend(taken)
                         continue
+                else:  # the room is held by calls run by their callers: they wake us
+                    lane.starved = True
                 fut = loop.create_future()
                 lane.idle.append(fut)
                 await fut
@@ -274,8 +283,13 @@ class Dispatcher:
             record.status = TaskStatus.ERROR
             record.traceback = _format(e)
         finally:
-            # No dispatcher wake-up here: this worker takes the next batch itself.
+            # No dispatcher wake-up here: this worker takes the next batch itself. A
+            # call run by its caller does not, so it wakes a worker that found no room.
             executor.active -= 1
+            lane = self.lanes.get(record.lane)
+            if lane is not None and lane.starved and executor.capacity > 0:
+                lane.starved = False
+                self._recruit(lane)
             if self._stopping and not any(e.active for e in app.executors.values()):
                 self._drained.set()
         record.finished_at = record.updated_at = time.time()

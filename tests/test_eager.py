@@ -240,6 +240,26 @@ async def test_a_middleware_of_yours_keeps_calls_in_dispatcher_workers() -> None
     assert ran_in(app)[0] is not asyncio.current_task()
 
 
+async def test_calls_queued_while_callers_hold_every_slot_still_run() -> None:
+    # 20 waiting callers, 2 threads: 2 run their calls themselves and hold the room; the
+    # other 18 queue. Each that ends must get a worker going for those (they waited out
+    # their whole timeout, once).
+    app = QueueTasks("eager", executors={"rec": Recording()})
+    release = threading.Event()
+
+    @app.task(executor="rec")
+    def hold(value: int) -> int:
+        release.wait(10)
+        return value
+
+    async with app:
+        callers = [asyncio.ensure_future(app.add_task("hold", i, timeout=10)) for i in range(20)]
+        await turns(lambda: app.executors["rec"].active == 2)
+        release.set()
+        done = await asyncio.wait_for(asyncio.gather(*callers), 10)
+    assert sorted(t.returning for t in done if t is not None) == list(range(20))
+
+
 async def test_a_caller_whose_timeout_runs_out_leaves_the_task_running() -> None:
     app, release = blocking_app()
     async with app:
