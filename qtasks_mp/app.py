@@ -32,6 +32,7 @@ from .middleware.base import Middleware, build_chain
 from .middleware.call_logging import CallLogging
 from .middleware.retries import Retries
 from .middleware.timing import Timing
+from .progress import ProgressCallback, ProgressLine
 from .registries import (
     Kind,
     P,
@@ -370,6 +371,7 @@ class AppCore:
         *,
         chunksize: int = 1,
         timeout: float | None = None,
+        progress: bool | ProgressCallback = False,
     ) -> list[Any]:
         """`[task_name(item) for item in iterable]`, run as tasks; the results, in order.
 
@@ -380,12 +382,20 @@ class AppCore:
         the signature before anything is accepted. Raises `TaskFailed` for the first
         failed item or chunk (its traceback as `__cause__`'s text), `TimeoutError` if
         `timeout` runs out first (the tasks go on).
+
+        `progress=True` shows a progress line on stderr (`progress.py`); a
+        `callable(done, total)` is called instead, in the app's loop, as items finish.
         """
         spec = self.specs.get(task_name)
         if spec is None:
             raise TaskNotFound(self._unknown_task(task_name))
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"map({task_name!r}): chunksize must be an int >= 1")
+        if not (isinstance(progress, bool) or callable(progress)):
+            raise TypeError(
+                f"map({task_name!r}): progress must be True, False or a callable(done, total), "
+                f"got {progress!r}"
+            )
         items = list(iterable)
         for item in items:
             spec.bind((item,), {})
@@ -396,6 +406,13 @@ class AppCore:
             batches = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
         tasks = [await self.add_task(spec.name, batch) for batch in batches]
         deadline = None if timeout is None else time.monotonic() + timeout
+        report: ProgressCallback | None = None
+        if progress is True:
+            report = ProgressLine(f"map {task_name!r}")
+        elif callable(progress):
+            report = progress
+        if report is not None:
+            report(0, len(items))
         results: list[Any] = []
         for task in tasks:
             assert task is not None
@@ -409,6 +426,8 @@ class AppCore:
                 results.append(done.returning)
             else:
                 results.extend(done.returning)
+            if report is not None:
+                report(len(results), len(items))
         return results
 
     def _chunk_spec(self, spec: TaskSpec) -> TaskSpec:

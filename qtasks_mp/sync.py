@@ -23,6 +23,7 @@ from .app import AppCore
 from .config import QueueConfig
 from .executors.base import Executor
 from .middleware.base import Middleware
+from .progress import ProgressCallback
 from .stores.base import Store
 from .task import Task
 
@@ -152,11 +153,14 @@ class QueueTasks:
         *,
         chunksize: int = 1,
         timeout: float | None = None,
+        progress: bool | ProgressCallback = False,
     ) -> list[Any]:
         """The results of `task_name` over `iterable`, in order; see the async `map`."""
         self._auto_start()
         return self._call(
-            self.core.map(task_name, list(iterable), chunksize=chunksize, timeout=timeout)
+            self.core.map(
+                task_name, list(iterable), chunksize=chunksize, timeout=timeout, progress=progress
+            )
         )
 
     def get(self, uuid: UUID | str) -> Task | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 
 import pytest
@@ -9,6 +10,7 @@ from procfuncs import square
 
 from qtasks_mp import ProcessExecutor, TaskArgumentsError, TaskFailed
 from qtasks_mp.asyncio import QueueTasks
+from qtasks_mp.progress import ProgressLine
 
 
 @pytest.fixture
@@ -73,3 +75,48 @@ def test_sync_facade_map() -> None:
         assert app.map("double", range(10), chunksize=3, timeout=10) == [2 * x for x in range(10)]
     finally:
         app.stop()
+
+
+async def test_progress_callback_sees_items_counted_up_to_the_total(
+    proc_app: QueueTasks,
+) -> None:
+    seen: list[tuple[int, int]] = []
+    got = await proc_app.map(
+        "square", range(100), chunksize=30, timeout=30, progress=lambda d, t: seen.append((d, t))
+    )
+    assert got == [x * x for x in range(100)]
+    assert seen == [(0, 100), (30, 100), (60, 100), (90, 100), (100, 100)]
+
+
+async def test_progress_true_writes_a_line_per_tenth_to_a_non_terminal_stderr(
+    proc_app: QueueTasks, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await proc_app.map("square", range(50), chunksize=5, timeout=30, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "map 'square': 0/50 items (0%)"
+    assert [line.split(" items")[0] for line in lines[1:]] == [
+        f"map 'square': {n}/50" for n in range(5, 55, 5)
+    ]
+    assert lines[-1].startswith("map 'square': 50/50 items (100%), done in ")
+
+
+async def test_progress_must_be_a_bool_or_a_callable(proc_app: QueueTasks) -> None:
+    with pytest.raises(TypeError, match=r"map\('square'\): progress must be"):
+        await proc_app.map("square", range(3), progress="yes")  # type: ignore[arg-type]
+
+
+def test_progress_line_on_a_terminal_rewrites_one_line_at_most_five_times_a_second() -> None:
+    clock = iter([0.0, 0.0, 0.1, 0.25, 0.3, 0.5])
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    line = ProgressLine("map 'x'", out, clock=lambda: next(clock))
+    for done in (0, 10, 20, 30, 40):  # at 0.0, 0.1 (skipped), 0.25, 0.3 (skipped), 0.5 (end)
+        line(done, 40)
+    shown = out.getvalue().split("\r")[1:]
+    assert shown[0] == "map 'x': 0/40 items (0%)"
+    assert shown[1] == "map 'x': 20/40 items (50%), 80/s, about 250 ms left"
+    assert shown[2] == "map 'x': 40/40 items (100%), done in 500 ms\n"
