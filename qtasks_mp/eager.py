@@ -66,7 +66,11 @@ class Eager(Generic[T]):
                 self._hand_off(yielded)
                 return False, None
             if yielded is None:  # a bare `yield` (asyncio.sleep(0)): one loop turn
-                await asyncio.sleep(0)
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:  # the caller's: the coroutine goes on
+                    self._hand_off(None)
+                    raise
                 if self.detached:
                     self._hand_off(None)
                     return False, None

@@ -121,6 +121,27 @@ async def test_a_cancelled_caller_leaves_the_coroutine_running() -> None:
     assert steps == ["started", "resumed"]
 
 
+async def test_a_caller_cancelled_during_a_bare_yield_leaves_the_coroutine_running() -> None:
+    adopted: list[asyncio.Task[int]] = []
+    go = False
+    turns_taken = 0
+
+    async def coro() -> int:
+        nonlocal turns_taken
+        while not go:
+            turns_taken += 1
+            await asyncio.sleep(0)  # a bare yield each time
+        return turns_taken
+
+    caller = asyncio.ensure_future(Eager(coro(), adopted.append).run())
+    await turns(lambda: turns_taken >= 2)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    go = True
+    assert await asyncio.wait_for(adopted[0], 5) >= 2
+
+
 async def test_detach_in_the_turn_the_future_completes_resumes_it_once() -> None:
     steps: list[str] = []
     adopted: list[asyncio.Task[int]] = []
