@@ -60,23 +60,23 @@ class _Conn:
         # recv_into a reused buffer: recv(n) would allocate n bytes per message.
         self.buffer = bytearray(1 << 16)
         self.view = memoryview(self.buffer)
-        self.read_alone = 0  # messages taken from the last read so far
+        self.taken_from_read = 0  # messages unpacked from the latest read so far
 
     def recv(self) -> list[Any]:
         while True:
             try:
                 message: list[Any] = self.unpacker.unpack()
-                self.read_alone += 1
+                self.taken_from_read += 1
                 return message
             except msgpack.OutOfData:
                 pass
             # The last read brought one message: a caller that awaits each result.
-            n = self._poll() if self.read_alone == 1 else None
+            n = self._poll() if self.taken_from_read == 1 else None
             if n is None:
                 n = self.sock.recv_into(self.buffer)
             if not n:
                 raise EOFError
-            self.read_alone = 0
+            self.taken_from_read = 0
             self.unpacker.feed(self.view[:n])
 
     def _poll(self) -> int | None:
