@@ -60,7 +60,7 @@ async def test_exceptions_reach_the_coroutine_and_then_the_caller() -> None:
         await Eager(coro(), lambda t: None).run()
 
 
-async def test_a_bare_yield_is_one_loop_turn() -> None:
+async def test_a_coroutine_that_yields_bare_runs_to_its_end() -> None:
     async def coro() -> str:
         await asyncio.sleep(0)
         await asyncio.sleep(0)
