@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import enum
 import inspect
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
-from uuid import UUID
 
+from .context import AsyncTask, SyncTask, TaskInfo
 from .errors import TaskArgumentsError
 
 if TYPE_CHECKING:
-    from .app import AppCore
     from .executors.base import Call, Executor
     from .middleware.base import Middleware
-    from .task import Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -162,69 +159,4 @@ class RegisteredTask(Generic[P, R]):
         return f"<task {self.name!r} ({self.spec.kind.value}, executor={self.spec.executor!r})>"
 
 
-class TaskInfo:
-    """What a running task knows of itself: `task_name`, `uuid`, `attempt` (1 for the
-    first run) and a `logger` tagged with the task's id. The base of every context."""
-
-    __slots__ = ("_logger", "attempt", "task_name", "uuid")
-
-    def __init__(self, task_name: str, uuid: UUID, attempt: int) -> None:
-        self.task_name = task_name
-        self.uuid = uuid
-        self.attempt = attempt
-        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
-
-    @property
-    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
-        if self._logger is None:
-            base = logging.getLogger(f"qtasks_mp.task.{self.task_name}")
-            self._logger = logging.LoggerAdapter(base, {"task_uuid": str(self.uuid)})
-        return self._logger
-
-
-class AsyncTask(TaskInfo):
-    """The task context an `echo=True` task receives as its first argument.
-
-    `await self.add_task(name, ...)` queues a nested task; `task_name`, `uuid`,
-    `attempt` (1 for the first run) and `logger` describe the running task.
-    """
-
-    __slots__ = ("_app",)
-
-    def __init__(self, app: AppCore, task_name: str, uuid: UUID, attempt: int) -> None:
-        super().__init__(task_name, uuid, attempt)
-        self._app = app
-
-    async def add_task(
-        self,
-        task_name: str,
-        *args: Any,
-        priority: int | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> Task | None:
-        """Queue a nested task; the same arguments as `app.add_task` (`args=`, `kwargs=` too)."""
-        return await self._app.add_task(
-            task_name, *args, priority=priority, timeout=timeout, **kwargs
-        )
-
-    def __repr__(self) -> str:
-        return f"<AsyncTask {self.task_name!r} {self.uuid} attempt={self.attempt}>"
-
-
-class SyncTask(AsyncTask):
-    """The context a plain-function (`echo=True`) task receives: `add_task` is blocking."""
-
-    __slots__ = ()
-
-    def add_task(  # type: ignore[override]
-        self,
-        task_name: str,
-        *args: Any,
-        priority: int | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> Task | None:
-        """Queue a nested task from a worker thread; blocks until it is accepted."""
-        coro = self._app.add_task(task_name, *args, priority=priority, timeout=timeout, **kwargs)
-        return self._app.call_from_thread(coro)
+__all__ = ["AsyncTask", "Kind", "RegisteredTask", "SyncTask", "TaskInfo", "TaskSpec"]

@@ -28,7 +28,7 @@ from uuid import UUID
 import msgpack
 
 from .. import wire
-from ..registries import TaskInfo
+from ..context import TaskInfo
 
 #: How long a worker waits for its next message without sleeping (see `_Conn._poll`).
 _SPIN_S = 100e-6

@@ -1,0 +1,107 @@
+"""The task context an `echo=True` task receives as its first argument.
+
+`TaskInfo` is what every context knows (name, id, attempt, logger). `AsyncTask` and
+`SyncTask` add `add_task` for nested tasks, through a `TaskHost`: the small protocol
+the app offers to what runs below it, so a context never holds the app itself.
+
+This module imports nothing else of qtasks_mp at run time: a process worker imports
+it (for its own context over `TaskInfo`) together with `wire`, and nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from .task import Task
+
+T = TypeVar("T")
+
+
+class TaskHost(Protocol):
+    """What a task context and a `Task` need from the app: add a task, wait for one,
+    and run one of those from a thread other than the app's loop."""
+
+    async def add_task(
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Task | None: ...
+
+    async def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None: ...
+
+    def call_from_thread(self, coro: Coroutine[Any, Any, T]) -> T: ...
+
+
+class TaskInfo:
+    """What a running task knows of itself: `task_name`, `uuid`, `attempt` (1 for the
+    first run) and a `logger` tagged with the task's id. The base of every context."""
+
+    __slots__ = ("_logger", "attempt", "task_name", "uuid")
+
+    def __init__(self, task_name: str, uuid: UUID, attempt: int) -> None:
+        self.task_name = task_name
+        self.uuid = uuid
+        self.attempt = attempt
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        if self._logger is None:
+            base = logging.getLogger(f"qtasks_mp.task.{self.task_name}")
+            self._logger = logging.LoggerAdapter(base, {"task_uuid": str(self.uuid)})
+        return self._logger
+
+
+class AsyncTask(TaskInfo):
+    """The task context an `echo=True` task receives as its first argument.
+
+    `await self.add_task(name, ...)` queues a nested task; `task_name`, `uuid`,
+    `attempt` (1 for the first run) and `logger` describe the running task.
+    """
+
+    __slots__ = ("_host",)
+
+    def __init__(self, host: TaskHost, task_name: str, uuid: UUID, attempt: int) -> None:
+        super().__init__(task_name, uuid, attempt)
+        self._host = host
+
+    async def add_task(
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Task | None:
+        """Queue a nested task; the same arguments as `app.add_task` (`args=`, `kwargs=` too)."""
+        return await self._host.add_task(
+            task_name, *args, priority=priority, timeout=timeout, **kwargs
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.task_name!r} {self.uuid} attempt={self.attempt}>"
+
+
+class SyncTask(AsyncTask):
+    """The context a plain-function (`echo=True`) task receives: `add_task` is blocking."""
+
+    __slots__ = ()
+
+    def add_task(  # type: ignore[override]
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Task | None:
+        """Queue a nested task from a worker thread; blocks until it is accepted."""
+        coro = self._host.add_task(task_name, *args, priority=priority, timeout=timeout, **kwargs)
+        return self._host.call_from_thread(coro)
