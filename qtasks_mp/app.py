@@ -17,14 +17,22 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from functools import partial
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar, overload
 from uuid import UUID
 
+from . import checks
+from .checks import INF, INT64_MAX, INT64_MIN, SECONDS_TYPES
 from .config import QueueConfig
 from .deadlines import Deadlines
 from .dispatcher import Dispatcher
-from .errors import AppNotRunning, TaskFailed, TaskNotFound, TaskRegistrationError
+from .errors import (
+    AppNotRunning,
+    TaskArgumentsError,
+    TaskFailed,
+    TaskNotFound,
+    TaskRegistrationError,
+)
 from .executors.base import Executor
 from .executors.inline import InlineExecutor
 from .executors.thread import ThreadExecutor
@@ -142,10 +150,26 @@ class AppCore:
     ) -> Callable[[Callable[P, R]], RegisteredTask[P, R]]: ...
 
     def task(self, fn_or_name: Any = None, /, **opts: Any) -> Any:
-        """Register a task: `@app.task`, `@app.task("name")` or `@app.task(name=..., ...)`."""
+        """Register a task: `@app.task`, `@app.task("name")` or `@app.task(name=..., ...)`.
+
+        Every option is checked here (`checks.py`, and each middleware's `check_options`):
+        a bad one raises `TaskRegistrationError` naming the task, the value and the fix,
+        and nothing is registered.
+        """
         if callable(fn_or_name):
             return self._register(fn_or_name, opts)
         if fn_or_name is not None:
+            if not isinstance(fn_or_name, str):
+                raise TaskRegistrationError(
+                    f"app.task({checks.got(fn_or_name)}): the first argument is the task's "
+                    "name (a str) or the function to register; pass @app.task('my_task') or "
+                    "put a bare @app.task above a def"
+                )
+            if opts.get("name") is not None:
+                raise TaskRegistrationError(
+                    f"task {fn_or_name!r}: the name is given twice ({fn_or_name!r} and "
+                    f"name={opts['name']!r}); pass it once: @app.task({fn_or_name!r})"
+                )
             opts["name"] = fn_or_name
 
         def decorate(fn: Callable[P, R]) -> RegisteredTask[P, R]:
@@ -154,22 +178,23 @@ class AppCore:
         return decorate
 
     def _register(self, fn: Callable[P, R], opts: dict[str, Any]) -> RegisteredTask[P, R]:
-        name = opts.pop("name", None) or getattr(fn, "__name__", None)
-        if not isinstance(name, str) or not name:
-            raise TaskRegistrationError(f"{fn!r} has no __name__: pass @app.task(name=...)")
-
-        def fail(msg: str) -> TaskRegistrationError:
-            return TaskRegistrationError(f"task {name!r}: {msg}")
-
+        opts = dict(opts)  # a decorator may be reused: never consume the caller's options
+        if isinstance(fn, RegisteredTask):  # stacked @app.task: register the function itself
+            fn = fn.__wrapped__
+        checks.task_function(fn, opts.get("name"))
+        name = checks.task_name(opts.pop("name", None), fn)
+        fail = checks.registration(name)
         if name in self.specs:
             other = self.specs[name].fn
             raise fail(
                 f"a task of this name is already registered ({other.__module__}."
                 f"{other.__qualname__}); give one of them another name= "
             )
+        task_middlewares = checks.middleware_list(
+            f"task {name!r}", opts.get("middlewares"), Middleware
+        )
         options = {k: opts.pop(k) for k in list(opts) if k not in _STANDARD_OPTIONS}
-        declared = {o for mw in self.middlewares for o in mw.options}
-        declared |= {o for mw in opts.get("middlewares") or () for o in mw.options}
+        declared = {o for mw in (*self.middlewares, *task_middlewares) for o in mw.options}
         unknown = sorted(set(options) - declared)
         if unknown:
             close = difflib.get_close_matches(unknown[0], _STANDARD_OPTIONS + sorted(declared), 1)
@@ -179,39 +204,38 @@ class AppCore:
                 "a middleware may declare more in its `options`."
             )
         kind = kind_of(fn)
-        timeout, max_time = opts.get("timeout"), opts.get("max_time")
+        timeout = checks.seconds_option(name, "timeout", opts.get("timeout"), zero_ok=False)
+        max_time = checks.seconds_option(name, "max_time", opts.get("max_time"), zero_ok=False)
         if timeout is not None and max_time is not None:
-            raise fail("give timeout= or its alias max_time=, not both")
-        timeout = timeout if timeout is not None else max_time
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-            raise fail(f"timeout must be a positive number of seconds, got {timeout!r}")
-        retry = opts.get("retry")
-        if retry is not None and (not isinstance(retry, int) or retry < 0):
             raise fail(
-                f"retry must be a whole number >= 0 (retries after the first attempt), "
-                f"got {retry!r}"
+                f"give timeout= or its alias max_time=, not both (got timeout={timeout:g}, "
+                f"max_time={max_time:g}); drop max_time="
             )
-        retry_on = opts.get("retry_on_exc")
-        retry_on_exc: tuple[type[BaseException], ...] | None = None
-        if retry_on is not None:
-            if isinstance(retry_on, type):
-                retry_on = [retry_on]
-            retry_on_exc = tuple(retry_on)
-            bad = [
-                e
-                for e in retry_on_exc
-                if not (isinstance(e, type) and issubclass(e, BaseException))
-            ]
-            if bad:
-                raise fail(f"retry_on_exc takes exception classes, got {bad[0]!r}")
-        priority = opts.get("priority")
-        if priority is not None and type(priority) is not int:
-            raise fail(f"priority must be an int (lower runs first), got {priority!r}")
+        timeout = timeout if timeout is not None else max_time
+        retry = checks.count(name, "retry", opts.get("retry"), "retries after the first attempt")
+        retry_on_exc = checks.exception_classes(fail, opts.get("retry_on_exc"))
+        retry_backoff = checks.seconds_option(
+            name, "retry_backoff", opts.get("retry_backoff"), zero_ok=True
+        )
+        priority = checks.task_priority(name, opts.get("priority"))
+        echo = checks.flag(name, "echo", opts.get("echo", False))
         handler = opts.get("generate_handler")
-        if handler is not None and not callable(handler):
-            raise fail(f"generate_handler must be callable, got {handler!r}")
-        echo = bool(opts.get("echo", False))
+        checks.generate_handler(name, handler, kind in (Kind.GENERATOR, Kind.ASYNC_GEN), kind.value)
+        tags = checks.tag_list(name, opts.get("tags"))
+        description = checks.description(name, opts.get("description"))
+        given = MappingProxyType(
+            {
+                **opts,
+                **options,
+                "retry": retry,
+                "retry_on_exc": retry_on_exc,
+                "retry_backoff": retry_backoff,
+            }
+        )
+        for mw in (*self.middlewares, *task_middlewares):
+            mw.check_options(name, given)  # a middleware refuses what it cannot use
         pass_context = echo and accepts_context(fn)
+        executor = self._resolve_executor(name, kind, opts.get("executor"), pass_context)
         if echo and not pass_context:
             log.warning(
                 "task %r: echo=True but %s() has no parameter for the task context; it runs "
@@ -219,30 +243,23 @@ class AppCore:
                 name,
                 getattr(fn, "__name__", name),
             )
-        executor = self._resolve_executor(name, kind, opts.get("executor"))
-        if pass_context and not self.executors[executor].supports_context:
-            raise fail(
-                f"echo=True, but the {executor!r} executor cannot pass the task context to "
-                "the code it runs (it runs elsewhere: another machine, a fresh process); drop "
-                "echo=True, or give the task executor='process' or 'thread'"
-            )
         signature = call_signature(fn, pass_context)
         spec = TaskSpec(
             name=name,
             fn=fn,
             kind=kind,
             executor=executor,
-            priority=opts.get("priority"),
+            priority=priority,
             echo=echo,
             pass_context=pass_context,
             retry=retry,
             retry_on_exc=retry_on_exc,
-            retry_backoff=opts.get("retry_backoff"),
+            retry_backoff=retry_backoff,
             generate_handler=handler,
             timeout=timeout,
-            middlewares=tuple(opts.get("middlewares") or ()),
-            tags=tuple(opts.get("tags") or ()),
-            description=opts.get("description") or (fn.__doc__ or "").strip() or None,
+            middlewares=task_middlewares,
+            tags=tags,
+            description=description or (getattr(fn, "__doc__", None) or "").strip() or None,
             options=options,
             signature=signature,
             positional_range=positional_range(signature),
@@ -269,45 +286,65 @@ class AppCore:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _resolve_executor(self, name: str, kind: Any, choice: str | Executor | None) -> str:
+    def _resolve_executor(
+        self, name: str, kind: Kind, choice: str | Executor | None, pass_context: bool = False
+    ) -> str:
+        """The key of the executor a task runs on. Every check comes first: an executor
+        (a process pool, an instance given to the task) joins the app only if they pass."""
+        checks.executor_choice(name, choice, Executor)
+        fail = checks.registration(name)
         if choice is None:
             choice = "inline" if kind.is_async else "thread"
-        if choice == "process" and "process" not in self.executors:
-            from .executors.process import ProcessExecutor  # processes start with the app
-
-            self._add_executor(ProcessExecutor(), "process")
-            self._sized_by_config.add("process")
+        new: Executor | None = None  # to add once every check has passed
+        sized = False
         if isinstance(choice, Executor):
             instance = choice
             if kind not in instance.kinds:
-                raise TaskRegistrationError(
-                    f"task {name!r} is a {kind.value} function, which {instance!r} does not run"
+                raise fail(
+                    f"it is a {kind.value} function, which {instance!r} does not run; give it "
+                    "an executor that does (coroutines run on executor='inline')"
                 )
-            if instance not in self.executors.values():
+            key = next((k for k, e in self.executors.items() if e is instance), None)
+            if key is None:
                 # its own lane: an instance given to a task never replaces the app's pools
                 key, n = instance.name, 1
                 while key in self.executors:
                     n += 1
                     key = f"{instance.name}-{n}"
-                self._add_executor(instance, key)
-            choice = instance.name
-        if not isinstance(choice, str) or choice not in self.executors:
-            raise TaskRegistrationError(
-                f"task {name!r}: no executor named {choice!r}; this app has "
+                new = instance
+        elif choice == "process" and "process" not in self.executors:
+            from .executors.process import ProcessExecutor  # processes start with the app
+
+            key, instance = "process", ProcessExecutor()
+            new, sized = instance, True
+        elif choice in self.executors:
+            key, instance = choice, self.executors[choice]
+        else:
+            raise fail(
+                f"no executor named {choice!r}; this app has "
                 f"{', '.join(sorted(self.executors))}. Pass one in "
                 "QueueTasks(executors={...}) or give an Executor instance."
             )
-        if kind not in self.executors[choice].kinds:
+        if kind not in instance.kinds:
             raise TaskRegistrationError(
-                f"task {name!r} is a {kind.value} function, which the {choice!r} executor "
-                f"does not run; drop executor={choice!r} (coroutines run inline) or make it "
+                f"task {name!r} is a {kind.value} function, which the {key!r} executor "
+                f"does not run; drop executor={key!r} (coroutines run inline) or make it "
                 "a plain function"
             )
-        return choice
+        if pass_context and not instance.supports_context:
+            raise fail(
+                f"echo=True, but the {key!r} executor cannot pass the task context to "
+                "the code it runs (it runs elsewhere: another machine, a fresh process); drop "
+                "echo=True, or give the task executor='process' or 'thread'"
+            )
+        if new is not None:
+            self._add_executor(new, key)
+            if sized:
+                self._sized_by_config.add(key)
+        return key
 
     def _add_executor(self, executor: Executor, key: str) -> None:
-        if not isinstance(executor, Executor):
-            raise TypeError(f"executors[{key!r}] must be an Executor, got {executor!r}")
+        checks.executor_entry(key, executor, Executor)
         present = self.executors.get(key)
         if present is executor:
             return
@@ -335,7 +372,12 @@ class AppCore:
         `TaskArgumentsError`, an unknown name `TaskNotFound`, before anything is
         accepted. `args=(...)` and `kwargs={...}` are accepted too. With `timeout=`
         it waits for the end and returns the finished `Task`, or None when the time ran out.
+        Bad input (`checks.py`) raises before anything is accepted.
         """
+        if timeout is not None and not (type(timeout) in SECONDS_TYPES and 0 < timeout < INF):
+            timeout = checks.wait_seconds(
+                f"task {task_name!r}", timeout, zero_ok=False, none_means="return at once"
+            )
         record = self._new_record(task_name, args, kwargs, priority)
         dispatcher = self._dispatcher
         if dispatcher is None:
@@ -386,19 +428,26 @@ class AppCore:
         `progress=True` shows a progress line on stderr (`progress.py`); a
         `callable(done, total)` is called instead, in the app's loop, as items finish.
         """
+        if type(task_name) is not str:
+            task_name = checks.call_task_name(task_name, "app.map")
         spec = self.specs.get(task_name)
         if spec is None:
             raise TaskNotFound(self._unknown_task(task_name))
-        if not isinstance(chunksize, int) or chunksize < 1:
-            raise ValueError(f"map({task_name!r}): chunksize must be an int >= 1")
-        if not (isinstance(progress, bool) or callable(progress)):
-            raise TypeError(
-                f"map({task_name!r}): progress must be True, False or a callable(done, total), "
-                f"got {progress!r}"
+        chunksize = checks.chunksize(task_name, chunksize)
+        if timeout is not None:
+            timeout = checks.wait_seconds(
+                f"map({task_name!r})", timeout, zero_ok=False, none_means="wait without a limit"
             )
+        checks.progress(task_name, progress)
+        checks.iterable(task_name, iterable)
         items = list(iterable)
-        for item in items:
-            spec.bind((item,), {})
+        for i, item in enumerate(items):
+            try:
+                spec.bind((item,), {})
+            except TaskArgumentsError as e:
+                raise TaskArgumentsError(
+                    f"map({task_name!r}), item {i} ({item!r:.60}): {e}"
+                ) from None
         if chunksize == 1:
             batches: list[Any] = items
         else:
@@ -457,33 +506,39 @@ class AppCore:
     def _new_record(
         self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], priority: int | None
     ) -> TaskRecord:
-        spec = self.specs.get(task_name)
+        # The common case costs two type() identity checks; anything else goes to checks.py.
+        spec = self.specs.get(task_name) if type(task_name) is str else None
         if spec is None:
-            raise TaskNotFound(self._unknown_task(task_name))
+            task_name = checks.call_task_name(task_name, "add_task")
+            spec = self.specs.get(task_name)
+            if spec is None:
+                raise TaskNotFound(self._unknown_task(task_name))
         if self._stopping:
             raise AppNotRunning(f"task {task_name!r} not accepted: the app is stopping")
-        if "args" in kwargs:
-            extra = kwargs.pop("args")
-            if args:
-                raise TypeError(
-                    f"task {task_name!r}: give arguments positionally or as args=(...), not both"
-                )
-            args = tuple(extra or ())
-        if "kwargs" in kwargs:
-            extra_kw = dict(kwargs.pop("kwargs") or {})
-            clash = set(extra_kw) & set(kwargs)
-            if clash:
-                raise TypeError(f"task {task_name!r}: {sorted(clash)} given twice")
-            kwargs.update(extra_kw)
-        spec.bind(args, kwargs)
-        if priority is not None and (type(priority) is not int):
-            raise TypeError(
-                f"task {task_name!r}: priority must be an int (lower runs first), got {priority!r}"
-            )
         if priority is None:
             priority = (
                 spec.priority if spec.priority is not None else (self.config.default_task_priority)
             )
+        elif type(priority) is not int or not INT64_MIN <= priority <= INT64_MAX:
+            priority = checks.call_priority(task_name, priority)
+        if "args" in kwargs:
+            extra = checks.call_args(task_name, kwargs.pop("args"))
+            if args:
+                raise TaskArgumentsError(
+                    f"task {task_name!r}: give arguments positionally or as args=(...), not "
+                    f"both (got {args!r:.60} and args={extra!r:.60}); pass them one way"
+                )
+            args = extra
+        if "kwargs" in kwargs:
+            extra_kw = checks.call_kwargs(task_name, kwargs.pop("kwargs"))
+            clash = set(extra_kw) & set(kwargs)
+            if clash:
+                raise TaskArgumentsError(
+                    f"task {task_name!r}: {sorted(clash)} given twice, directly and in "
+                    "kwargs=; pass each once"
+                )
+            kwargs.update(extra_kw)
+        spec.bind(args, kwargs)
         assert isinstance(spec.executor, str)
         return TaskRecord(new_uuid(), task_name, spec.executor, priority, args, kwargs, time.time())
 
@@ -498,13 +553,20 @@ class AppCore:
 
     async def get(self, uuid: UUID | str) -> Task | None:
         """The task as it is now, or None if unknown (or dropped by retention)."""
+        if type(uuid) is not UUID:
+            uuid = checks.task_id(uuid, "app.get")
         await self._open_store()
         record = await self.store.get(_as_uuid(uuid))
         return None if record is None else record.snapshot(self)
 
     async def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None:
         """Wait, without polling, for a task to end; the finished `Task`, or None on timeout."""
-        uuid = _as_uuid(uuid)
+        if type(uuid) is not UUID:
+            uuid = checks.task_id(uuid, "app.wait")
+        if timeout is not None and not (type(timeout) in SECONDS_TYPES and 0 <= timeout < INF):
+            timeout = checks.wait_seconds(
+                f"app.wait({uuid})", timeout, zero_ok=True, none_means="wait without a limit"
+            )
         await self._open_store()
         record = await self.store.get(uuid)
         if record is None:

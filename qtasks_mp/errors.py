@@ -30,7 +30,18 @@ class TaskNotFound(QTasksError, KeyError):
 
 
 class TaskArgumentsError(QTasksError, TypeError):
-    """The arguments given to `add_task` do not bind to the task function's signature."""
+    """The arguments given to `add_task` do not bind to the task function's signature, or an
+    argument of `add_task`, `map`, `wait` or `get` has the wrong type (`priority=True`)."""
+
+
+class ArgumentValueError(QTasksError, ValueError):
+    """An argument of the right type but out of range: a negative or NaN `timeout`,
+    `chunksize=0`, a task id string that is not a UUID. Nothing was accepted."""
+
+
+class SetupError(QTasksError, TypeError):
+    """`QueueTasks(...)`, a middleware or an executor was built from an argument of the wrong
+    type: a class where an instance is needed, a dict where a `QueueConfig` is."""
 
 
 class AppNotRunning(QTasksError, RuntimeError):

@@ -8,7 +8,7 @@ the dispatcher's loop, never in a worker, and is never pickled.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
@@ -24,6 +24,14 @@ class Middleware(ABC):
 
     @abstractmethod
     async def __call__(self, call: Call, call_next: CallNext) -> Any: ...
+
+    def check_options(self, task_name: str, options: Mapping[str, Any]) -> None:
+        """Refuse, at `@app.task`, the options this middleware reads that it could not use.
+
+        `options` holds every option the decorator got (built-in and declared ones), as
+        given. Raise `TaskRegistrationError` naming the task, the value and the fix; the
+        task is then not registered. The default accepts anything.
+        """
 
 
 def build_chain(middlewares: Sequence[Middleware], terminal: CallNext) -> CallNext:

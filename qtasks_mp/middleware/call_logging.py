@@ -6,7 +6,8 @@ import logging
 import time
 from typing import Any
 
-from ..errors import Retry
+from ..checks import got
+from ..errors import Retry, SetupError
 from ..executors.base import Call
 from .base import CallNext, Middleware
 
@@ -18,6 +19,11 @@ class CallLogging(Middleware):
     unless asked for); a retry is a WARNING, a final failure an ERROR with traceback."""
 
     def __init__(self, *, level: int = logging.DEBUG) -> None:
+        if isinstance(level, bool) or not isinstance(level, int):
+            raise SetupError(
+                f"CallLogging: level must be a logging level (an int), got {got(level)}; "
+                "pass e.g. level=logging.INFO"
+            )
         self.level = level
 
     async def __call__(self, call: Call, call_next: CallNext) -> Any:

@@ -12,16 +12,25 @@ the dispatcher puts the task back in the store with that ETA, so no slot is held
 
 from __future__ import annotations
 
+import math
 import random
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from ..errors import RetriesExhausted, Retry
+from .. import checks
+from ..errors import ArgumentValueError, RetriesExhausted, Retry, SetupError
 from ..executors.base import Call
 from .base import CallNext, Middleware
 
 
 class Retries(Middleware):
-    """Defaults apply to tasks that set no option of their own (precedence: task > default)."""
+    """Defaults apply to tasks that set no option of their own (precedence: task > default).
+
+    Raises `SetupError` (a `TypeError`) or `ArgumentValueError` (a `ValueError`) for a
+    default it could not use; `check_options` refuses a task's retry options at `@app.task`.
+    """
+
+    options: ClassVar[frozenset[str]] = frozenset({"retry", "retry_on_exc", "retry_backoff"})
 
     def __init__(
         self,
@@ -31,10 +40,56 @@ class Retries(Middleware):
         backoff_s: float = 0.0,
         max_backoff_s: float = 3600.0,
     ) -> None:
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int):
+            raise SetupError(
+                f"Retries: max_retries must be an int >= 0, got {checks.got(max_retries)}; "
+                "pass e.g. max_retries=3"
+            )
+        if max_retries < 0:
+            raise ArgumentValueError(
+                f"Retries: max_retries must be an int >= 0, got {max_retries!r}; "
+                "pass max_retries=0 for no retry"
+            )
+        for option, value in (("backoff_s", backoff_s), ("max_backoff_s", max_backoff_s)):
+            if not checks.is_number(value):
+                raise SetupError(
+                    f"Retries: {option} must be a number of seconds >= 0, got "
+                    f"{checks.got(value)}; pass e.g. {option}=1.0"
+                )
+            if not (math.isfinite(value) and value >= 0):
+                raise ArgumentValueError(
+                    f"Retries: {option} must be a finite number of seconds >= 0, got "
+                    f"{value!r}; pass e.g. {option}=1.0"
+                )
         self.max_retries = max_retries
-        self.retry_on = retry_on
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+        self.retry_on = checks.exception_classes(
+            lambda msg: SetupError(f"Retries: {msg}"), retry_on, "retry_on"
+        )
+        self.backoff_s = float(backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
+
+    def check_options(self, task_name: str, options: Mapping[str, Any]) -> None:
+        """`retry`: a whole number >= 0; `retry_on_exc`: Exception classes; `retry_backoff`:
+        seconds >= 0. `retry_on_exc` or a backoff on a task that may never retry (no
+        `retry=`, and no app-wide `max_retries`) would never take effect: refused too."""
+        retry = checks.count(
+            task_name, "retry", options.get("retry"), "retries after the first attempt"
+        )
+        retry_on = checks.exception_classes(
+            checks.registration(task_name), options.get("retry_on_exc")
+        )
+        backoff = checks.seconds_option(
+            task_name, "retry_backoff", options.get("retry_backoff"), zero_ok=True
+        )
+        if retry is None and self.max_retries == 0:
+            unused = "retry_on_exc" if retry_on is not None else None
+            if unused is None and backoff:
+                unused = "retry_backoff"
+            if unused is not None:
+                raise checks.registration(task_name)(
+                    f"{unused}={options[unused]!r} has no effect without retry= (no retry by "
+                    f"default); add retry=3 (retries after the first attempt), or drop {unused}"
+                )
 
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
         try:
