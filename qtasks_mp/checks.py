@@ -38,13 +38,21 @@ _repr.maxstring = 60
 _repr.maxother = 60
 
 
+def short(value: Any) -> str:
+    """The value's repr, shortened (a 10,000-character tag stays a line)."""
+    try:
+        return _repr.repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"<an int of {value.bit_length()} bits>"
+
+
 def got(value: Any) -> str:
     """`'0.5' (a str)`: the value, shortened, and its type."""
     name = type(value).__name__
     article = "an" if name[:1].lower() in "aeiou" else "a"
     if isinstance(value, type):
         return f"{value.__qualname__} (a class)"
-    return f"{_repr.repr(value)} ({article} {name})"
+    return f"{short(value)} ({article} {name})"
 
 
 def _number_hint(option: str, value: Any) -> str:
@@ -112,7 +120,7 @@ def task_name(name: Any, fn: Any) -> str:
     if not name.strip():
         fix = f"name={fn_name!r} or leave name= out" if fn_name else "name='my_task'"
         raise TaskRegistrationError(
-            f"{where}: name must be a non-empty str, got {name!r}; pass {fix}"
+            f"{where}: name must be a non-empty str, got {short(name)}; pass {fix}"
         )
     return str.__str__(name)  # a StrEnum member is kept as its plain value
 
@@ -139,15 +147,16 @@ def count(task: str, option: str, value: Any, meaning: str) -> int | None:
         return None
     fail = registration(task)
     if isinstance(value, bool) or not isinstance(value, int):
-        fix = f"{option}={int(value)}" if isinstance(value, bool) else f"{option}=3"
-        if isinstance(value, float) and value.is_integer() and value >= 0:
+        fix = f"{option}=3"
+        whole = isinstance(value, float) and value.is_integer() and value >= 0
+        if whole or isinstance(value, bool) or (isinstance(value, str) and value.isdigit()):
             fix = f"{option}={int(value)}"
         raise fail(
             f"{option} must be a whole number >= 0 ({meaning}), got {got(value)}; pass {fix}"
         )
     if not 0 <= value <= INT64_MAX:
         raise fail(
-            f"{option} must be a whole number >= 0 ({meaning}), got {value!r}; "
+            f"{option} must be a whole number >= 0 ({meaning}), got {short(value)}; "
             f"pass {option}=0 for none, or {option}=3"
         )
     return int(value)
@@ -163,7 +172,7 @@ def seconds_option(task: str, option: str, value: Any, *, zero_ok: bool) -> floa
         raise fail(f"{option} must be {what}, got {got(value)}; {_number_hint(option, value)}")
     if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
         fix = f"{option}=None for no limit" if option in ("timeout", "max_time") else f"{option}=0"
-        raise fail(f"{option} must be {what}, got {value!r}; pass {fix}, or e.g. {option}=5")
+        raise fail(f"{option} must be {what}, got {short(value)}; pass {fix}, or e.g. {option}=5")
     return float(value)
 
 
@@ -213,9 +222,9 @@ def generate_handler(task: str, value: Any, is_generator: bool, kind: str) -> No
         )
     if not is_generator:
         raise fail(
-            f"generate_handler is only called for generator tasks, and this is a {kind} "
-            "function: it would never be called; drop generate_handler, or make the task "
-            "yield its items"
+            f"generate_handler={short(value)} is only called for generator tasks, and "
+            f"this is a {kind} function: it would never be called; drop generate_handler, or "
+            "make the task yield its items"
         )
 
 
@@ -258,7 +267,10 @@ def tag_list(task: str, value: Any) -> tuple[str, ...]:
         return ()
     fail = registration(task)
     if isinstance(value, str):
-        raise fail(f"tags takes a list of strings, got one string {value!r}; pass tags=[{value!r}]")
+        raise fail(
+            f"tags takes a list of strings, got one string {short(value)}; "
+            f"pass tags=[{short(value)}]"
+        )
     if isinstance(value, bytes | Mapping) or not isinstance(value, Iterable):
         raise fail(f"tags takes a list of strings, got {got(value)}; pass e.g. tags=['billing']")
     tags = tuple(value)
@@ -312,7 +324,7 @@ def _priority(
         )
     if not INT64_MIN <= value <= INT64_MAX:
         raise value_error(
-            f"priority must fit in 64 bits ({INT64_MIN} to {INT64_MAX}), got {value!r}; "
+            f"priority must fit in 64 bits ({INT64_MIN} to {INT64_MAX}), got {short(value)}; "
             "pass a smaller int, e.g. priority=0"
         )
     return int(value)
@@ -337,7 +349,7 @@ def wait_seconds(who: str, value: Any, *, zero_ok: bool, none_means: str) -> flo
         )
     if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
         raise ArgumentValueError(
-            f"{who}: timeout must be {what}, got {value!r}; "
+            f"{who}: timeout must be {what}, got {short(value)}; "
             f"pass e.g. timeout=5, or timeout=None to {none_means}"
         )
     return value  # type: ignore[no-any-return]
@@ -370,7 +382,7 @@ def call_args(task: str, value: Any) -> tuple[Any, ...]:
         return tuple(value)
     raise TaskArgumentsError(
         f"task {task!r}: args= takes a tuple or list of positional arguments, got "
-        f"{got(value)}; pass args=({_repr.repr(value)},) for one argument"
+        f"{got(value)}; pass args=({short(value)},) for one argument"
     )
 
 
@@ -400,7 +412,7 @@ def chunksize(task: str, value: Any) -> int:
         )
     if value < 1:
         raise ArgumentValueError(
-            f"map({task!r}): chunksize must be an int >= 1 (items per task), got {value!r}; "
+            f"map({task!r}): chunksize must be an int >= 1 (items per task), got {short(value)}; "
             "pass chunksize=1 for one task per item"
         )
     return value
@@ -423,7 +435,7 @@ def iterable(task: str, value: Any) -> None:
     except TypeError:
         raise TaskArgumentsError(
             f"map({task!r}): takes an iterable of items (one task call each), got "
-            f"{got(value)}; pass a list, e.g. app.map({task!r}, [{_repr.repr(value)}])"
+            f"{got(value)}; pass a list, e.g. app.map({task!r}, [{short(value)}])"
         ) from None
 
 
@@ -438,13 +450,13 @@ def task_id(value: Any, where: str) -> UUID:
             return UUID(value)
         except ValueError:
             raise ArgumentValueError(
-                f"{where}: uuid must be a task id (a UUID or its string), got {value!r}, which "
-                "is not a UUID; pass task.uuid of the Task add_task returned"
+                f"{where}: uuid must be a task id (a UUID or its string), got {short(value)}, "
+                "which is not a UUID; pass task.uuid of the Task add_task returned"
             ) from None
     uuid = getattr(value, "uuid", None)
     if isinstance(uuid, UUID):  # a Task
         raise TaskArgumentsError(
-            f"{where}: uuid must be a task id, got the Task {_repr.repr(value)}; pass its "
+            f"{where}: uuid must be a task id, got the Task {short(value)}; pass its "
             f"id: {where}(task.uuid)"
         )
     raise TaskArgumentsError(

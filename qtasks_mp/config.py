@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Any
@@ -52,6 +53,12 @@ class QueueConfig:
             raise ConfigError(
                 f"config field {name!r} takes a value of type {kind.__name__}, got {value!r} "
                 f"({type(value).__name__})."
+            )
+        if kind is float and math.isnan(value):
+            raise ConfigError(f"config field {name!r} must be a number, got nan.")
+        if name == "default_task_priority" and not -(2**63) <= value < 2**63:
+            raise ConfigError(
+                f"config field {name!r} must fit in 64 bits, got {value!r}; pass e.g. 0."
             )
         if name != "default_task_priority" and value < 0:
             raise ConfigError(f"config field {name!r} must not be negative, got {value!r}.")

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from .middleware.base import Middleware
 
 P = ParamSpec("P")
+
+#: Keywords `add_task` takes for itself: a task parameter of these names gets no keyword.
+_ADD_TASK_KEYWORDS = ("priority", "timeout", "args", "kwargs")
 R = TypeVar("R")
 
 
@@ -88,9 +91,16 @@ class TaskSpec:
         try:
             sig.bind(*args, **kwargs)
         except TypeError as e:
+            fix = "Fix the add_task call (or the function's parameters)."
+            taken = [p for p in _ADD_TASK_KEYWORDS if p in sig.parameters and p not in kwargs]
+            if taken:  # add_task(timeout=5) waits; it never reaches a parameter named timeout
+                fix = (
+                    f"add_task keeps {', '.join(f'{p}=' for p in taken)} for itself: pass "
+                    f"the task's own as kwargs={{{taken[0]!r}: ...}} or positionally."
+                )
+            fn_name = getattr(self.fn, "__name__", self.name)
             raise TaskArgumentsError(
-                f"task {self.name!r}: the arguments do not fit {self.fn.__name__}{sig}: {e}. "
-                "Fix the add_task call (or the function's parameters)."
+                f"task {self.name!r}: the arguments do not fit {fn_name}{sig}: {e}. {fix}"
             ) from None
 
 

@@ -86,9 +86,12 @@ class Retries(Middleware):
             if unused is None and backoff:
                 unused = "retry_backoff"
             if unused is not None:
+                shown = repr(backoff)
+                if retry_on is not None and unused == "retry_on_exc":
+                    shown = f"[{', '.join(e.__name__ for e in retry_on)}]"
                 raise checks.registration(task_name)(
-                    f"{unused}={options[unused]!r} has no effect without retry= (no retry by "
-                    f"default); add retry=3 (retries after the first attempt), or drop {unused}"
+                    f"{unused}={shown} has no effect without retry= (no retry by default); "
+                    f"add retry=3 (retries after the first attempt), or drop {unused}"
                 )
 
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
