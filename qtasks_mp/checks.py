@@ -19,6 +19,7 @@ identity checks and come here only when that fails, so these may take their time
 from __future__ import annotations
 
 import math
+import operator
 import os
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
@@ -71,6 +72,14 @@ def _number_hint(option: str, value: Any) -> str:
 def _seconds(zero_ok: bool) -> str:
     bound = "a number of seconds >= 0" if zero_ok else "a positive number of seconds"
     return f"{bound} (not inf or nan)"
+
+
+def whole(value: Any) -> int | None:
+    """`value` as a plain int if it is a whole number (an int, numpy's int64: anything with
+    `__index__`), else None. A bool is not one: `retry=True` is a mistake, not 1."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        return None
+    return operator.index(value)
 
 
 def is_number(value: Any) -> bool:
@@ -146,20 +155,21 @@ def count(task: str, option: str, value: Any, meaning: str) -> int | None:
     if value is None:
         return None
     fail = registration(task)
-    if isinstance(value, bool) or not isinstance(value, int):
+    number = whole(value)
+    if number is None:
         fix = f"{option}=3"
-        whole = isinstance(value, float) and value.is_integer() and value >= 0
-        if whole or isinstance(value, bool) or (isinstance(value, str) and value.isdigit()):
+        integral = isinstance(value, float) and value.is_integer() and value >= 0
+        if integral or isinstance(value, bool) or (isinstance(value, str) and value.isdigit()):
             fix = f"{option}={int(value)}"
         raise fail(
             f"{option} must be a whole number >= 0 ({meaning}), got {got(value)}; pass {fix}"
         )
-    if not 0 <= value <= INT64_MAX:
+    if not 0 <= number <= INT64_MAX:
         raise fail(
             f"{option} must be a whole number >= 0 ({meaning}), got {short(value)}; "
             f"pass {option}=0 for none, or {option}=3"
         )
-    return int(value)
+    return number
 
 
 def seconds_option(task: str, option: str, value: Any, *, zero_ok: bool) -> float | None:
@@ -314,20 +324,21 @@ def executor_choice(task: str, value: Any, executor_base: type) -> None:
 def _priority(
     value: Any, type_error: Callable[[str], Exception], value_error: Callable[[str], Exception]
 ) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    number = whole(value)
+    if number is None:
         fix = "priority=0 or another int"
-        whole = isinstance(value, float) and value.is_integer()
-        if whole or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+        integral = isinstance(value, float) and value.is_integer()
+        if integral or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
             fix = f"priority={int(value)}"
         raise type_error(
             f"priority must be an int (lower runs first), got {got(value)}; pass {fix}"
         )
-    if not INT64_MIN <= value <= INT64_MAX:
+    if not INT64_MIN <= number <= INT64_MAX:
         raise value_error(
             f"priority must fit in 64 bits ({INT64_MIN} to {INT64_MAX}), got {short(value)}; "
             "pass a smaller int, e.g. priority=0"
         )
-    return int(value)
+    return number
 
 
 def call_priority(task: Any, value: Any) -> int:
@@ -405,17 +416,18 @@ def call_kwargs(task: str, value: Any) -> dict[str, Any]:
 
 
 def chunksize(task: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    number = whole(value)
+    if number is None:
         raise TaskArgumentsError(
             f"map({task!r}): chunksize must be an int >= 1 (items per task), got "
             f"{got(value)}; pass chunksize=1, or e.g. chunksize=100"
         )
-    if value < 1:
+    if number < 1:
         raise ArgumentValueError(
             f"map({task!r}): chunksize must be an int >= 1 (items per task), got {short(value)}; "
             "pass chunksize=1 for one task per item"
         )
-    return value
+    return number
 
 
 def progress(task: str, value: Any) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import threading
+import types
 from typing import Any
 
 import pytest
@@ -190,3 +192,54 @@ def test_restart_in_a_new_event_loop() -> None:
 
     assert asyncio.run(one(1)) == 1
     assert asyncio.run(one(2)) == 2
+
+
+async def test_accepted_forms_of_the_checked_arguments(app: QueueTasks) -> None:
+    """What the checks must not refuse: a StrEnum name, an int timeout, numpy's ints,
+    args= as a list, kwargs= as any mapping, a UUID string with upper case."""
+    np = pytest.importorskip("numpy")
+
+    class Names(str, enum.Enum):
+        SEND = "send_reminder"
+
+    _register(app)
+    await app.start()
+    done = await app.add_task(Names.SEND, 1, "x", timeout=5)
+    assert done is not None and done.status == "success"
+    assert type(done.task_name) is str
+    task = await app.add_task(
+        "send_reminder",
+        args=[2],
+        kwargs=types.MappingProxyType({"text": "y"}),
+        priority=np.int64(4),
+    )
+    assert task is not None and task.priority == 4 and type(task.priority) is int
+    assert task.args == (2,) and task.kwargs == {"text": "y"}
+    done = await app.wait(str(task.uuid).upper(), timeout=5.0)
+    assert done is not None and done.returning == "2:y:False"
+
+
+async def test_wait_with_timeout_zero_only_looks(app: QueueTasks, gate: asyncio.Event) -> None:
+    @app.task
+    async def blocked() -> None:
+        await gate.wait()
+
+    await app.start()
+    task = await app.add_task("blocked")
+    assert task is not None
+    assert await app.wait(task.uuid, timeout=0) is None  # still running: None at once
+    gate.set()
+    done = await app.wait(task.uuid, timeout=5)
+    assert done is not None and done.status == "success"
+    assert (await app.wait(task.uuid, timeout=0)) is not None  # finished: returned at once
+
+
+async def test_a_refused_call_leaves_the_app_as_it_was(app: QueueTasks) -> None:
+    """The app is not started, the store not even opened, by a call that is refused."""
+    _register(app)
+    with pytest.raises(ValueError, match="timeout"):
+        await app.add_task("send_reminder", 1, "x", timeout=-1)
+    with pytest.raises(TypeError, match="add_task"):
+        await app.add_task(123)  # type: ignore[arg-type]
+    assert app.loop is None and not app.running
+    assert app.stats()["unfinished"] == 0

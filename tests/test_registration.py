@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 from typing import Any
 
 import pytest
 
-from qtasks_mp import AsyncTask, InlineExecutor, Middleware, TaskRegistrationError
+from qtasks_mp import AsyncTask, InlineExecutor, Middleware, Retries, TaskRegistrationError
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.registries import Kind
 
@@ -166,3 +167,98 @@ def test_tags_description_priority_are_kept() -> None:
     spec = app.specs["f"]
     assert (spec.priority, spec.tags, spec.description) == (-5, ("shop",), "d")
     assert app.specs["g"].description == "Says hi."
+
+
+def test_a_decorator_reused_keeps_its_options() -> None:
+    class Audit(Middleware):
+        options = frozenset({"audit_channel"})
+
+        async def __call__(self, call: Any, call_next: Any) -> Any:
+            return await call_next(call)
+
+    app = QueueTasks(middlewares=[Audit()])
+    shop = app.task(retry=2, audit_channel="#shop")
+
+    @shop
+    def a() -> None: ...
+
+    @shop
+    def b() -> None: ...
+
+    assert app.specs["a"].options == app.specs["b"].options == {"audit_channel": "#shop"}
+    assert app.specs["a"].retry == app.specs["b"].retry == 2
+
+
+def test_stacked_decorators_register_the_function_itself() -> None:
+    app = QueueTasks()
+
+    @app.task(name="outer")
+    @app.task(name="inner")
+    async def f() -> int:
+        return 1
+
+    assert app.specs["outer"].fn is app.specs["inner"].fn
+    assert app.specs["outer"].kind is Kind.COROUTINE
+    assert app.specs["outer"].executor == "inline"
+
+
+def test_a_str_subclass_name_is_kept_as_a_plain_str() -> None:
+    class Names(str, enum.Enum):
+        SEND = "send"
+
+    app = QueueTasks()
+    app.task(name=Names.SEND)(lambda: None)
+    assert type(app.specs["send"].name) is str
+
+
+def test_whole_numbers_of_other_types_are_accepted_as_ints() -> None:
+    np = pytest.importorskip("numpy")
+    app = QueueTasks()
+    app.task(name="f", priority=np.int64(3), retry=np.int32(2))(lambda: None)
+    spec = app.specs["f"]
+    assert (spec.priority, spec.retry) == (3, 2)
+    assert type(spec.priority) is int and type(spec.retry) is int
+
+
+def test_normalised_options() -> None:
+    app = QueueTasks()
+    app.task(
+        name="f",
+        retry=1,
+        retry_on_exc=(e for e in [ConnectionError, TimeoutError]),  # a one-shot iterable
+        retry_backoff=1,
+        timeout=2,
+        tags={"shop"},
+    )(lambda: None)
+    spec = app.specs["f"]
+    assert spec.retry_on_exc == (ConnectionError, TimeoutError)
+    assert spec.retry_backoff == 1.0 and type(spec.retry_backoff) is float
+    assert spec.timeout == 2.0 and type(spec.timeout) is float
+    assert spec.tags == ("shop",)
+
+
+def test_an_app_wide_retry_default_makes_retry_on_exc_useful() -> None:
+    app = QueueTasks(middlewares=[Retries(max_retries=2)])
+    app.task(name="f", retry_on_exc=[ConnectionError], retry_backoff=0.5)(lambda: None)
+    assert app.specs["f"].retry_on_exc == (ConnectionError,)
+
+
+def test_a_refused_task_adds_no_executor() -> None:
+    """The check that fails last (the context) still comes before the executor joins."""
+
+    class Remote(InlineExecutor):
+        supports_context = False
+
+    app = QueueTasks()
+    remote = Remote()
+    remote.name = "remote"
+    before = dict(app.executors)
+    with pytest.raises(TaskRegistrationError, match=r"task 'f': echo=True.*drop echo=True"):
+
+        @app.task(echo=True, executor=remote)
+        async def f(self: AsyncTask) -> None: ...
+
+    assert app.executors == before and "f" not in app.specs
+    with pytest.raises(TaskRegistrationError, match="retry"):
+        app.task(name="g", executor="process", retry=-1)(lambda: None)
+    assert "process" not in app.executors  # the pool is made only for a task that is accepted
