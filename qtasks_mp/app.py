@@ -218,7 +218,7 @@ class AppCore:
             name, "retry_backoff", opts.get("retry_backoff"), zero_ok=True
         )
         priority = checks.task_priority(name, opts.get("priority"))
-        echo = checks.flag(name, "echo", opts.get("echo", False))
+        echo = checks.flag(name, "echo", opts.get("echo"))
         handler = opts.get("generate_handler")
         checks.generate_handler(name, handler, kind in (Kind.GENERATOR, Kind.ASYNC_GEN), kind.value)
         tags = checks.tag_list(name, opts.get("tags"))

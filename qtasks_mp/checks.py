@@ -135,6 +135,9 @@ def task_name(name: Any, fn: Any) -> str:
 
 
 def flag(task: str, option: str, value: Any) -> bool:
+    """True or False; None is the default, False."""
+    if value is None:
+        return False
     if type(value) is not bool:
         raise registration(task)(
             f"{option} must be True or False, got {got(value)}; "

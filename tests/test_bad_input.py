@@ -20,6 +20,7 @@ import pytest
 from qtasks_mp import (
     CallLogging,
     ConfigError,
+    InlineExecutor,
     Middleware,
     QueueConfig,
     Retries,
@@ -58,6 +59,15 @@ async def nap(timeout: float) -> None: ...
 
 def double(x: int) -> int:
     return 2 * x
+
+
+class NoContext(InlineExecutor):
+    """An executor that runs code elsewhere, so it cannot hand it the task context."""
+
+    supports_context = False
+
+
+async def _with_context(self: Any) -> None: ...
 
 
 class Audit(Middleware):
@@ -295,6 +305,13 @@ REGISTRATION: dict[str, Row] = {
         "task 'send'",
         "ThreadExecutor",
         "executor='inline'",
+    ),
+    "echo=True on an executor that cannot pass the context": Row(
+        lambda app: app.task(name="ctx", echo=True, executor=NoContext())(_with_context),
+        TaskRegistrationError,
+        "task 'ctx'",
+        "echo=True",
+        "drop echo=True",
     ),
     # middlewares, tags, description, middleware-declared options
     "middlewares=[Timing] (a class)": Row(
