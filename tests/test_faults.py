@@ -99,7 +99,7 @@ def _threads() -> set[threading.Thread]:
 
 async def _until(cond: Any, timeout_s: float = 10.0) -> None:
     async def poll() -> None:
-        while not cond():
+        while not cond():  # noqa: ASYNC110 - polling the OS: no event to wait on
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(poll(), timeout_s)
