@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.executors.base import Call
 from qtasks_mp.executors.process import ProcessExecutor
 from qtasks_mp.stores import MemoryStore
-from qtasks_mp.stores.sqlite import SQLiteStore, StoreLocked
+from qtasks_mp.stores.sqlite import SQLiteStore, StoreError, StoreLocked
 from qtasks_mp.task import TaskRecord
 
 
@@ -399,3 +400,19 @@ async def test_sqlite_locked_past_the_busy_timeout(tmp_path: Path) -> None:
     other.close()
     rows = sqlite3.connect(path).execute("SELECT status, count(*) FROM tasks GROUP BY status")
     assert dict(rows.fetchall()) == {"success": 2}
+
+
+async def test_a_dead_sqlite_thread_fails_every_call_instead_of_hanging(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SQLiteStore(tmp_path / "tasks.db")
+    app = QueueTasks(store=store)
+    app.task(name="f")(lambda: None)
+    async with app:
+        # The one way to kill the store's thread from outside: SystemExit in a read.
+        with pytest.raises(StoreError, match="SystemExit"):
+            await asyncio.wait_for(store._read(lambda conn: sys.exit(3)), 5)
+        with pytest.raises(StoreError, match="SystemExit"):
+            await asyncio.wait_for(app.add_task("f"), 5)  # at once, not a hang
+        assert app.stats()["unfinished"] == 0
+    assert "its thread stopped on an error" in caplog.text
