@@ -109,7 +109,7 @@ class KeyedSerialExecutor(Executor):
         return min(self.slots - self.active, self.inner.capacity + self.max_waiting)
 
     async def start(self) -> None:
-        self.inner.wakeup = self.wakeup  # its room grew: so did ours
+        self.inner.attach(f"{self.name}.inner", self.wakeup)  # its room grew: so did ours
         await self.inner.start()
         self._running = asyncio.Semaphore(self.inner.slots)
 
@@ -127,11 +127,11 @@ class KeyedSerialExecutor(Executor):
                 await asyncio.shield(before)  # our cancellation must not cancel theirs
             assert self._running is not None, "KeyedSerialExecutor.run before start()"
             async with self._running:
-                self.inner.active += 1
+                self.inner.claim()
                 try:
                     return await self.inner.run(call)
                 finally:
-                    self.inner.active -= 1
+                    self.inner.release()
         finally:
             if before is None or before.done():
                 self._release(key, mine)

@@ -24,7 +24,7 @@ How it cooperates with the dispatcher (the part worth copying):
 
 `clock` (default `time.monotonic`) can be replaced in tests to drive the bucket by hand.
 
-Uses only the public API: `Executor`, `Call`, `Executor.wakeup`.
+Uses only the public API: `Executor`, `Call`, `Executor.wakeup`, `Executor.claim`/`release`.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class RateLimitedExecutor(Executor):
         self.wakeup()
 
     async def start(self) -> None:
-        self.inner.wakeup = self.wakeup
+        self.inner.attach(f"{self.name}.inner", self.wakeup)
         await self.inner.start()
 
     async def aclose(self, cancel_pending: bool = False) -> None:
@@ -126,11 +126,11 @@ class RateLimitedExecutor(Executor):
                 self._tokens += 1.0  # give the reservation back
                 raise
         self.started += 1
-        self.inner.active += 1
+        self.inner.claim()
         try:
             return await self.inner.run(call)
         finally:
-            self.inner.active -= 1
+            self.inner.release()
 
     def stats(self) -> dict[str, Any]:
         return {

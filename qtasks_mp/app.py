@@ -12,11 +12,9 @@ import contextlib
 import difflib
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from functools import partial
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar, overload
 from uuid import UUID
@@ -24,8 +22,7 @@ from uuid import UUID
 from . import checks
 from .checks import INF, INT64_MAX, INT64_MIN, SECONDS_TYPES
 from .config import QueueConfig
-from .deadlines import Deadlines
-from .dispatcher import Dispatcher
+from .dispatcher import Dispatcher, Route
 from .errors import (
     AppNotRunning,
     TaskArgumentsError,
@@ -36,6 +33,7 @@ from .errors import (
 from .executors.base import Executor
 from .executors.inline import InlineExecutor
 from .executors.thread import ThreadExecutor
+from .lifecycle import RunState, wait_for_stop_signal
 from .middleware.base import Middleware, build_chain
 from .middleware.call_logging import CallLogging
 from .middleware.retries import Retries
@@ -55,6 +53,9 @@ from .registries import (
 from .stores import store_from
 from .stores.base import Store
 from .task import FINISHED, Task, TaskRecord, new_uuid
+from .waiters import Waiters
+
+__all__ = ["AppCore", "wait_for_stop_signal"]
 
 log = logging.getLogger("qtasks_mp")
 T = TypeVar("T")
@@ -108,20 +109,20 @@ class AppCore:
             self._add_executor(executor, key)
         self.specs: dict[str, TaskSpec] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.deadlines: Deadlines | None = None  # for the loop the app is bound to
         self.loop_thread_id: int | None = None
+        # The run state and everything that lives only while the app runs; only
+        # start() and stop() change them (see lifecycle.py).
+        self._state = RunState.STOPPED
+        self._transition: asyncio.Future[None] | None = None  # the start/stop under way
+        self._users = 0  # `async with app` blocks inside: the last one out stops it
         self._dispatcher: Dispatcher | None = None
-        self._waiters: dict[UUID, list[asyncio.Future[Task | None]]] = {}
-        self._unfinished = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._stopping = False
-        self.started_executors: set[str] = set()
-        self._dispatcher_pending: Dispatcher | None = None  # between start() and running
-        self._checking_waiters = False
-        self._recheck_waiters = False  # a change arrived while waiters were being checked
+        self._started: dict[str, Executor] = {}  # lane -> executor started for this run
+        self._late: dict[str, asyncio.Future[None]] = {}  # lanes starting after the app
+        self._routes: dict[str, Route] = {}  # task name -> how to run it, built at start
+        self._waiters: Waiters | None = None  # for the loop the app is bound to
         self._store_lock = asyncio.Lock()  # concurrent first add_task calls open it once
         self._background: set[asyncio.Task[None]] = set()
+        self._warned_stopped = False  # said once that tasks wait for start()
 
     # ---------------------------------------------------------------- registration
 
@@ -265,26 +266,67 @@ class AppCore:
             positional_range=positional_range(signature),
         )
         self.specs[name] = spec
-        if self._dispatcher is not None:
-            self._build_chain(spec)
-            if executor not in self.started_executors and self.loop is not None:
-                self.loop.call_soon_threadsafe(self._start_late, executor)
+        self._registered(spec)
         return RegisteredTask(spec, fn)
 
-    def _start_late(self, key: str) -> None:
-        """Start an executor that a task registered after `start()` brought in."""
+    def _registered(self, spec: TaskSpec) -> None:
+        """A task registered while the app runs: route it, and start its executor if new."""
+        dispatcher, loop = self._dispatcher, self.loop
+        if dispatcher is None or loop is None:
+            return  # start() routes every task
+        self._routes[spec.name] = self._route(spec)
+        assert isinstance(spec.executor, str)
+        if spec.executor not in dispatcher.lanes:
+            loop.call_soon_threadsafe(self._start_lane, spec.executor)
 
-        async def start() -> None:
-            executor = self.executors[key]
-            if self._dispatcher is not None and key not in self.started_executors:
-                executor.wakeup = self._dispatcher.wake
-                await executor.start()
-                self.started_executors.add(key)
-                self._dispatcher.wake()
+    def _start_lane(self, key: str) -> asyncio.Future[None]:
+        """(In the app's loop.) Start the executor of a lane that came after the app
+        started, once; the future of that start, whose failure `add_task` raises."""
+        fut = self._late.get(key)
+        if fut is None:
+            fut = self._late[key] = asyncio.get_running_loop().create_future()
+            task = asyncio.get_running_loop().create_task(self._start_executor(key, fut))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return fut
 
-        task = asyncio.get_running_loop().create_task(start())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    async def _start_executor(self, key: str, fut: asyncio.Future[None]) -> None:
+        dispatcher = self._dispatcher
+        executor = self.executors[key]
+        try:
+            if dispatcher is None:
+                raise AppNotRunning(f"app {self.name!r} stopped before executor {key!r} started")
+            executor.attach(key, dispatcher.wake)
+            await executor.start()
+        except Exception as e:
+            await _close_quietly(executor, key)
+            del self._late[key]  # the next task for this lane tries again
+            log.error("executor %r failed to start: %s: %s", key, type(e).__name__, e)
+            fut.set_exception(
+                AppNotRunning(
+                    f"executor {key!r} of app {self.name!r} could not start: "
+                    f"{type(e).__name__}: {e}. Its tasks are not accepted until it can."
+                )
+            )
+            fut.exception()  # the failure is reported to add_task callers, not as unretrieved
+            return
+        if self._dispatcher is not dispatcher:  # the app stopped meanwhile
+            await _close_quietly(executor, key)
+            fut.set_result(None)
+            return
+        self._started[key] = executor
+        dispatcher.add_lane(key, executor)
+        fut.set_result(None)
+
+    async def add_executor(self, name: str, executor: Executor) -> None:
+        """Add an executor under `name`; on a running app, start it now.
+
+        Raises what its `start()` raised (as `AppNotRunning`), with nothing left running.
+        """
+        self._add_executor(executor, name)
+        if self._state is RunState.RUNNING and name not in self._started:
+            self._check_loop(f"executor {name!r}")
+            await asyncio.shield(self._start_lane(name))
 
     def _resolve_executor(
         self, name: str, kind: Kind, choice: str | Executor | None, pass_context: bool = False
@@ -379,19 +421,17 @@ class AppCore:
                 f"task {task_name!r}", timeout, zero_ok=False, none_means="return at once"
             )
         record = self._new_record(task_name, args, kwargs, priority)
+        if self._state is not RunState.RUNNING:
+            await self._not_running(task_name, timeout)
+        else:
+            self._check_loop(f"task {task_name!r}")
         dispatcher = self._dispatcher
-        if dispatcher is None:
-            self._bind_loop()
-            await self._open_store()
-        elif asyncio.get_running_loop() is not self.loop:
-            raise AppNotRunning(
-                f"task {task_name!r}: app {self.name!r} runs in another event loop; from another "
-                "thread use the sync facade (qtasks_mp.QueueTasks) or app.call_from_thread()"
-            )
+        if dispatcher is not None and record.lane not in dispatcher.lanes:
+            await asyncio.shield(self._start_lane(record.lane))  # raises if it cannot start
+        waiters = self._waiters
+        assert waiters is not None
         await self.store.put(record)
-        self._unfinished += 1
-        if self._unfinished == 1:
-            self._idle.clear()
+        waiters.accepted()
         if timeout is None:
             if dispatcher is not None:
                 dispatcher.offer(record.lane)
@@ -404,7 +444,34 @@ class AppCore:
             if ran is not None and ran.status in FINISHED:
                 return ran.snapshot(self)
             timeout = max(0.0, deadline - loop.time())
-        return await self.wait(record.uuid, timeout)
+        return await waiters.wait(record.uuid, timeout)
+
+    async def _not_running(self, task_name: str, timeout: float | None) -> None:
+        """`add_task` on an app that is not running. A start under way is joined. A
+        task added to a stopped app waits in the store until `start()` (said once in
+        the log), except that a caller cannot wait for it: with a store of this process
+        only, nothing could run it meanwhile, so that raises instead of timing out."""
+        if self._state is RunState.STARTING:
+            await self.start()
+            return
+        self._bind_loop()
+        await self._open_store()
+        if self.store.shared:
+            return  # other processes may run it
+        if timeout is not None:
+            raise AppNotRunning(
+                f"task {task_name!r} not accepted: app {self.name!r} is {self._state}, so "
+                f"add_task(..., timeout={timeout!r}) could only time out. {_START_FIRST}"
+            )
+        if not self._warned_stopped:
+            self._warned_stopped = True
+            log.warning(
+                "task %r queued while app %r is %s: it runs when the app starts. %s",
+                task_name,
+                self.name,
+                self._state,
+                _START_FIRST,
+            )
 
     async def map(
         self,
@@ -573,57 +640,28 @@ class AppCore:
             raise TaskNotFound(f"no task {uuid} (never added, or dropped by result retention)")
         if record.status in FINISHED:
             return record.snapshot(self)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Task | None] = loop.create_future()
-        self._waiters.setdefault(uuid, []).append(fut)
-        # A deadline on our own future: cheaper than asyncio.wait_for's extra future and turn.
-        deadline = None
-        if timeout is not None:
-            self._bind_loop()
-            assert self.deadlines is not None
-            deadline = self.deadlines.add(timeout, partial(_time_out, fut))
-        try:
-            return await fut
-        finally:
-            if deadline is not None:
-                deadline.cancel()
-            left = self._waiters.get(uuid)
-            if left is not None and fut in left:
-                left.remove(fut)
-                if not left:
-                    del self._waiters[uuid]
-
-    def task_finished(self, record: TaskRecord) -> None:
-        """Called by the dispatcher when a task ends for good: wake its waiters."""
-        waiters = self._waiters.pop(record.uuid, None) if self._waiters else None
-        if waiters:
-            snap = record.snapshot(self)
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(snap)
-        self._unfinished -= 1
-        if self._unfinished <= 0:
-            self._unfinished = 0
-            self._idle.set()
+        if self._state is RunState.STOPPED and not self.store.shared:
+            raise AppNotRunning(
+                f"task {record.task_name!r} ({uuid}) is {record.status}, and app {self.name!r} "
+                f"is stopped: nothing can run it while you wait. {_START_FIRST}"
+            )
+        return await self._bind_loop().wait(uuid, timeout)
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every task added here has ended (retries included). False on timeout."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
+        return await self._bind_loop().wait_idle(timeout)
 
     def stats(self) -> dict[str, Any]:
         """What the app is doing: tasks not yet ended, executors, and per-task timings."""
-        running = self._dispatcher is not None
-        active = sum(e.active for e in self.executors.values())
+        active = sum(e.active for e in self._started.values())
+        unfinished = self._waiters.unfinished if self._waiters is not None else 0
         return {
             "app": self.name,
-            "running": running,
-            "unfinished": self._unfinished,
+            "state": str(self._state),
+            "running": self.running,
+            "unfinished": unfinished,
             "active": active,
-            "queued": max(0, self._unfinished - active),
+            "queued": max(0, unfinished - active),
             "executors": {name: e.stats() for name, e in self.executors.items()},
             "tasks": self.timing.summary(),
         }
@@ -631,29 +669,47 @@ class AppCore:
     # ---------------------------------------------------------------- lifecycle
 
     @property
-    def running(self) -> bool:
-        return self._dispatcher is not None
+    def state(self) -> RunState:
+        """stopped, starting, running or stopping (see `qtasks_mp/lifecycle.py`)."""
+        return self._state
 
-    def _bind_loop(self) -> None:
+    @property
+    def running(self) -> bool:
+        return self._state is RunState.RUNNING
+
+    @property
+    def _stopping(self) -> bool:
+        return self._state is RunState.STOPPING
+
+    def _check_loop(self, what: str) -> None:
+        if asyncio.get_running_loop() is not self.loop:
+            raise AppNotRunning(
+                f"{what}: app {self.name!r} runs in another event loop; from another thread "
+                "use the sync facade (qtasks_mp.QueueTasks) or app.call_from_thread()"
+            )
+
+    def _bind_loop(self) -> Waiters:
+        """The waiters of the running loop; binds the app to it while it is stopped."""
         loop = asyncio.get_running_loop()
-        if self.loop is not loop:
-            if self._dispatcher is not None:
-                raise AppNotRunning(f"app {self.name!r} runs in another event loop")
+        waiters = self._waiters
+        if waiters is None or waiters.loop is not loop:
+            if self._state is not RunState.STOPPED:
+                self._check_loop(f"app {self.name!r}")
+            # asyncio primitives belong to one loop: a stopped app may move to another
+            unfinished = 0 if waiters is None else waiters.unfinished
+            waiters = self._waiters = Waiters(loop, self, self.store.get, unfinished)
             self.loop = loop
             self.loop_thread_id = threading.get_ident()
-            self._idle = asyncio.Event()  # asyncio primitives belong to one loop
             self._store_lock = asyncio.Lock()
-            self.deadlines = Deadlines(loop)
-            if self._unfinished == 0:
-                self._idle.set()
+        return waiters
 
-    def _build_chain(self, spec: TaskSpec) -> None:
-        executor = self.executors[
-            spec.executor if isinstance(spec.executor, str) else spec.executor.name
-        ]
+    def _route(self, spec: TaskSpec) -> Route:
+        assert isinstance(spec.executor, str)
+        executor = self.executors[spec.executor]
         middlewares = [*self.middlewares, *spec.middlewares]
-        spec.chain = build_chain(middlewares, executor.run)
-        spec.eager = executor.eager and all(type(m) in _BUILTIN_MIDDLEWARE for m in middlewares)
+        chain = build_chain(middlewares, executor.run)
+        eager = executor.eager and all(type(m) in _BUILTIN_MIDDLEWARE for m in middlewares)
+        return Route(spec, chain, eager)
 
     async def _open_store(self) -> None:
         if not self._store_open:
@@ -675,55 +731,45 @@ class AppCore:
         loop.call_soon_threadsafe(self._on_store_changed)
 
     def _on_store_changed(self) -> None:
-        dispatcher = self._dispatcher or self._dispatcher_pending
-        if dispatcher is not None:
-            dispatcher.wake()
-        if self._waiters and self._checking_waiters:
-            self._recheck_waiters = True  # the check running now may have read too early
-        elif self._waiters:
-            self._checking_waiters = True
-            task = asyncio.get_running_loop().create_task(self._check_waiters())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        if self._dispatcher is not None:
+            self._dispatcher.wake()
+        if self._waiters is not None:
+            self._waiters.recheck()
 
-    async def _check_waiters(self) -> None:
-        try:
-            again = True
-            while again:
-                self._recheck_waiters = False
-                for uuid in list(self._waiters):
-                    record = await self.store.get(uuid)
-                    if record is not None and record.status in FINISHED:
-                        for fut in self._waiters.pop(uuid, ()):
-                            if not fut.done():
-                                fut.set_result(record.snapshot(self))
-                again = self._recheck_waiters and bool(self._waiters)
-        finally:
-            self._checking_waiters = False
+    def _task_finished(self, record: TaskRecord) -> None:
+        """The dispatcher's one finishing path ends here: wake the task's waiters."""
+        assert self._waiters is not None
+        self._waiters.finished(record)
 
     async def start(self) -> None:
-        """Open the store, start the executors and the dispatcher. Idempotent."""
-        if self._dispatcher is not None:
-            return
+        """Open the store, start the executors and the dispatcher.
+
+        A start while running does nothing; while starting, it joins that start and
+        raises what it raised. A start that fails closes what it had started (executors,
+        worker processes, the store) and raises.
+        """
+        while self._state is not RunState.STOPPED:
+            if self._state is RunState.RUNNING:
+                self._check_loop(f"app {self.name!r}")
+                return
+            self._check_loop(f"app {self.name!r}")
+            assert self._transition is not None
+            await asyncio.shield(self._transition)  # a start under way raises its failure
         self._bind_loop()
-        _setup_logging(self.config.logs_default_level)
-        dispatcher = Dispatcher(self)
-        self._dispatcher_pending = dispatcher
-        await self._open_store()
-        for key, executor in self.executors.items():
-            if key in self._sized_by_config:
-                if isinstance(executor, InlineExecutor):
-                    executor.max_tasks = self.config.max_tasks_process
-                elif isinstance(executor, ThreadExecutor):
-                    executor.max_workers = self.config.thread_workers
-            executor.wakeup = dispatcher.wake
-            await executor.start()
-            self.started_executors.add(key)
-        for spec in self.specs.values():
-            self._build_chain(spec)
-        self._dispatcher = dispatcher
-        self._dispatcher_pending = None
-        dispatcher.start()
+        self._state = RunState.STARTING
+        transition = self._transition = asyncio.get_running_loop().create_future()
+        try:
+            await self._start_run()
+        except BaseException as e:
+            try:
+                await self._close_run()
+            finally:
+                self._state = RunState.STOPPED
+                transition.set_exception(e)
+                transition.exception()  # raised here; joiners get it from the future
+            raise
+        self._state = RunState.RUNNING
+        transition.set_result(None)
         log.info(
             "app %r started: %d tasks, executors %s",
             self.name,
@@ -731,46 +777,110 @@ class AppCore:
             ", ".join(f"{k}({e.slots})" for k, e in self.executors.items()),
         )
 
+    async def _start_run(self) -> None:
+        _setup_logging(self.config.logs_default_level)
+        waiters = self._bind_loop()
+        await self._open_store()
+        dispatcher = Dispatcher(
+            self.store, self._routes, self, waiters.deadlines, self._task_finished
+        )
+        self._dispatcher = dispatcher
+        for key, executor in list(self.executors.items()):
+            if key in self._sized_by_config:
+                if isinstance(executor, InlineExecutor):
+                    executor.max_tasks = self.config.max_tasks_process
+                elif isinstance(executor, ThreadExecutor):
+                    executor.max_workers = self.config.thread_workers
+            executor.attach(key, dispatcher.wake)
+            try:
+                await executor.start()
+            except Exception as e:
+                log.error(
+                    "app %r: executor %r failed to start (%s: %s); closing what had started",
+                    self.name,
+                    key,
+                    type(e).__name__,
+                    e,
+                )
+                await _close_quietly(executor, key)
+                raise
+            self._started[key] = executor
+            dispatcher.add_lane(key, executor)
+        for spec in self.specs.values():
+            self._routes[spec.name] = self._route(spec)
+        dispatcher.start()
+
     async def stop(self) -> None:
         """Stop: running tasks get `config.shutdown_timeout` seconds, then are cancelled.
 
         With a memory store, tasks still queued are dropped (status "cancel") and the
-        log says how many.
+        log says how many. Every executor started is closed, whatever failed before.
         """
-        dispatcher = self._dispatcher
-        if dispatcher is None:
-            return
-        self._stopping = True
+        while self._state is not RunState.RUNNING:
+            if self._state is RunState.STOPPED:
+                return
+            assert self._transition is not None
+            with contextlib.suppress(Exception):  # a failed start has stopped already
+                await asyncio.shield(self._transition)
+        self._state = RunState.STOPPING
+        transition = self._transition = asyncio.get_running_loop().create_future()
         try:
-            done, cancelled = await dispatcher.stop(self.config.shutdown_timeout)
-            dropped = 0 if self.store.shared else await self.store.drop_queued()
-            for uuid in list(self._waiters):
-                record = await self.store.get(uuid)
-                if record is not None and record.status in FINISHED:
-                    self.task_finished(record)
-            if not self.store.shared:
-                self._unfinished = 0
-                self._idle.set()
-            for key in list(self.started_executors):
-                await self.executors[key].aclose(cancel_pending=True)
-            self.started_executors.clear()
-            await self.store.close()
-            self._store_open = False
+            await self._close_run()
         finally:
-            self._dispatcher = None
-            self._stopping = False
-        msg = "app %r stopped: %d running tasks finished, %d cancelled, %d queued tasks not run"
-        level = logging.WARNING if cancelled or dropped else logging.INFO
-        log.log(level, msg, self.name, done, cancelled, dropped)
+            self._state = RunState.STOPPED
+            transition.set_result(None)
+
+    async def _close_run(self) -> None:
+        """Undo a start, in full or in part: stop the dispatcher, close every executor
+        started and the store. A step that fails is logged; the others still run."""
+        dispatcher, self._dispatcher = self._dispatcher, None
+        waiters = self._waiters
+        done = cancelled = dropped = 0
+        try:
+            if dispatcher is not None:
+                done, cancelled = await dispatcher.stop(self.config.shutdown_timeout)
+            if self._store_open and not self.store.shared:
+                dropped = await self.store.drop_queued()
+            if waiters is not None and self._store_open:
+                for uuid in waiters.waited_for():
+                    record = await self.store.get(uuid)
+                    if record is not None and record.status in FINISHED:
+                        waiters.resolve(record)
+        except Exception:
+            log.exception("app %r: stopping the dispatcher failed", self.name)
+        finally:
+            if waiters is not None and not self.store.shared:
+                waiters.forget_unfinished()
+            for task in list(self._background):
+                task.cancel()
+            self._late.clear()
+            started, self._started = self._started, {}
+            for key, executor in started.items():
+                await _close_quietly(executor, key)
+            self._routes.clear()
+            if self._store_open:
+                self._store_open = False
+                try:
+                    await self.store.close()
+                except Exception:
+                    log.exception("app %r: closing the task store failed", self.name)
+        if dispatcher is not None:
+            msg = "app %r stopped: %d running tasks finished, %d cancelled, %d queued tasks not run"
+            level = logging.WARNING if cancelled or dropped else logging.INFO
+            log.log(level, msg, self.name, done, cancelled, dropped)
 
     async def __aenter__(self) -> AppCore:
         await self.start()
+        self._users += 1
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.stop()
+        self._users -= 1
+        if self._users <= 0:  # nested `async with app`: the outermost one stops it
+            self._users = 0
+            await self.stop()
 
     async def serve(self) -> None:
         """Run until SIGINT or SIGTERM, then stop cleanly."""
@@ -794,30 +904,14 @@ class AppCore:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
 
-async def wait_for_stop_signal() -> None:
-    """Return when SIGINT or SIGTERM arrives (logs which)."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    got: list[str] = []
-    installed = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        got.append(sig.name)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
-            pass
-    log.info("running; press Ctrl-C to stop")
+async def _close_quietly(executor: Executor, key: str) -> None:
+    """Close an executor (cancelling what it still runs) and detach it; log a failure."""
     try:
-        await stop.wait()
+        await executor.aclose(cancel_pending=True)
+    except Exception:
+        log.exception("executor %r failed to close", key)
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-    log.info("%s received: stopping", got[0] if got else "stop")
+        executor.attach(key, None)
 
 
 class _MapChunk:
@@ -832,13 +926,15 @@ class _MapChunk:
         return [fn(item) for item in items]
 
 
+_START_FIRST = (
+    "Start the app first: put your code inside `async with app:` (or `await app.start()` "
+    "... `await app.stop()`); a program without an event loop of its own uses the sync "
+    "facade qtasks_mp.QueueTasks, which starts by itself. To hand tasks to another "
+    'process, give both the same store="sqlite:///tasks.db".'
+)
+
 #: Middleware known not to count on running in a task of its own (see `TaskSpec.eager`).
 _BUILTIN_MIDDLEWARE = (CallLogging, Timing, Retries)
-
-
-def _time_out(fut: asyncio.Future[Task | None]) -> None:
-    if not fut.done():
-        fut.set_result(None)  # None: the time ran out (QTasks' answer)
 
 
 def _as_uuid(value: UUID | str) -> UUID:

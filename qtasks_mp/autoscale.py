@@ -497,6 +497,10 @@ class ScalingPolicy:
         }
 
 
+def _pids(pool: PoolLoad) -> list[int]:
+    return [w.pid for w in pool.workers if w.pid > 0]  # pid <= 0: still being launched
+
+
 def _load(s: LoadSample) -> str:
     return (
         f"cpu {s.cpu_total_percent:.0f}% (others {s.cpu_others_percent:.0f}%), "
@@ -560,21 +564,23 @@ class Autoscaler:
         self.history: deque[Decision] = deque(maxlen=history)
         self.last_sample: LoadSample | None = None
         self.samples = 0
+        self.loop_s = 0.0  # time the background sampling spent on the event loop
         self._held: str | None = None  # rule of the hold last reported
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
 
-    def sample(self) -> LoadSample:
+    def sample(self, system: SystemLoad | None = None) -> LoadSample:
+        """The pool's load now, with `system` (measured now through the probe if None)."""
         pool = self.executor.load()
-        # pid <= 0: a worker whose process is still being launched
-        system = self.probe.measure([w.pid for w in pool.workers if w.pid > 0])
+        if system is None:
+            system = self.probe.measure(_pids(pool))
         self.samples += 1
         self.last_sample = LoadSample.combine(self.clock(), pool, system)
         return self.last_sample
 
-    def step(self) -> Decision:
+    def step(self, system: SystemLoad | None = None) -> Decision:
         """Sample, decide, apply; return the decision."""
-        decision = self.policy.decide(self.sample())
+        decision = self.policy.decide(self.sample(system))
         if decision.action == "hold":
             if decision.rule in ("steady", "starting"):
                 self._held = None
@@ -634,7 +640,13 @@ class Autoscaler:
         while True:
             wake.clear()
             try:
-                self.step()
+                # psutil's reads (a /proc file per worker) run in a thread: on the loop
+                # they took 0.6% of its time at rest and 3.4% when nudged in a burst.
+                pids = _pids(self.executor.load())
+                system = await asyncio.to_thread(self.probe.measure, pids)
+                began = time.perf_counter()
+                self.step(system)
+                self.loop_s += time.perf_counter() - began
             except Exception:  # a failed sample must not stop the scaling for good
                 log.exception("autoscaler %r: sampling failed", self.name)
             gap_s = min(self.min_gap_s, self.interval_s)
@@ -647,6 +659,7 @@ class Autoscaler:
         return {
             "interval_s": self.interval_s,
             "samples": self.samples,
+            "loop_s": round(self.loop_s, 6),
             "policy": getattr(self.policy, "describe", dict)(),
             "last": None
             if last is None

@@ -37,20 +37,36 @@ import logging
 import time
 import traceback
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from .context import AsyncTask, SyncTask, TaskHost
+from .deadlines import Deadlines
 from .eager import Eager
 from .errors import Retry
 from .executors.base import Call, Executor
-from .registries import AsyncTask, SyncTask, TaskSpec
+from .lifecycle import Supervisor
+from .registries import TaskSpec
+from .stores.base import Store
 from .task import TaskRecord, TaskStatus
-
-if TYPE_CHECKING:
-    from .app import AppCore
 
 log = logging.getLogger("qtasks_mp.dispatcher")
 
 _SLICE_S = 0.005  # a worker running tasks that never suspend yields this often
+#: Waits between tries of a failing store: the loop's, and finishing a task's.
+_BACKOFF_S = (0.05, 0.2, 1.0, 2.0)
+_FINISH_TRIES = 3
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to run a task: its spec, its middleware chain ending at its executor (built
+    once by the app), and whether a waiting caller may drive that chain (`eager.py`)."""
+
+    spec: TaskSpec
+    chain: Callable[[Call], Awaitable[Any]]
+    eager: bool
 
 
 class _Lane:
@@ -67,60 +83,113 @@ class _Lane:
 
 
 class Dispatcher:
-    def __init__(self, app: AppCore) -> None:
-        self.app = app
-        self.store = app.store
+    """Moves tasks of the lanes it was given from `store` to their executors.
+
+    It knows the app only through what it is handed: the store, the routes (task name
+    -> `Route`, owned by the app), a `TaskHost` for task contexts, the deadlines of
+    waiting callers, and `on_finished`, called once when a task ends for good.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        routes: Mapping[str, Route],
+        host: TaskHost,
+        deadlines: Deadlines,
+        on_finished: Callable[[TaskRecord], None],
+    ) -> None:
+        self.store = store
+        self.routes = routes
+        self.host = host
+        self.deadlines = deadlines
+        self.on_finished = on_finished
         self.wake_event = asyncio.Event()
         self.lanes: dict[str, _Lane] = {}
+        self.supervisor = Supervisor()
         self._stopping = False
         self._main: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         self._eager: set[Eager[None]] = set()  # calls run in their waiting caller's task
         self._detached: set[asyncio.Task[None]] = set()  # ... that went on alone
+        self._store_error: str | None = None  # the failing store call, while it fails
+
+    def add_lane(self, name: str, executor: Executor) -> None:
+        """Run `name`'s tasks on `executor` (started by the app) from now on."""
+        self.lanes[name] = _Lane(name, executor)
+        self.wake_event.set()
 
     def start(self) -> None:
-        self._main = asyncio.get_running_loop().create_task(self._loop(), name="qtasks_mp")
+        self._main = self.supervisor.spawn(self._loop(), "qtasks_mp dispatcher")
 
     def wake(self) -> None:
         self.wake_event.set()
 
-    def _lane(self, name: str, executor: Executor) -> _Lane:
-        lane = self.lanes.get(name)
-        if lane is None:
-            lane = self.lanes[name] = _Lane(name, executor)
-        return lane
+    @property
+    def active(self) -> int:
+        return sum(lane.executor.active for lane in self.lanes.values())
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        store, wake_event = self.store, self.wake_event
+        wake_event = self.wake_event
+        failures = 0
         while not self._stopping:
             wake_event.clear()
-            now = time.time()
-            soonest: float | None = None
-            started = self.app.started_executors
-            for name, executor in self.app.executors.items():
-                if name not in started:
-                    continue
-                lane = self._lane(name, executor)
-                room = executor.capacity - len(lane.inbox)
-                if room > 0:
-                    taken = await store.take(name, room, now)
-                    if taken:
-                        lane.inbox.extend(taken)
-                        self._recruit(lane)
-                elif not lane.inbox:  # held by calls run by their callers: they recruit
-                    lane.starved = True
-                # A delayed task already due in a full lane is taken by its workers with
-                # their next batch; only a future ETA needs a timer.
-                eta = await store.next_eta(name)
-                if eta is not None and eta > now and (soonest is None or eta < soonest):
-                    soonest = eta
+            try:
+                soonest = await self._pass()
+            except Exception as e:  # the store failed: say so once, try again later
+                self._store_failed("taking tasks", e)
+                soonest = time.time() + _BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)]
+                failures += 1
+            else:
+                if failures:
+                    self._store_recovered()
+                failures = 0
             timer = None
             if soonest is not None:
                 timer = loop.call_later(max(0.0, soonest - time.time()), wake_event.set)
             await wake_event.wait()
             if timer is not None:
                 timer.cancel()
+
+    async def _pass(self) -> float | None:
+        """Fill every lane's inbox up to its room; the soonest future ETA, if any."""
+        store = self.store
+        now = time.time()
+        soonest: float | None = None
+        for name, lane in list(self.lanes.items()):
+            room = lane.executor.capacity - len(lane.inbox)
+            if room > 0:
+                taken = await store.take(name, room, now)
+                if taken:
+                    lane.inbox.extend(taken)
+                    self._recruit(lane)
+            elif not lane.inbox:  # held by calls run by their callers: they recruit
+                lane.starved = True
+            # A delayed task already due in a full lane is taken by its workers with
+            # their next batch; only a future ETA needs a timer.
+            eta = await store.next_eta(name)
+            if eta is not None and eta > now and (soonest is None or eta < soonest):
+                soonest = eta
+        return soonest
+
+    def _store_failed(self, doing: str, e: BaseException) -> None:
+        """Log a store failure once per streak of failures (not once per try)."""
+        if self._store_error is None:
+            self._store_error = doing
+            log.error(
+                "task store %r failed while %s: %s: %s. Tasks wait in the store and are tried "
+                "again as it recovers; check the store (disk space, locks held by other "
+                "programs, the server).",
+                self.store,
+                doing,
+                type(e).__name__,
+                e,
+            )
+
+    def _store_recovered(self) -> None:
+        if self._store_error is not None:
+            log.warning("task store %r works again", self.store)
+            self._store_error = None
 
     def offer(self, lane_name: str) -> None:
         """A task was put in the store for `lane_name`: get a worker to take it.
@@ -145,18 +214,12 @@ class Dispatcher:
         the lane was busy (a worker takes the task as usual), or the call went on in a
         task of its own (the timeout ran out, the caller was cancelled, the app stops).
         """
-        executor = self.app.executors.get(record.lane)
-        spec = self.app.specs.get(record.task_name)
-        if (
-            executor is None
-            or spec is None
-            or not spec.eager
-            or record.lane not in self.app.started_executors
-            or self._stopping
-        ):
+        lane = self.lanes.get(record.lane)
+        route = self.routes.get(record.task_name)
+        if lane is None or route is None or not route.eager or self._stopping:
             self.offer(record.lane)
             return None
-        lane = self._lane(record.lane, executor)
+        executor = lane.executor
         if (
             lane.inbox
             or executor.capacity <= 0
@@ -164,7 +227,12 @@ class Dispatcher:
         ):
             self.offer(record.lane)
             return None
-        taken = await self.store.take(lane.name, 1, time.time())
+        try:
+            taken = await self.store.take(lane.name, 1, time.time())
+        except Exception as e:
+            self._store_failed("taking a task", e)
+            self.wake_event.set()  # the loop tries again, with its backoff
+            return None
         if not taken:
             return None  # a worker was quicker
         mine = taken[0]
@@ -172,10 +240,9 @@ class Dispatcher:
             lane.inbox.extend(taken)
             self._recruit(lane)
             return None
-        eager = Eager(self._execute(mine, spec, executor), self._adopt)
+        eager = Eager(self._execute(mine, route, lane), self._adopt)
         self._eager.add(eager)
-        assert self.app.deadlines is not None
-        deadline = self.app.deadlines.add(timeout, eager.detach)
+        deadline = self.deadlines.add(timeout, eager.detach)
         try:
             ran, _ = await eager.run()
         finally:
@@ -184,6 +251,7 @@ class Dispatcher:
         return mine if ran else None
 
     def _adopt(self, task: asyncio.Task[None]) -> None:
+        self.supervisor.adopt(task)
         self._detached.add(task)
         task.add_done_callback(self._detached.discard)
 
@@ -199,13 +267,13 @@ class Dispatcher:
                 return
         if len(lane.workers) < lane.executor.slots:
             lane.recruiting = True
-            worker = asyncio.get_running_loop().create_task(self._work(lane))
+            worker = self.supervisor.spawn(self._work(lane), f"qtasks_mp lane {lane.name!r}")
             lane.workers.add(worker)
             worker.add_done_callback(lane.workers.discard)
 
     async def _work(self, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()
-        inbox, executor, specs = lane.inbox, lane.executor, self.app.specs
+        inbox, executor, routes = lane.inbox, lane.executor, self.routes
         deadline = loop.time() + _SLICE_S
         lane.recruiting = False
         while True:
@@ -220,7 +288,12 @@ class Dispatcher:
                     return
                 room = executor.capacity
                 if room > 0:  # serve ourselves before parking: saves a loop turn per batch
-                    taken = await self.store.take(lane.name, room, time.time())
+                    try:
+                        taken = await self.store.take(lane.name, room, time.time())
+                    except Exception as e:  # the loop tries again, with its backoff
+                        self._store_failed("taking tasks", e)
+                        self.wake_event.set()
+                        taken = []
                     if taken:
                         inbox.extend(taken)
                         continue
@@ -235,26 +308,27 @@ class Dispatcher:
             record = inbox.popleft()
             if inbox:
                 self._recruit(lane)
-            await self._execute(record, specs.get(record.task_name), executor)
+            await self._execute(record, routes.get(record.task_name), lane)
             if loop.time() > deadline:
                 await asyncio.sleep(0)  # let the producers, timers and other lanes run
                 deadline = loop.time() + _SLICE_S
 
-    async def _execute(self, record: TaskRecord, spec: TaskSpec | None, executor: Executor) -> None:
-        app = self.app
-        executor.active += 1
+    async def _execute(self, record: TaskRecord, route: Route | None, lane: _Lane) -> None:
+        executor = lane.executor
+        executor.claim()
         record.started_at = record.updated_at = time.time()
         try:
-            if spec is None or spec.chain is None:
+            if route is None:
                 raise LookupError(
                     f"task {record.task_name!r} is not registered in this app (it was queued "
                     "by another program or version); register it, then add it again"
                 )
+            spec = route.spec
             context = None
             if spec.pass_context:
                 ctx_type = AsyncTask if spec.kind.is_async else SyncTask
-                context = ctx_type(app, spec.name, record.uuid, record.retry + 1)
-            record.returning = await spec.chain(Call(spec, record, context))
+                context = ctx_type(self.host, spec.name, record.uuid, record.retry + 1)
+            record.returning = await route.chain(Call(spec, record, context))
             record.status = TaskStatus.SUCCESS
             record.traceback = None  # an earlier attempt's failure is history now
         except Retry as r:
@@ -263,9 +337,9 @@ class Dispatcher:
             record.eta = time.time() + r.delay_s if r.delay_s > 0 else 0.0
             record.updated_at = time.time()
             record.traceback = _format(r.__cause__ or r)
-            await self.store.put(record)
-            self.wake_event.set()  # the dispatcher keeps the timer for delayed retries
-            return
+            if await self._put_back(record, "retry"):
+                self.wake_event.set()  # the dispatcher keeps the timer for delayed retries
+                return
         except asyncio.CancelledError:
             if self.store.shared:  # durable: the next start runs it again (at-least-once)
                 record.retry += 1
@@ -273,10 +347,11 @@ class Dispatcher:
                 record.eta = 0.0
                 record.updated_at = time.time()
                 record.traceback = "interrupted: the app stopped while the task was running"
-                await self.store.put(record)
-                return
-            record.status = TaskStatus.CANCEL
-            record.traceback = "cancelled: the app stopped while the task was running"
+                if await self._put_back(record, "interrupted"):
+                    return
+            else:
+                record.status = TaskStatus.CANCEL
+                record.traceback = "cancelled: the app stopped while the task was running"
         except (KeyboardInterrupt, GeneratorExit):
             raise
         except BaseException as e:  # SystemExit from a task fails that task only
@@ -285,16 +360,59 @@ class Dispatcher:
         finally:
             # No dispatcher wake-up here: this worker takes the next batch itself. A
             # call run by its caller does not, so it wakes a worker that found no room.
-            executor.active -= 1
-            lane = self.lanes.get(record.lane)
-            if lane is not None and lane.starved and executor.capacity > 0:
+            executor.release()
+            if lane.starved and executor.capacity > 0:
                 lane.starved = False
                 self._recruit(lane)
-            if self._stopping and not any(e.active for e in app.executors.values()):
+            if self._stopping and not self.active:
                 self._drained.set()
         record.finished_at = record.updated_at = time.time()
-        await self.store.finish(record)
-        app.task_finished(record)
+        await self._finish(record)
+
+    async def _put_back(self, record: TaskRecord, why: str) -> bool:
+        """Return a task to the store (a retry, an interrupted run). On failure, the task
+        ends `error` naming the store error instead: never left `process`."""
+        try:
+            await self.store.put(record)
+        except Exception as e:
+            self._store_failed(f"putting back a task for its {why}", e)
+            record.status = TaskStatus.ERROR
+            record.traceback = (
+                f"{record.traceback or ''}\nStoreError: the task was to run again ({why}), "
+                f"but the task store {self.store!r} failed to take it back: "
+                f"{type(e).__name__}: {e}. Fix the store, then requeue or add the task again.\n"
+            )
+            return False
+        return True
+
+    async def _finish(self, record: TaskRecord) -> None:
+        """Record the end in the store (tried `_FINISH_TRIES` times), then wake waiters.
+
+        If the store keeps failing, the task still ends here, as `error` naming the store
+        error: waiters are woken and `wait_idle()` can return. The store's own copy stays
+        `process`; a durable store hands it out again (at-least-once) after this app
+        closes it or its lease runs out.
+        """
+        for attempt in range(_FINISH_TRIES):
+            try:
+                await self.store.finish(record)
+            except Exception as e:
+                if attempt + 1 < _FINISH_TRIES:
+                    await asyncio.sleep(_BACKOFF_S[attempt])
+                    continue
+                self._store_failed("saving a task's outcome", e)
+                record.traceback = (
+                    f"{record.traceback or ''}\nStoreError: the task ended {record.status}, "
+                    f"but the task store {self.store!r} failed to save it: "
+                    f"{type(e).__name__}: {e}. Fix the store; a durable store runs the task "
+                    "again after a restart (at-least-once).\n"
+                )
+                record.status = TaskStatus.ERROR
+            else:
+                if self._store_error is not None:
+                    self._store_recovered()
+            break
+        self.on_finished(record)
 
     async def stop(self, timeout_s: float) -> tuple[int, int]:
         """Stop taking tasks; give running ones `timeout_s`, then cancel them.
@@ -305,30 +423,29 @@ class Dispatcher:
         self._stopping = True
         self.wake_event.set()
         if self._main is not None:
-            await self._main
+            with contextlib.suppress(Exception):  # its failure was logged by the supervisor
+                await self._main
         for lane in self.lanes.values():
             while lane.inbox:
                 record = lane.inbox.pop()
                 record.status = TaskStatus.NEW
-                await self.store.put(record)
+                try:
+                    await self.store.put(record)
+                except Exception as e:
+                    self._store_failed("putting back tasks not started at stop", e)
             for fut in lane.idle:
                 if not fut.done():
                     fut.set_result(None)
-        running = sum(e.active for e in self.app.executors.values())
+        running = self.active
         if running:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), timeout_s)
-        cancelled = sum(e.active for e in self.app.executors.values())
+        cancelled = self.active
         for eager in list(self._eager):
             eager.detach()  # out of its caller's task, into one we can cancel
         if self._detached:
             await asyncio.sleep(0)  # let them start: one cancelled unstarted would not see it
-        workers = [w for lane in self.lanes.values() for w in lane.workers]
-        workers += self._detached
-        for worker in workers:
-            worker.cancel()
-        if workers:
-            await asyncio.wait(workers)
+        await self.supervisor.cancel_all()
         return running - cancelled, cancelled
 
 

@@ -17,7 +17,7 @@ from .context import AsyncTask, SyncTask, TaskInfo
 from .errors import TaskArgumentsError
 
 if TYPE_CHECKING:
-    from .executors.base import Call, Executor
+    from .executors.base import Executor
     from .middleware.base import Middleware
 
 P = ParamSpec("P")
@@ -50,9 +50,10 @@ def kind_of(fn: Callable[..., Any]) -> Kind:
     return Kind.FUNCTION
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class TaskSpec:
-    """A registered task: the function, how to call it, and its options."""
+    """A registered task: the function, how to call it, and its options. Frozen: what
+    the app builds from it (the middleware chain, the route) the app keeps beside it."""
 
     name: str
     fn: Callable[..., Any]
@@ -74,11 +75,6 @@ class TaskSpec:
     #: (fewest, most) positional arguments that bind when no keyword is given; None: always
     #: run the full `Signature.bind`.
     positional_range: tuple[int, float] | None = None
-    #: The middleware chain ending at the executor; built once when the app starts.
-    chain: Callable[[Call], Any] | None = field(default=None, repr=False)
-    #: Whether a waiting caller may run that chain in its own task: the executor says it
-    #: may, and every middleware in it is a built-in one (yours may count on its task).
-    eager: bool = field(default=False, repr=False)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise `TaskArgumentsError` now if the arguments cannot be passed to the function."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID, SafeUUID
 
 if TYPE_CHECKING:
-    from .app import AppCore
+    from .context import TaskHost
 
 
 class TaskStatus(str, Enum):
@@ -123,8 +123,8 @@ class TaskRecord:
         self.traceback: str | None = None
         self.seq = 0
 
-    def snapshot(self, app: AppCore | None) -> Task:
-        return Task(self, app)
+    def snapshot(self, host: TaskHost | None) -> Task:
+        return Task(self, host)
 
 
 class Task:
@@ -136,8 +136,8 @@ class Task:
     """
 
     __slots__ = (
-        "_app",
         "_created",
+        "_host",
         "_updated",
         "args",
         "kwargs",
@@ -150,7 +150,7 @@ class Task:
         "uuid",
     )
 
-    def __init__(self, record: TaskRecord, app: AppCore | None = None) -> None:
+    def __init__(self, record: TaskRecord, host: TaskHost | None = None) -> None:
         self.status: str = record.status
         self.uuid: UUID = record.uuid
         self.priority: int = record.priority
@@ -162,7 +162,7 @@ class Task:
         self.retry: int = record.retry
         self._created = record.created_at
         self._updated = record.updated_at
-        self._app = app
+        self._host = host  # what it asks to wait: the app, through a small protocol
 
     @property
     def created_at(self) -> datetime:
@@ -189,13 +189,14 @@ class Task:
 
     async def wait_result_async(self, timeout: float | None = None) -> Task | None:
         """Wait (no polling) until the task ends; the finished `Task`, or None on timeout."""
-        return await self._require_app().wait(self.uuid, timeout)
+        return await self._require_host().wait(self.uuid, timeout)
 
     def wait_result(self, timeout: float | None = None) -> Task | None:
         """Blocking form of `wait_result_async`, for threads other than the app's loop."""
-        return self._require_app().call_from_thread(self._require_app().wait(self.uuid, timeout))
+        host = self._require_host()
+        return host.call_from_thread(host.wait(self.uuid, timeout))
 
-    def _require_app(self) -> AppCore:
-        if self._app is None:
+    def _require_host(self) -> TaskHost:
+        if self._host is None:
             raise RuntimeError(f"task {self.task_name!r} is not attached to an app")
-        return self._app
+        return self._host

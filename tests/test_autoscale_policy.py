@@ -466,7 +466,10 @@ async def test_a_nudge_samples_at_once_instead_of_at_the_end_of_the_interval() -
     scaler.on_decision.append(lambda d: sampled.set())
     scaler.start()
     try:
-        await asyncio.sleep(0)  # the first sample: nothing waits yet
+        for _ in range(5000):  # the first sample (psutil reads in a thread): nothing waits yet
+            if scaler.samples:
+                break
+            await asyncio.sleep(0.001)
         assert scaler.samples == 1 and len(pool.pids) == 1
         pool.busy, pool.backlog = {1}, 3
         scaler.nudge()

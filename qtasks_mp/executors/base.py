@@ -1,10 +1,11 @@
 """The `Executor` interface and `Call`, the unit of work an executor runs.
 
 An executor runs one attempt of one task: `await executor.run(call)` returns the
-task's result or raises its exception. The dispatcher owns the bookkeeping: it takes
-from the store only as many tasks as `capacity` says, counts them in `active` while
-they run, and is woken through `wakeup()` when an executor's room changes for a reason
-of its own (a pool that grew, a thread that finally returned).
+task's result or raises its exception. It owns its own state: how many calls it has
+taken (`claim()` / `release()`, read as `active`), its workers and connections, and
+who to tell when its room grows (`attach()`; the executor calls `wakeup()`). The
+dispatcher takes from the store only as many tasks as `capacity` says, claims a slot
+for each call while it runs, and never writes an executor's attributes.
 """
 
 from __future__ import annotations
@@ -140,8 +141,33 @@ class Executor(ABC):
     eager: bool = False
 
     def __init__(self) -> None:
-        self.active = 0  # calls the dispatcher has handed over and not yet got back
-        self.wakeup: Callable[[], None] = lambda: None
+        self._active = 0  # calls claimed (by the dispatcher, or by a wrapping executor)
+        self._on_room: Callable[[], None] | None = None
+
+    @property
+    def active(self) -> int:
+        """Calls claimed and not yet released: running, or in the middleware around `run`."""
+        return self._active
+
+    def claim(self) -> None:
+        """Count one more call as ours until `release()`; `capacity` shrinks by one."""
+        self._active += 1
+
+    def release(self) -> None:
+        """The call claimed with `claim()` ended (however it ended)."""
+        self._active -= 1
+
+    def attach(self, name: str, on_room: Callable[[], None] | None) -> None:
+        """Called by the app before `start()`: the lane name it is known by, and the
+        callback `wakeup()` calls (None to detach, after `aclose()`)."""
+        self.name = name
+        self._on_room = on_room
+
+    def wakeup(self) -> None:
+        """Say that `capacity` grew for a reason of the executor's own (a worker
+        started, a thread came back, a rate-limit token arrived): the dispatcher looks."""
+        if self._on_room is not None:
+            self._on_room()
 
     @property
     def slots(self) -> int:
@@ -151,7 +177,7 @@ class Executor(ABC):
     @property
     def capacity(self) -> int:
         """How many more calls it can take right now."""
-        return self.slots - self.active
+        return self.slots - self._active
 
     async def start(self) -> None:
         """Acquire resources (threads, processes, connections). Called once per app start."""

@@ -190,6 +190,10 @@ class Engine(threading.Thread):
         self.done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.batches = 0  # transactions committed for callers: tests check group commit
         self.holding = False  # we may hold leases: renew them
+        #: Why the thread stopped serving, if it failed: every call fails with it.
+        self.failed: BaseException | None = None
+        self._batch: list[Op] = []  # the ops being run now (to fail them if we die)
+        self._upkeep_failing = False
         self._conn: sqlite3.Connection | None = None
         self._data_version = 0
         self._finished_since_trim = 0
@@ -215,6 +219,20 @@ class Engine(threading.Thread):
         self.ready.set_result(None)
         try:
             self._serve()
+        except BaseException as e:  # a bug, or SystemExit from a read: never die silently
+            failed = StoreError(
+                f"the task store {self.path!r} stopped working: its thread failed on "
+                f"{type(e).__name__}: {e}. Stop and start the app to reopen it."
+            )
+            failed.__cause__ = e
+            self.failed = failed
+            log.error(
+                "task store %r: its thread stopped on an error; every call to the store "
+                "fails from now on (stop and start the app to reopen it)",
+                self.path,
+                exc_info=e,
+            )
+            self.fail_pending()
         finally:
             try:
                 self._release_leases()
@@ -266,7 +284,9 @@ class Engine(threading.Thread):
                         break
                     batch.append(op)
             if batch:
+                self._batch = batch
                 self._run_batch(batch)
+                self._batch = []
             if stop:
                 return
             mono = time.monotonic()
@@ -284,8 +304,30 @@ class Engine(threading.Thread):
                 if mono >= next_trim and self._finished_since_trim:
                     next_trim = mono + _TRIM_EVERY_S
                     self._trim(time.time())
-            except sqlite3.Error as e:  # e.g. a long foreign lock: try again next tick
-                log.warning("task store %r: background upkeep failed: %s", self.path, e)
+            except Exception as e:  # e.g. a long foreign lock: try again next tick
+                if not self._upkeep_failing:  # once per streak, not every tick
+                    log.warning("task store %r: background upkeep failed: %s", self.path, e)
+                self._upkeep_failing = True
+            else:
+                self._upkeep_failing = False
+
+    def fail_pending(self) -> None:
+        """The thread failed: fail the ops it was running and every op still queued."""
+        error = self.failed or StoreError(f"the task store {self.path!r} is closed")
+        ops, self._batch = self._batch, []
+        while True:
+            try:
+                op = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if op is not STOP:
+                ops.append(op)
+        for op in ops:
+            items: list[tuple[asyncio.Future[Any], BaseException | None, Any]] = [
+                (op.fut, error, None)
+            ]
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                op.loop.call_soon_threadsafe(_deliver, items)
 
     # ------------------------------------------------------------ batches
 

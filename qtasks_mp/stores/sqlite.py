@@ -139,10 +139,14 @@ class SQLiteStore(Store):
     def _submit(self, kind: int, arg: Any) -> asyncio.Future[Any]:
         engine = self._engine
         if engine is None or not engine.is_alive():
+            if engine is not None and engine.failed is not None:
+                raise engine.failed
             raise StoreError(f"the task store {self.path!r} is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         engine.queue.put(Op(kind, arg, fut, loop))
+        if engine.failed is not None:  # it died after the check above: nobody reads the queue
+            engine.fail_pending()
         return fut
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -50,7 +50,8 @@ async def test_capacity_is_also_bounded_by_the_inner_executor() -> None:
     executor = RateLimitedExecutor(InlineExecutor(2), rate=100, clock=Clock())
     await executor.start()
     assert executor.capacity == 2
-    executor.active = 2
+    executor.claim()
+    executor.claim()
     assert executor.capacity == 0
 
 

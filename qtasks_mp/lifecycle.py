@@ -1,0 +1,107 @@
+"""The app's run state, and the supervised group its background coroutines run in.
+
+    stopped ──start()──> starting ──ok──> running ──stop()──> stopping ──> stopped
+                            │                                    ^
+                            └──── a step failed: undo, raise ────┘ (back to stopped)
+
+A `start()` while starting joins the start in progress (and its outcome); a `stop()`
+while stopping joins that stop. Only the app changes the state.
+
+Every background coroutine of a running app (the dispatcher's loop, its lane
+workers, calls that went on after their caller stopped waiting) runs in a
+`Supervisor`: when one ends with an exception, the failure is logged once, with its
+traceback, and handed to the owner's `on_failure`. Nothing dies silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger("qtasks_mp")
+
+
+class RunState(str, enum.Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Supervisor:
+    """Background tasks whose failures are seen: logged once, reported to `on_failure`."""
+
+    def __init__(self, on_failure: Callable[[str, BaseException], None] | None = None) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._on_failure = on_failure
+        self.failures = 0
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.adopt(task)
+        return task
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        """Watch a task started elsewhere (e.g. by `Eager.detach`)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved here: never "Task exception was never retrieved"
+        if exc is None:
+            return
+        self.failures += 1
+        log.error(
+            "background task %r failed; what it was doing is failed with it",
+            task.get_name(),
+            exc_info=exc,
+        )
+        if self._on_failure is not None:
+            self._on_failure(task.get_name(), exc)
+
+    async def cancel_all(self) -> None:
+        """Cancel every task of the group and wait for them to end."""
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+
+
+async def wait_for_stop_signal() -> None:
+    """Return when SIGINT or SIGTERM arrives (logs which)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    got: list[str] = []
+    installed = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        got.append(sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+            pass
+    log.info("running; press Ctrl-C to stop")
+    try:
+        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    log.info("%s received: stopping", got[0] if got else "stop")
