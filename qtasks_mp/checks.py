@@ -366,7 +366,7 @@ def wait_seconds(who: str, value: Any, *, zero_ok: bool, none_means: str) -> flo
             f"{who}: timeout must be {what}, got {short(value)}; "
             f"pass e.g. timeout=5, or timeout=None to {none_means}"
         )
-    return value  # type: ignore[no-any-return]
+    return float(value)
 
 
 def call_task_name(value: Any, where: str) -> str:
