@@ -22,7 +22,7 @@ from uuid import UUID
 from . import checks
 from .checks import INF, INT64_MAX, INT64_MIN, SECONDS_TYPES
 from .config import QueueConfig
-from .dispatcher import Dispatcher, Route
+from .dispatcher import Route
 from .errors import (
     AppNotRunning,
     TaskArgumentsError,
@@ -50,10 +50,10 @@ from .registries import (
     kind_of,
     positional_range,
 )
+from .runtime import Runtime
 from .stores import store_from
 from .stores.base import Store
 from .task import FINISHED, Task, TaskRecord, new_uuid
-from .waiters import Waiters
 
 __all__ = ["AppCore", "wait_for_stop_signal"]
 
@@ -86,8 +86,7 @@ class AppCore:
     ) -> None:
         self.name = name
         self.config = config or QueueConfig()
-        self.store: Store = store_from(store)
-        self._store_open = False
+        store_ = store_from(store)
         builtin: list[Middleware] = [CallLogging(), Timing(), Retries()]
         extra: list[Middleware] = []
         for mw in middlewares or ():
@@ -108,20 +107,17 @@ class AppCore:
         for key, executor in (executors or {}).items():
             self._add_executor(executor, key)
         self.specs: dict[str, TaskSpec] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.loop_thread_id: int | None = None
-        # The run state and everything that lives only while the app runs; only
-        # start() and stop() change them (see lifecycle.py).
-        self._state = RunState.STOPPED
-        self._transition: asyncio.Future[None] | None = None  # the start/stop under way
-        self._users = 0  # `async with app` blocks inside: the last one out stops it
-        self._dispatcher: Dispatcher | None = None
-        self._started: dict[str, Executor] = {}  # lane -> executor started for this run
-        self._late: dict[str, asyncio.Future[None]] = {}  # lanes starting after the app
-        self._routes: dict[str, Route] = {}  # task name -> how to run it, built at start
-        self._waiters: Waiters | None = None  # for the loop the app is bound to
-        self._store_lock = asyncio.Lock()  # concurrent first add_task calls open it once
-        self._background: set[asyncio.Task[None]] = set()
+        # The run state and all that lives only while the app runs (runtime.py).
+        self._runtime = Runtime(
+            name,
+            store_,
+            self.config,
+            self.executors,
+            self.specs,
+            self,
+            self._route,
+            self._size_executor,
+        )
         self._warned_stopped = False  # said once that tasks wait for start()
 
     # ---------------------------------------------------------------- registration
@@ -266,57 +262,8 @@ class AppCore:
             positional_range=positional_range(signature),
         )
         self.specs[name] = spec
-        self._registered(spec)
+        self._runtime.registered(spec)
         return RegisteredTask(spec, fn)
-
-    def _registered(self, spec: TaskSpec) -> None:
-        """A task registered while the app runs: route it, and start its executor if new."""
-        dispatcher, loop = self._dispatcher, self.loop
-        if dispatcher is None or loop is None:
-            return  # start() routes every task
-        self._routes[spec.name] = self._route(spec)
-        assert isinstance(spec.executor, str)
-        if spec.executor not in dispatcher.lanes:
-            loop.call_soon_threadsafe(self._start_lane, spec.executor)
-
-    def _start_lane(self, key: str) -> asyncio.Future[None]:
-        """(In the app's loop.) Start the executor of a lane that came after the app
-        started, once; the future of that start, whose failure `add_task` raises."""
-        fut = self._late.get(key)
-        if fut is None:
-            fut = self._late[key] = asyncio.get_running_loop().create_future()
-            task = asyncio.get_running_loop().create_task(self._start_executor(key, fut))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        return fut
-
-    async def _start_executor(self, key: str, fut: asyncio.Future[None]) -> None:
-        dispatcher = self._dispatcher
-        executor = self.executors[key]
-        try:
-            if dispatcher is None:
-                raise AppNotRunning(f"app {self.name!r} stopped before executor {key!r} started")
-            executor.attach(key, dispatcher.wake)
-            await executor.start()
-        except Exception as e:
-            await _close_quietly(executor, key)
-            del self._late[key]  # the next task for this lane tries again
-            log.error("executor %r failed to start: %s: %s", key, type(e).__name__, e)
-            fut.set_exception(
-                AppNotRunning(
-                    f"executor {key!r} of app {self.name!r} could not start: "
-                    f"{type(e).__name__}: {e}. Its tasks are not accepted until it can."
-                )
-            )
-            fut.exception()  # the failure is reported to add_task callers, not as unretrieved
-            return
-        if self._dispatcher is not dispatcher:  # the app stopped meanwhile
-            await _close_quietly(executor, key)
-            fut.set_result(None)
-            return
-        self._started[key] = executor
-        dispatcher.add_lane(key, executor)
-        fut.set_result(None)
 
     async def add_executor(self, name: str, executor: Executor) -> None:
         """Add an executor under `name`; on a running app, start it now.
@@ -324,9 +271,7 @@ class AppCore:
         Raises what its `start()` raised (as `AppNotRunning`), with nothing left running.
         """
         self._add_executor(executor, name)
-        if self._state is RunState.RUNNING and name not in self._started:
-            self._check_loop(f"executor {name!r}")
-            await asyncio.shield(self._start_lane(name))
+        await self._runtime.lane_ready(name)
 
     def _resolve_executor(
         self, name: str, kind: Kind, choice: str | Executor | None, pass_context: bool = False
@@ -421,14 +366,15 @@ class AppCore:
                 f"task {task_name!r}", timeout, zero_ok=False, none_means="return at once"
             )
         record = self._new_record(task_name, args, kwargs, priority)
-        if self._state is not RunState.RUNNING:
+        runtime = self._runtime
+        if runtime.state is not RunState.RUNNING:
             await self._not_running(task_name, timeout)
         else:
-            self._check_loop(f"task {task_name!r}")
-        dispatcher = self._dispatcher
+            runtime.check_loop(f"task {task_name!r}")
+        dispatcher = runtime.dispatcher
         if dispatcher is not None and record.lane not in dispatcher.lanes:
-            await asyncio.shield(self._start_lane(record.lane))  # raises if it cannot start
-        waiters = self._waiters
+            await runtime.lane_ready(record.lane)  # raises if it cannot start
+        waiters = runtime.waiters
         assert waiters is not None
         await self.store.put(record)
         waiters.accepted()
@@ -451,16 +397,15 @@ class AppCore:
         task added to a stopped app waits in the store until `start()` (said once in
         the log), except that a caller cannot wait for it: with a store of this process
         only, nothing could run it meanwhile, so that raises instead of timing out."""
-        if self._state is RunState.STARTING:
+        if self.state is RunState.STARTING:
             await self.start()
             return
-        self._bind_loop()
-        await self._open_store()
+        await self._runtime.open_store()
         if self.store.shared:
             return  # other processes may run it
         if timeout is not None:
             raise AppNotRunning(
-                f"task {task_name!r} not accepted: app {self.name!r} is {self._state}, so "
+                f"task {task_name!r} not accepted: app {self.name!r} is {self.state}, so "
                 f"add_task(..., timeout={timeout!r}) could only time out. {_START_FIRST}"
             )
         if not self._warned_stopped:
@@ -469,7 +414,7 @@ class AppCore:
                 "task %r queued while app %r is %s: it runs when the app starts. %s",
                 task_name,
                 self.name,
-                self._state,
+                self.state,
                 _START_FIRST,
             )
 
@@ -622,7 +567,7 @@ class AppCore:
         """The task as it is now, or None if unknown (or dropped by retention)."""
         if type(uuid) is not UUID:
             uuid = checks.task_id(uuid, "app.get")
-        await self._open_store()
+        await self._runtime.open_store()
         record = await self.store.get(_as_uuid(uuid))
         return None if record is None else record.snapshot(self)
 
@@ -634,30 +579,31 @@ class AppCore:
             timeout = checks.wait_seconds(
                 f"app.wait({uuid})", timeout, zero_ok=True, none_means="wait without a limit"
             )
-        await self._open_store()
+        await self._runtime.open_store()
         record = await self.store.get(uuid)
         if record is None:
             raise TaskNotFound(f"no task {uuid} (never added, or dropped by result retention)")
         if record.status in FINISHED:
             return record.snapshot(self)
-        if self._state is RunState.STOPPED and not self.store.shared:
+        if self.state is RunState.STOPPED and not self.store.shared:
             raise AppNotRunning(
                 f"task {record.task_name!r} ({uuid}) is {record.status}, and app {self.name!r} "
                 f"is stopped: nothing can run it while you wait. {_START_FIRST}"
             )
-        return await self._bind_loop().wait(uuid, timeout)
+        return await self._runtime.bind_loop().wait(uuid, timeout)
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every task added here has ended (retries included). False on timeout."""
-        return await self._bind_loop().wait_idle(timeout)
+        return await self._runtime.bind_loop().wait_idle(timeout)
 
     def stats(self) -> dict[str, Any]:
         """What the app is doing: tasks not yet ended, executors, and per-task timings."""
-        active = sum(e.active for e in self._started.values())
-        unfinished = self._waiters.unfinished if self._waiters is not None else 0
+        active = self._runtime.active
+        waiters = self._runtime.waiters
+        unfinished = waiters.unfinished if waiters is not None else 0
         return {
             "app": self.name,
-            "state": str(self._state),
+            "state": str(self.state),
             "running": self.running,
             "unfinished": unfinished,
             "active": active,
@@ -670,38 +616,31 @@ class AppCore:
 
     @property
     def state(self) -> RunState:
-        """stopped, starting, running or stopping (see `qtasks_mp/lifecycle.py`)."""
-        return self._state
+        """stopped, starting, running or stopping (see `qtasks_mp/runtime.py`)."""
+        return self._runtime.state
 
     @property
     def running(self) -> bool:
-        return self._state is RunState.RUNNING
+        return self._runtime.state is RunState.RUNNING
 
     @property
     def _stopping(self) -> bool:
-        return self._state is RunState.STOPPING
+        return self._runtime.state is RunState.STOPPING
 
-    def _check_loop(self, what: str) -> None:
-        if asyncio.get_running_loop() is not self.loop:
-            raise AppNotRunning(
-                f"{what}: app {self.name!r} runs in another event loop; from another thread "
-                "use the sync facade (qtasks_mp.QueueTasks) or app.call_from_thread()"
-            )
+    @property
+    def store(self) -> Store:
+        """Where tasks wait and results are kept."""
+        return self._runtime.store
 
-    def _bind_loop(self) -> Waiters:
-        """The waiters of the running loop; binds the app to it while it is stopped."""
-        loop = asyncio.get_running_loop()
-        waiters = self._waiters
-        if waiters is None or waiters.loop is not loop:
-            if self._state is not RunState.STOPPED:
-                self._check_loop(f"app {self.name!r}")
-            # asyncio primitives belong to one loop: a stopped app may move to another
-            unfinished = 0 if waiters is None else waiters.unfinished
-            waiters = self._waiters = Waiters(loop, self, self.store.get, unfinished)
-            self.loop = loop
-            self.loop_thread_id = threading.get_ident()
-            self._store_lock = asyncio.Lock()
-        return waiters
+    @store.setter
+    def store(self, store: Store) -> None:
+        """Use another store (e.g. `qtasks-mp run --store`); only before it is opened."""
+        self._runtime.use_store(store)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the app is bound to (set by its first start or call)."""
+        return self._runtime.loop
 
     def _route(self, spec: TaskSpec) -> Route:
         assert isinstance(spec.executor, str)
@@ -711,35 +650,13 @@ class AppCore:
         eager = executor.eager and all(type(m) in _BUILTIN_MIDDLEWARE for m in middlewares)
         return Route(spec, chain, eager)
 
-    async def _open_store(self) -> None:
-        if not self._store_open:
-            self._bind_loop()
-            async with self._store_lock:
-                if not self._store_open:
-                    await self.store.open(self.config, self._store_changed)
-                    self._store_open = True
-
-    def _store_changed(self) -> None:
-        """The store says another process changed it: new tasks, or finished ones.
-
-        Called from any thread. Wakes the dispatcher, and re-reads the tasks someone
-        here waits for (a producer's `add_task(timeout=...)` sees another process finish).
-        """
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            return
-        loop.call_soon_threadsafe(self._on_store_changed)
-
-    def _on_store_changed(self) -> None:
-        if self._dispatcher is not None:
-            self._dispatcher.wake()
-        if self._waiters is not None:
-            self._waiters.recheck()
-
-    def _task_finished(self, record: TaskRecord) -> None:
-        """The dispatcher's one finishing path ends here: wake the task's waiters."""
-        assert self._waiters is not None
-        self._waiters.finished(record)
+    def _size_executor(self, key: str, executor: Executor) -> None:
+        """The built-in executors take their size from the config, read at each start."""
+        if key in self._sized_by_config:
+            if isinstance(executor, InlineExecutor):
+                executor.max_tasks = self.config.max_tasks_process
+            elif isinstance(executor, ThreadExecutor):
+                executor.max_workers = self.config.thread_workers
 
     async def start(self) -> None:
         """Open the store, start the executors and the dispatcher.
@@ -748,67 +665,8 @@ class AppCore:
         raises what it raised. A start that fails closes what it had started (executors,
         worker processes, the store) and raises.
         """
-        while self._state is not RunState.STOPPED:
-            if self._state is RunState.RUNNING:
-                self._check_loop(f"app {self.name!r}")
-                return
-            self._check_loop(f"app {self.name!r}")
-            assert self._transition is not None
-            await asyncio.shield(self._transition)  # a start under way raises its failure
-        self._bind_loop()
-        self._state = RunState.STARTING
-        transition = self._transition = asyncio.get_running_loop().create_future()
-        try:
-            await self._start_run()
-        except BaseException as e:
-            try:
-                await self._close_run()
-            finally:
-                self._state = RunState.STOPPED
-                transition.set_exception(e)
-                transition.exception()  # raised here; joiners get it from the future
-            raise
-        self._state = RunState.RUNNING
-        transition.set_result(None)
-        log.info(
-            "app %r started: %d tasks, executors %s",
-            self.name,
-            len(self.specs),
-            ", ".join(f"{k}({e.slots})" for k, e in self.executors.items()),
-        )
-
-    async def _start_run(self) -> None:
         _setup_logging(self.config.logs_default_level)
-        waiters = self._bind_loop()
-        await self._open_store()
-        dispatcher = Dispatcher(
-            self.store, self._routes, self, waiters.deadlines, self._task_finished
-        )
-        self._dispatcher = dispatcher
-        for key, executor in list(self.executors.items()):
-            if key in self._sized_by_config:
-                if isinstance(executor, InlineExecutor):
-                    executor.max_tasks = self.config.max_tasks_process
-                elif isinstance(executor, ThreadExecutor):
-                    executor.max_workers = self.config.thread_workers
-            executor.attach(key, dispatcher.wake)
-            try:
-                await executor.start()
-            except Exception as e:
-                log.error(
-                    "app %r: executor %r failed to start (%s: %s); closing what had started",
-                    self.name,
-                    key,
-                    type(e).__name__,
-                    e,
-                )
-                await _close_quietly(executor, key)
-                raise
-            self._started[key] = executor
-            dispatcher.add_lane(key, executor)
-        for spec in self.specs.values():
-            self._routes[spec.name] = self._route(spec)
-        dispatcher.start()
+        await self._runtime.start()
 
     async def stop(self) -> None:
         """Stop: running tasks get `config.shutdown_timeout` seconds, then are cancelled.
@@ -816,71 +674,17 @@ class AppCore:
         With a memory store, tasks still queued are dropped (status "cancel") and the
         log says how many. Every executor started is closed, whatever failed before.
         """
-        while self._state is not RunState.RUNNING:
-            if self._state is RunState.STOPPED:
-                return
-            assert self._transition is not None
-            with contextlib.suppress(Exception):  # a failed start has stopped already
-                await asyncio.shield(self._transition)
-        self._state = RunState.STOPPING
-        transition = self._transition = asyncio.get_running_loop().create_future()
-        try:
-            await self._close_run()
-        finally:
-            self._state = RunState.STOPPED
-            transition.set_result(None)
-
-    async def _close_run(self) -> None:
-        """Undo a start, in full or in part: stop the dispatcher, close every executor
-        started and the store. A step that fails is logged; the others still run."""
-        dispatcher, self._dispatcher = self._dispatcher, None
-        waiters = self._waiters
-        done = cancelled = dropped = 0
-        try:
-            if dispatcher is not None:
-                done, cancelled = await dispatcher.stop(self.config.shutdown_timeout)
-            if self._store_open and not self.store.shared:
-                dropped = await self.store.drop_queued()
-            if waiters is not None and self._store_open:
-                for uuid in waiters.waited_for():
-                    record = await self.store.get(uuid)
-                    if record is not None and record.status in FINISHED:
-                        waiters.resolve(record)
-        except Exception:
-            log.exception("app %r: stopping the dispatcher failed", self.name)
-        finally:
-            if waiters is not None and not self.store.shared:
-                waiters.forget_unfinished()
-            for task in list(self._background):
-                task.cancel()
-            self._late.clear()
-            started, self._started = self._started, {}
-            for key, executor in started.items():
-                await _close_quietly(executor, key)
-            self._routes.clear()
-            if self._store_open:
-                self._store_open = False
-                try:
-                    await self.store.close()
-                except Exception:
-                    log.exception("app %r: closing the task store failed", self.name)
-        if dispatcher is not None:
-            msg = "app %r stopped: %d running tasks finished, %d cancelled, %d queued tasks not run"
-            level = logging.WARNING if cancelled or dropped else logging.INFO
-            log.log(level, msg, self.name, done, cancelled, dropped)
+        await self._runtime.stop()
 
     async def __aenter__(self) -> AppCore:
-        await self.start()
-        self._users += 1
+        _setup_logging(self.config.logs_default_level)
+        await self._runtime.enter()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._users -= 1
-        if self._users <= 0:  # nested `async with app`: the outermost one stops it
-            self._users = 0
-            await self.stop()
+        await self._runtime.exit()
 
     async def serve(self) -> None:
         """Run until SIGINT or SIGTERM, then stop cleanly."""
@@ -895,23 +699,13 @@ class AppCore:
     def call_from_thread(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the app's loop from another thread and wait for its result."""
         loop = self.loop
-        if loop is None or threading.get_ident() == self.loop_thread_id:
+        if loop is None or threading.get_ident() == self._runtime.loop_thread_id:
             coro.close()
             raise AppNotRunning(
                 "a blocking call was made from inside the app's event loop (a plain function "
                 "running inline?): make the task `async def` or give it executor='thread'"
             )
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
-
-
-async def _close_quietly(executor: Executor, key: str) -> None:
-    """Close an executor (cancelling what it still runs) and detach it; log a failure."""
-    try:
-        await executor.aclose(cancel_pending=True)
-    except Exception:
-        log.exception("executor %r failed to close", key)
-    finally:
-        executor.attach(key, None)
 
 
 class _MapChunk:

@@ -1,13 +1,8 @@
-"""The app's run state, and the supervised group its background coroutines run in.
+"""The run states of an app, the supervised group its background coroutines run in,
+and waiting for a stop signal.
 
-    stopped ──start()──> starting ──ok──> running ──stop()──> stopping ──> stopped
-                            │                                    ^
-                            └──── a step failed: undo, raise ────┘ (back to stopped)
-
-A `start()` while starting joins the start in progress (and its outcome); a `stop()`
-while stopping joins that stop. Only the app changes the state.
-
-Every background coroutine of a running app (the dispatcher's loop, its lane
+The states and their transitions are `Runtime`'s (`qtasks_mp/runtime.py`), their only
+owner. Every background coroutine of a running app (the dispatcher's loop, its lane
 workers, calls that went on after their caller stopped waiting) runs in a
 `Supervisor`: when one ends with an exception, the failure is logged once, with its
 traceback, and handed to the owner's `on_failure`. Nothing dies silently.
