@@ -181,6 +181,11 @@ class AppCore:
         checks.task_function(fn, opts.get("name"))
         name = checks.task_name(opts.pop("name", None), fn)
         fail = checks.registration(name)
+        if name.endswith(".map") and not isinstance(fn, _MapChunk):
+            raise fail(
+                "names ending in '.map' are kept for the chunks of app.map(..., chunksize=N); "
+                f"pass another name, e.g. name={name[:-4] + '_map'!r}"
+            )
         if name in self.specs:
             other = self.specs[name].fn
             raise fail(

@@ -112,6 +112,13 @@ REGISTRATION: dict[str, Row] = {
     "first argument neither name nor function": Row(
         lambda app: app.task(42), TaskRegistrationError, "app.task(", "42 (an int)", "@app.task("
     ),
+    "name ending in .map": Row(
+        reg(name="report.map"),
+        TaskRegistrationError,
+        "task 'report.map'",
+        "'.map'",
+        "name='report_map'",
+    ),
     "name given twice": Row(
         lambda app: app.task("a", name="b")(send),
         TaskRegistrationError,
