@@ -18,11 +18,13 @@ if TYPE_CHECKING:
     from .context import AsyncTask, SyncTask
     from .errors import (
         AppNotRunning,
+        ArgumentValueError,
         ConfigError,
         QTasksError,
         RetriesExhausted,
         Retry,
         SerializationError,
+        SetupError,
         TaskArgumentsError,
         TaskFailed,
         TaskNotFound,
@@ -46,11 +48,13 @@ _WHERE = {
     **dict.fromkeys(
         [
             "AppNotRunning",
+            "ArgumentValueError",
             "ConfigError",
             "QTasksError",
             "RetriesExhausted",
             "Retry",
             "SerializationError",
+            "SetupError",
             "TaskArgumentsError",
             "TaskFailed",
             "TaskNotFound",
@@ -97,6 +101,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AppNotRunning",
+    "ArgumentValueError",
     "AsyncTask",
     "Call",
     "CallLogging",
@@ -114,6 +119,7 @@ __all__ = [
     "RetriesExhausted",
     "Retry",
     "SerializationError",
+    "SetupError",
     "Store",
     "SyncTask",
     "Task",

@@ -84,6 +84,17 @@ class AppCore:
         middlewares: Sequence[Middleware] | None = None,
         executors: Mapping[str, Executor] | None = None,
     ) -> None:
+        checks.app_arguments(
+            name,
+            store,
+            config,
+            middlewares,
+            executors,
+            config_type=QueueConfig,
+            store_type=Store,
+            middleware_type=Middleware,
+            executor_type=Executor,
+        )
         self.name = name
         self.config = config or QueueConfig()
         store_ = store_from(store)
@@ -559,6 +570,13 @@ class AppCore:
         assert isinstance(spec.executor, str)
         return TaskRecord(new_uuid(), task_name, spec.executor, priority, args, kwargs, time.time())
 
+    def check_call(
+        self, task_name: str, *args: Any, priority: int | None = None, **kwargs: Any
+    ) -> None:
+        """Raise now what `add_task(task_name, *args, ...)` would raise for these
+        arguments (unknown task, arguments that do not fit); accept nothing."""
+        self._new_record(task_name, args, dict(kwargs), priority)
+
     def _unknown_task(self, task_name: str) -> str:
         close = difflib.get_close_matches(task_name, self.specs, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -573,7 +591,7 @@ class AppCore:
         if type(uuid) is not UUID:
             uuid = checks.task_id(uuid, "app.get")
         await self._runtime.open_store()
-        record = await self.store.get(_as_uuid(uuid))
+        record = await self.store.get(uuid)
         return None if record is None else record.snapshot(self)
 
     async def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None:
@@ -734,10 +752,6 @@ _START_FIRST = (
 
 #: Middleware known not to count on running in a task of its own (see `TaskSpec.eager`).
 _BUILTIN_MIDDLEWARE = (CallLogging, Timing, Retries)
-
-
-def _as_uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
 
 
 def _setup_logging(level: int) -> None:

@@ -57,6 +57,8 @@ class AsyncTimer:
                 f"timer for task {task_name!r}: trigger= takes an APScheduler trigger "
                 f"(CronTrigger, IntervalTrigger, DateTrigger), got {trigger!r}"
             )
+        if task_name in self.app.specs:  # else resolved when it fires (registered later)
+            self.app.check_call(task_name, *args, priority=priority, kwargs=kwargs or {})
         job_options.setdefault("name", task_name)
         job_options.setdefault("misfire_grace_time", None)
         return self.scheduler.add_job(

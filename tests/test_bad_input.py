@@ -752,16 +752,11 @@ def test_setup_refused(row: Row) -> None:
 
 
 def app_arguments(**given: Any) -> Callable[[Any], None]:
-    """`checks.app_arguments`, which `QueueTasks(...)` is to call first (not wired yet)."""
-    args = {"name": "app", "store": None, "config": None, "middlewares": None, "executors": None}
+    """`QueueTasks(...)` with these arguments (the rest default; the name is 'app')."""
+    args = {"name": "app"}
     args.update(given)
-    return lambda _: checks_module.app_arguments(
-        **args,
-        config_type=QueueConfig,
-        store_type=Store,
-        middleware_type=Middleware,
-        executor_type=Executor,
-    )
+    name = args.pop("name")
+    return lambda _: QueueTasks(name, **args)  # type: ignore[arg-type]
 
 
 APP_ARGUMENTS: dict[str, Row] = {
