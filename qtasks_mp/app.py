@@ -9,47 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from types import MappingProxyType, TracebackType
-from typing import Any, TypeVar, overload
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
 from uuid import UUID
 
 from . import checks
 from .checks import INF, INT64_MAX, INT64_MIN, SECONDS_TYPES
 from .config import QueueConfig
-from .dispatcher import Route
 from .errors import (
     AppNotRunning,
     TaskArgumentsError,
     TaskFailed,
     TaskNotFound,
-    TaskRegistrationError,
 )
 from .executors.base import Executor
-from .executors.inline import InlineExecutor
-from .executors.thread import ThreadExecutor
 from .lifecycle import RunState, wait_for_stop_signal
-from .middleware.base import Middleware, build_chain
+from .middleware.base import Middleware
 from .middleware.call_logging import CallLogging
 from .middleware.retries import Retries
 from .middleware.timing import Timing
 from .progress import ProgressCallback, ProgressLine
-from .registries import (
-    Kind,
-    P,
-    R,
-    RegisteredTask,
-    TaskSpec,
-    accepts_context,
-    call_signature,
-    kind_of,
-    positional_range,
-)
+from .registration import TaskDecorator, TaskRegistry
 from .runtime import Runtime
 from .stores import store_from
 from .stores.base import Store
@@ -59,11 +44,6 @@ __all__ = ["AppCore", "wait_for_stop_signal"]
 
 log = logging.getLogger("qtasks_mp")
 T = TypeVar("T")
-
-_STANDARD_OPTIONS = [
-    *("name", "priority", "echo", "retry", "retry_on_exc", "retry_backoff"),
-    *("generate_handler", "executor", "timeout", "max_time", "middlewares", "tags", "description"),
-]
 
 
 class AppCore:
@@ -110,254 +90,42 @@ class AppCore:
         timing = builtin[1]
         assert isinstance(timing, Timing)
         self.timing = timing
-        self.executors: dict[str, Executor] = {}
-        self._sized_by_config: set[str] = {"inline", "thread"}
-        pools: list[Executor] = [InlineExecutor(), ThreadExecutor()]
-        for executor in pools:
-            self.executors[executor.name] = executor
-        for key, executor in (executors or {}).items():
-            self._add_executor(executor, key)
-        self.specs: dict[str, TaskSpec] = {}
-        # The run state and all that lives only while the app runs (runtime.py).
+        # The tasks and executors (registration.py) ...
+        self._registry = registry = TaskRegistry(self.config, self.middlewares, executors)
+        self.specs = registry.specs
+        self.executors = registry.executors
+        # ... and all that lives only while the app runs (runtime.py).
         self._runtime = Runtime(
             name,
             store_,
             self.config,
-            self.executors,
-            self.specs,
+            registry.executors,
+            registry.specs,
             self,
-            self._route,
-            self._size_executor,
+            registry.route,
+            registry.size_executor,
         )
+        registry.on_registered(self._runtime.registered)
         self._warned_stopped = False  # said once that tasks wait for start()
 
     # ---------------------------------------------------------------- registration
 
-    @overload
-    def task(self, fn: Callable[P, R], /) -> RegisteredTask[P, R]: ...
-
-    @overload
-    def task(
-        self,
-        name: str | None = None,
-        /,
-        *,
-        priority: int | None = None,
-        echo: bool = False,
-        retry: int | None = None,
-        retry_on_exc: Iterable[type[BaseException]] | None = None,
-        retry_backoff: float | None = None,
-        generate_handler: Callable[[Any], Any] | None = None,
-        executor: str | Executor | None = None,
-        timeout: float | None = None,
-        max_time: float | None = None,
-        middlewares: Sequence[Middleware] | None = None,
-        tags: Iterable[str] | None = None,
-        description: str | None = None,
-        **options: Any,
-    ) -> Callable[[Callable[P, R]], RegisteredTask[P, R]]: ...
-
-    def task(self, fn_or_name: Any = None, /, **opts: Any) -> Any:
+    @property
+    def task(self) -> TaskDecorator:
         """Register a task: `@app.task`, `@app.task("name")` or `@app.task(name=..., ...)`.
 
-        Every option is checked here (`checks.py`, and each middleware's `check_options`):
-        a bad one raises `TaskRegistrationError` naming the task, the value and the fix,
-        and nothing is registered.
+        Every option is checked here: a bad one raises `TaskRegistrationError` naming the
+        task, the value and the fix, and nothing is registered (see registration.py).
         """
-        if callable(fn_or_name):
-            return self._register(fn_or_name, opts)
-        if fn_or_name is not None:
-            if not isinstance(fn_or_name, str):
-                raise TaskRegistrationError(
-                    f"app.task({checks.got(fn_or_name)}): the first argument is the task's "
-                    "name (a str) or the function to register; pass @app.task('my_task') or "
-                    "put a bare @app.task above a def"
-                )
-            if opts.get("name") is not None:
-                raise TaskRegistrationError(
-                    f"task {fn_or_name!r}: the name is given twice ({fn_or_name!r} and "
-                    f"name={opts['name']!r}); pass it once: @app.task({fn_or_name!r})"
-                )
-            opts["name"] = fn_or_name
-
-        def decorate(fn: Callable[P, R]) -> RegisteredTask[P, R]:
-            return self._register(fn, opts)
-
-        return decorate
-
-    def _register(self, fn: Callable[P, R], opts: dict[str, Any]) -> RegisteredTask[P, R]:
-        opts = dict(opts)  # a decorator may be reused: never consume the caller's options
-        if isinstance(fn, RegisteredTask):  # stacked @app.task: register the function itself
-            fn = fn.__wrapped__
-        checks.task_function(fn, opts.get("name"))
-        name = checks.task_name(opts.pop("name", None), fn)
-        fail = checks.registration(name)
-        if name.endswith(".map") and not isinstance(fn, _MapChunk):
-            raise fail(
-                "names ending in '.map' are kept for the chunks of app.map(..., chunksize=N); "
-                f"pass another name, e.g. name={name[:-4] + '_map'!r}"
-            )
-        if name in self.specs:
-            other = self.specs[name].fn
-            raise fail(
-                f"a task of this name is already registered ({other.__module__}."
-                f"{other.__qualname__}); give one of them another name= "
-            )
-        task_middlewares = checks.middleware_list(
-            f"task {name!r}", opts.get("middlewares"), Middleware
-        )
-        options = {k: opts.pop(k) for k in list(opts) if k not in _STANDARD_OPTIONS}
-        declared = {o for mw in (*self.middlewares, *task_middlewares) for o in mw.options}
-        unknown = sorted(set(options) - declared)
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], _STANDARD_OPTIONS + sorted(declared), 1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise fail(
-                f"unknown option {unknown[0]!r}{hint}. Options: {', '.join(_STANDARD_OPTIONS)}; "
-                "a middleware may declare more in its `options`."
-            )
-        kind = kind_of(fn)
-        timeout = checks.seconds_option(name, "timeout", opts.get("timeout"), zero_ok=False)
-        max_time = checks.seconds_option(name, "max_time", opts.get("max_time"), zero_ok=False)
-        if timeout is not None and max_time is not None:
-            raise fail(
-                f"give timeout= or its alias max_time=, not both (got timeout={timeout:g}, "
-                f"max_time={max_time:g}); drop max_time="
-            )
-        timeout = timeout if timeout is not None else max_time
-        retry = checks.count(name, "retry", opts.get("retry"), "retries after the first attempt")
-        retry_on_exc = checks.exception_classes(fail, opts.get("retry_on_exc"))
-        retry_backoff = checks.seconds_option(
-            name, "retry_backoff", opts.get("retry_backoff"), zero_ok=True
-        )
-        priority = checks.task_priority(name, opts.get("priority"))
-        echo = checks.flag(name, "echo", opts.get("echo"))
-        handler = opts.get("generate_handler")
-        checks.generate_handler(name, handler, kind in (Kind.GENERATOR, Kind.ASYNC_GEN), kind.value)
-        tags = checks.tag_list(name, opts.get("tags"))
-        description = checks.description(name, opts.get("description"))
-        given = MappingProxyType(
-            {
-                **opts,
-                **options,
-                "retry": retry,
-                "retry_on_exc": retry_on_exc,
-                "retry_backoff": retry_backoff,
-            }
-        )
-        for mw in (*self.middlewares, *task_middlewares):
-            mw.check_options(name, given)  # a middleware refuses what it cannot use
-        pass_context = echo and accepts_context(fn)
-        executor = self._resolve_executor(name, kind, opts.get("executor"), pass_context)
-        if echo and not pass_context:
-            log.warning(
-                "task %r: echo=True but %s() has no parameter for the task context; it runs "
-                "without it (add a first parameter `self: AsyncTask` to use it)",
-                name,
-                getattr(fn, "__name__", name),
-            )
-        signature = call_signature(fn, pass_context)
-        spec = TaskSpec(
-            name=name,
-            fn=fn,
-            kind=kind,
-            executor=executor,
-            priority=priority,
-            echo=echo,
-            pass_context=pass_context,
-            retry=retry,
-            retry_on_exc=retry_on_exc,
-            retry_backoff=retry_backoff,
-            generate_handler=handler,
-            timeout=timeout,
-            middlewares=task_middlewares,
-            tags=tags,
-            description=description or (getattr(fn, "__doc__", None) or "").strip() or None,
-            options=options,
-            signature=signature,
-            positional_range=positional_range(signature),
-        )
-        self.specs[name] = spec
-        self._runtime.registered(spec)
-        return RegisteredTask(spec, fn)
+        return self._registry.task
 
     async def add_executor(self, name: str, executor: Executor) -> None:
         """Add an executor under `name`; on a running app, start it now.
 
         Raises what its `start()` raised (as `AppNotRunning`), with nothing left running.
         """
-        self._add_executor(executor, name)
+        self._registry.add_executor(executor, name)
         await self._runtime.lane_ready(name)
-
-    def _resolve_executor(
-        self, name: str, kind: Kind, choice: str | Executor | None, pass_context: bool = False
-    ) -> str:
-        """The key of the executor a task runs on. Every check comes first: an executor
-        (a process pool, an instance given to the task) joins the app only if they pass."""
-        checks.executor_choice(name, choice, Executor)
-        fail = checks.registration(name)
-        if choice is None:
-            choice = "inline" if kind.is_async else "thread"
-        new: Executor | None = None  # to add once every check has passed
-        sized = False
-        if isinstance(choice, Executor):
-            instance = choice
-            if kind not in instance.kinds:
-                raise fail(
-                    f"it is a {kind.value} function, which {instance!r} does not run; give it "
-                    "an executor that does (coroutines run on executor='inline')"
-                )
-            key = next((k for k, e in self.executors.items() if e is instance), None)
-            if key is None:
-                # its own lane: an instance given to a task never replaces the app's pools
-                key, n = instance.name, 1
-                while key in self.executors:
-                    n += 1
-                    key = f"{instance.name}-{n}"
-                new = instance
-        elif choice == "process" and "process" not in self.executors:
-            from .executors.process import ProcessExecutor  # processes start with the app
-
-            key, instance = "process", ProcessExecutor()
-            new, sized = instance, True
-        elif choice in self.executors:
-            key, instance = choice, self.executors[choice]
-        else:
-            raise fail(
-                f"no executor named {choice!r}; this app has "
-                f"{', '.join(sorted(self.executors))}. Pass one in "
-                "QueueTasks(executors={...}) or give an Executor instance."
-            )
-        if kind not in instance.kinds:
-            raise TaskRegistrationError(
-                f"task {name!r} is a {kind.value} function, which the {key!r} executor "
-                f"does not run; drop executor={key!r} (coroutines run inline) or make it "
-                "a plain function"
-            )
-        if pass_context and not instance.supports_context:
-            raise fail(
-                f"echo=True, but the {key!r} executor cannot pass the task context to "
-                "the code it runs (it runs elsewhere: another machine, a fresh process); drop "
-                "echo=True, or give the task executor='process' or 'thread'"
-            )
-        if new is not None:
-            self._add_executor(new, key)
-            if sized:
-                self._sized_by_config.add(key)
-        return key
-
-    def _add_executor(self, executor: Executor, key: str) -> None:
-        checks.executor_entry(key, executor, Executor)
-        present = self.executors.get(key)
-        if present is executor:
-            return
-        if present is not None and key not in self._sized_by_config:
-            raise TaskRegistrationError(
-                f"another executor is already registered as {key!r}; give this one another name"
-            )
-        executor.name = key
-        self.executors[key] = executor
-        self._sized_by_config.discard(key)
 
     # ---------------------------------------------------------------- adding and reading
 
@@ -460,7 +228,7 @@ class AppCore:
             task_name = checks.call_task_name(task_name, "app.map")
         spec = self.specs.get(task_name)
         if spec is None:
-            raise TaskNotFound(self._unknown_task(task_name))
+            raise TaskNotFound(self._registry.unknown_task(task_name))
         chunksize = checks.chunksize(task_name, chunksize)
         if timeout is not None:
             timeout = checks.wait_seconds(
@@ -479,7 +247,7 @@ class AppCore:
         if chunksize == 1:
             batches: list[Any] = items
         else:
-            spec = self._chunk_spec(spec)
+            spec = self._registry.chunk_spec(spec)
             batches = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
         tasks = [await self.add_task(spec.name, batch) for batch in batches]
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -507,30 +275,6 @@ class AppCore:
                 report(len(results), len(items))
         return results
 
-    def _chunk_spec(self, spec: TaskSpec) -> TaskSpec:
-        """The companion task that runs `spec`'s function over a list of items."""
-        name = f"{spec.name}.map"
-        if name not in self.specs:
-            if spec.kind is not Kind.FUNCTION or spec.pass_context:
-                raise TaskRegistrationError(
-                    f"map({spec.name!r}, chunksize>1) takes a plain function without echo; "
-                    "use chunksize=1 for coroutines, generators and echo tasks"
-                )
-            self._register(
-                _MapChunk(spec.fn),
-                {
-                    "name": name,
-                    "executor": spec.executor,
-                    "retry": spec.retry,
-                    "retry_on_exc": spec.retry_on_exc,
-                    "retry_backoff": spec.retry_backoff,
-                    "timeout": spec.timeout,
-                    "priority": spec.priority,
-                    "description": f"chunks of {spec.name} for app.map",
-                },
-            )
-        return self.specs[name]
-
     def _new_record(
         self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], priority: int | None
     ) -> TaskRecord:
@@ -540,7 +284,7 @@ class AppCore:
             task_name = checks.call_task_name(task_name, "add_task")
             spec = self.specs.get(task_name)
             if spec is None:
-                raise TaskNotFound(self._unknown_task(task_name))
+                raise TaskNotFound(self._registry.unknown_task(task_name))
         if self._stopping:
             raise AppNotRunning(f"task {task_name!r} not accepted: the app is stopping")
         if priority is None:
@@ -576,15 +320,6 @@ class AppCore:
         """Raise now what `add_task(task_name, *args, ...)` would raise for these
         arguments (unknown task, arguments that do not fit); accept nothing."""
         self._new_record(task_name, args, dict(kwargs), priority)
-
-    def _unknown_task(self, task_name: str) -> str:
-        close = difflib.get_close_matches(task_name, self.specs, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        known = ", ".join(sorted(self.specs)) or "none yet"
-        return (
-            f"task {task_name!r} is not registered.{hint} Registered: {known}. "
-            "Register it with @app.task before adding it."
-        )
 
     async def get(self, uuid: UUID | str) -> Task | None:
         """The task as it is now, or None if unknown (or dropped by retention)."""
@@ -665,22 +400,6 @@ class AppCore:
         """The event loop the app is bound to (set by its first start or call)."""
         return self._runtime.loop
 
-    def _route(self, spec: TaskSpec) -> Route:
-        assert isinstance(spec.executor, str)
-        executor = self.executors[spec.executor]
-        middlewares = [*self.middlewares, *spec.middlewares]
-        chain = build_chain(middlewares, executor.run)
-        eager = executor.eager and all(type(m) in _BUILTIN_MIDDLEWARE for m in middlewares)
-        return Route(spec, chain, eager)
-
-    def _size_executor(self, key: str, executor: Executor) -> None:
-        """The built-in executors take their size from the config, read at each start."""
-        if key in self._sized_by_config:
-            if isinstance(executor, InlineExecutor):
-                executor.max_tasks = self.config.max_tasks_process
-            elif isinstance(executor, ThreadExecutor):
-                executor.max_workers = self.config.thread_workers
-
     async def start(self) -> None:
         """Open the store, start the executors and the dispatcher.
 
@@ -731,27 +450,12 @@ class AppCore:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
 
-class _MapChunk:
-    """Calls a task's function on each item of a chunk (see `AppCore.map`). Picklable."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-        self.__name__ = f"{getattr(fn, '__name__', 'task')}_chunk"
-
-    def __call__(self, items: list[Any]) -> list[Any]:
-        fn = self.fn
-        return [fn(item) for item in items]
-
-
 _START_FIRST = (
     "Start the app first: put your code inside `async with app:` (or `await app.start()` "
     "... `await app.stop()`); a program without an event loop of its own uses the sync "
     "facade qtasks_mp.QueueTasks, which starts by itself. To hand tasks to another "
     'process, give both the same store="sqlite:///tasks.db".'
 )
-
-#: Middleware known not to count on running in a task of its own (see `TaskSpec.eager`).
-_BUILTIN_MIDDLEWARE = (CallLogging, Timing, Retries)
 
 
 def _setup_logging(level: int) -> None:

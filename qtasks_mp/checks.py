@@ -496,7 +496,7 @@ def app_arguments(
     executor_type: type,
 ) -> None:
     """The arguments of `QueueTasks(...)`. Each `executors` entry is checked again when it
-    is added (`AppCore._add_executor`)."""
+    is added (`TaskRegistry.add_executor`)."""
     if not isinstance(name, str) or not name.strip():
         fix = f"name={str(name)!r}" if is_number(name) else "name='my_app'"
         raise (ArgumentValueError if isinstance(name, str) else SetupError)(
