@@ -1,4 +1,4 @@
-"""The main loop of a process worker (runs in the child; see `process.py` for the flow).
+"""The main loop of a process worker (runs in the child; see the package docstring).
 
 One thread runs calls, one at a time, in the order they arrived. A second thread
 only watches the parent: it blocks reading a pipe whose write end lives in the
@@ -27,8 +27,8 @@ from uuid import UUID
 
 import msgpack
 
-from .. import wire
-from ..context import TaskInfo
+from ... import wire
+from ...context import TaskInfo
 
 #: How long a worker waits for its next message without sleeping (see `_Conn._poll`).
 _SPIN_S = 100e-6
@@ -302,7 +302,7 @@ class _Worker:
 
 
 def _task_snapshot(*fields: Any) -> Any:
-    from ..task import Task, TaskRecord  # imported late: keeps a bare worker light
+    from ...task import Task, TaskRecord  # imported late: keeps a bare worker light
 
     uuid, task_name, status, priority, args, kwargs, returning, tb, retry, created, updated = fields
     record = TaskRecord(UUID(uuid), task_name, "", priority, args, kwargs, created)

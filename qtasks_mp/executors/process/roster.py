@@ -1,0 +1,285 @@
+"""The pool's workers, from launch to exit: starting, replacing, retiring, killing, and
+accounting for each one's end. Everything here runs in the pool's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import multiprocessing
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from ... import wire
+from ...errors import QTasksError, WorkerCrashed
+from . import launch
+from .handle import WorkerHandle, WorkerState
+
+if TYPE_CHECKING:
+    from .pool import ProcessExecutor
+
+log = logging.getLogger("qtasks_mp.process")
+
+READY, RETIRING, DOOMED, GONE = (
+    WorkerState.READY,
+    WorkerState.RETIRING,
+    WorkerState.DOOMED,
+    WorkerState.GONE,
+)
+
+
+class Roster:
+    """Every worker handle of one running pool, whatever its state.
+
+    The pool's size is derived from the handles' states (`live`), never counted by
+    hand: a handle exists, in state STARTING, from the moment a worker is wanted, before
+    its process is started.
+    """
+
+    def __init__(self, pool: ProcessExecutor) -> None:
+        self.pool = pool
+        self.workers: list[WorkerHandle] = []
+        self.all_gone = asyncio.Event()
+        self.closing = asyncio.Event()
+        self.full = asyncio.Event()  # set while every worker wanted is ready
+        self.spawners: set[asyncio.Task[None]] = set()
+        self.failed_starts = 0
+        ctx = multiprocessing.get_context(pool.start_method)
+        if pool.start_method == "forkserver":
+            # Takes effect only if the forkserver is not running yet (it is per program).
+            ctx.set_forkserver_preload([worker_module(), *pool.preload])
+        self.ctx = ctx
+        self.alive = ctx.Pipe(duplex=False)  # workers exit when the write end is gone
+        launch.opened(self)
+
+    @property
+    def live(self) -> int:
+        """Workers starting or ready: the pool's size."""
+        return sum(h.state.live for h in self.workers)
+
+    @property
+    def ready(self) -> list[WorkerHandle]:
+        return [h for h in self.workers if h.state is READY]
+
+    def set_state(self, h: WorkerHandle, state: WorkerState) -> None:
+        h.state = state
+        self.check_full()
+
+    def check_full(self) -> None:
+        if len(self.ready) >= self.pool.wanted:
+            self.full.set()
+        else:
+            self.full.clear()
+
+    # ---------------------------------------------------------------- starting
+
+    def add(self, n: int) -> list[WorkerHandle]:
+        """`n` new handles (STARTING, counted as live at once), for `launch`."""
+        handles = [WorkerHandle(self.pool.on_message) for _ in range(n)]
+        for h in handles:
+            h.on_gone = self.finalize
+        self.workers += handles
+        self.all_gone.clear()
+        self.check_full()
+        return handles
+
+    async def launch(self, handles: list[WorkerHandle]) -> None:
+        """Start the processes of `handles`; if that fails they are dropped, and it raises."""
+        loop = asyncio.get_running_loop()
+        levels = {
+            "": logging.getLogger().getEffectiveLevel(),
+            "qtasks_mp": logging.getLogger("qtasks_mp").getEffectiveLevel(),
+        }
+        args = (self.alive[0], self.pool.preload, levels, self.pool.max_memory_per_worker)
+        launched_at = time.monotonic()
+        pairs = [socket.socketpair() for _ in handles]
+        try:
+            # Starting a process blocks (forkserver: a few ms; its first start, or spawn: more).
+            procs = await loop.run_in_executor(
+                None,
+                launch.start_processes,
+                self.ctx,
+                [child for _, child in pairs],
+                args,
+                f"qtasks_mp-{self.pool.name}",
+            )
+        except BaseException:
+            for parent, _ in pairs:
+                parent.close()
+            for h in handles:
+                self.drop(h)
+            raise
+        finally:
+            for _, child in pairs:
+                child.close()  # the worker has its own copy; ours would hide its EOF
+        for (parent, _), proc, h in zip(pairs, procs, handles, strict=True):
+            h.proc, h.pid, h.launched_at = proc, proc.pid, launched_at
+            await loop.connect_accepted_socket(functools.partial(_same, h), parent)
+            loop.add_reader(proc.sentinel, h.on_exit)
+            if not self.pool.running and h.state.live:  # closed while we were starting it
+                h.stop()
+                self.set_state(h, RETIRING)
+
+    def drop(self, h: WorkerHandle) -> None:
+        """Forget a handle whose process never started."""
+        h.state = GONE
+        self.workers.remove(h)
+        if not self.workers:
+            self.all_gone.set()
+        self.check_full()
+
+    def replace(self, delay_s: float = 0.0) -> None:
+        """Start one worker in the background, after `delay_s`."""
+        if not self.pool.running:
+            return
+        (h,) = self.add(1)
+        task = asyncio.get_running_loop().create_task(self._launch_later(h, delay_s))
+        self.spawners.add(task)
+        task.add_done_callback(self.spawners.discard)
+
+    async def _launch_later(self, h: WorkerHandle, delay_s: float) -> None:
+        if delay_s:  # back off: workers die while starting
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.closing.wait(), delay_s)
+        if not self.pool.running:
+            self.drop(h)
+            return
+        try:
+            await self.launch([h])
+        except Exception:
+            log.exception("process executor %r: could not start a worker", self.pool.name)
+            self.replace(min(5.0, max(0.1, delay_s * 2)))
+
+    def on_ready(self, h: WorkerHandle) -> None:
+        h.idle_since = time.monotonic()
+        startup = h.idle_since - h.launched_at
+        previous = self.pool.startup_s
+        self.pool.startup_s = startup if previous is None else 0.8 * previous + 0.2 * startup
+        self.failed_starts = 0
+        if h.state is WorkerState.STARTING:
+            self.set_state(h, READY)
+        if not h.ready.done():
+            h.ready.set_result(None)
+
+    # ---------------------------------------------------------------- ending
+
+    def retire(self, h: WorkerHandle, replace: bool) -> None:
+        """`h` finishes what it holds, then exits; gets no new call."""
+        self.set_state(h, RETIRING)
+        h.stop()
+        if replace:
+            self.replace()
+
+    def doom(self, h: WorkerHandle, exc: BaseException) -> None:
+        """Kill `h` now: its running call fails with `exc`, the rest go elsewhere."""
+        replace = h.state.live
+        self.set_state(h, DOOMED)
+        self.pool.scheduler.lose(h, exc)
+        h.signal(kill=False)
+        asyncio.get_running_loop().call_later(self.pool.kill_grace_s, h.signal, True)
+        if replace:
+            self.replace()
+
+    def finalize(self, h: WorkerHandle) -> None:
+        """The worker is gone and has said all it will: account for what it held."""
+        if h.state is GONE:
+            return
+        prior = h.state
+        self.set_state(h, GONE)
+        h.close()
+        self.workers.remove(h)
+        code = h.exitcode
+        crashed = prior is not DOOMED and bool(h.calls)  # a doomed one's were dealt with
+        if crashed:
+            self.pool.crashes += 1
+            head = h.calls[0]
+            log.error("worker %d running task %r died (exit code %s)", h.pid, head.call, code)
+            self.pool.scheduler.lose(h, WorkerCrashed(head.call.task_name, code))
+        h.sweep()
+        if not self.workers:
+            self.all_gone.set()
+        if prior is DOOMED:
+            return
+        if not crashed and prior is READY and self.pool.running:
+            self.pool.crashes += 1
+            log.warning("idle worker %d died (exit code %s)", h.pid, code)
+        if prior is WorkerState.STARTING:
+            self._start_failed(h)
+        elif prior is READY:
+            self.replace()
+        self.pool.room_changed()
+
+    def _start_failed(self, h: WorkerHandle) -> None:
+        error = QTasksError(
+            f"process executor {self.pool.name!r}: worker {h.pid} died while starting "
+            f"(exit code {h.exitcode})"
+        )
+        if h.fatal:
+            error.__cause__ = wire.RemoteTraceback(h.fatal)
+        if not h.ready.done():
+            h.ready.set_exception(error)
+            h.ready.exception()
+        if not self.pool.running:
+            return
+        self.failed_starts += 1
+        if self.failed_starts >= 3:  # workers cannot start: do not let calls wait forever
+            log.error("%s", error)
+            self.pool.scheduler.fail_waiting(error)
+        self.replace(min(5.0, 0.05 * 2**self.failed_starts))
+
+    async def close(self) -> None:
+        """Stop every worker (the pool has stopped running); return once all are gone."""
+        self.closing.set()
+        launch.closed(self)
+        if self.spawners:
+            await asyncio.wait(list(self.spawners))
+        for h in list(self.workers):
+            if h.calls:
+                self.doom(h, asyncio.CancelledError())
+            elif h.state.live:
+                self.retire(h, replace=False)
+        if self.workers:
+            try:
+                await asyncio.wait_for(self.all_gone.wait(), self.pool.kill_grace_s * 4)
+            except asyncio.TimeoutError:
+                self.kill_all()
+                await self.all_gone.wait()  # SIGKILL cannot be ignored
+        for end in self.alive:
+            end.close()
+
+    def kill_all(self) -> None:
+        for h in self.workers:
+            h.signal(kill=True)
+
+    # ---------------------------------------------------------------- reporting
+
+    def stats(self) -> dict[int, dict[str, Any]]:
+        workers = {}
+        for h in self.workers:
+            if h.proc is None:
+                continue
+            try:
+                rss = psutil.Process(h.pid).memory_info().rss
+            except psutil.Error:
+                rss = None
+            workers[h.pid] = {
+                "state": h.state.value,
+                "held": len(h.calls),
+                "done": h.done,
+                "rss": rss,
+            }
+        return workers
+
+
+def worker_module() -> str:
+    from . import worker
+
+    return worker.__name__
+
+
+def _same(h: WorkerHandle) -> WorkerHandle:
+    return h
