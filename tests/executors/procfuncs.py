@@ -262,3 +262,8 @@ def square(x: int) -> int:
     if x == -1:
         raise ValueError("negative one is not welcome")
     return x * x
+
+
+def our_modules() -> list[str]:
+    """The qtasks_mp modules this process has imported."""
+    return sorted(m for m in sys.modules if m == "qtasks_mp" or m.startswith("qtasks_mp."))

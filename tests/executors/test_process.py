@@ -65,6 +65,23 @@ async def test_constructing_starts_no_process() -> None:
     assert psutil.Process().children(recursive=True) == before
 
 
+async def test_a_worker_imports_only_the_wire_format_and_the_context() -> None:
+    executor = ProcessExecutor(max_workers=1, autoscale=False)  # a fresh worker
+    await executor.start()
+    try:
+        loaded = await executor.run(make_call(procfuncs.our_modules))
+    finally:
+        await executor.aclose()
+    assert set(loaded) == {
+        "qtasks_mp",  # the packages on the way: their __init__ import nothing
+        "qtasks_mp.executors",
+        "qtasks_mp.executors.process",
+        "qtasks_mp.executors.process.worker",
+        "qtasks_mp.wire",
+        "qtasks_mp.context",
+    }
+
+
 async def test_add_task_returns_the_result_through_the_app(app: QueueTasks) -> None:
     task = await app.add_task("add", 2, 3, timeout=5)
     assert task is not None and task.status == TaskStatus.SUCCESS
