@@ -275,6 +275,26 @@ def result_segment(worker_pid: int, call_id: int, n: int) -> str:
     return f"{SHM_PREFIX}{worker_pid:x}r{call_id:x}_{n:x}"
 
 
+def use_resource_tracker(fd: int) -> None:
+    """Register segments with the resource tracker whose pipe is `fd` (a worker: its
+    parent's), instead of starting a tracker of our own.
+
+    One tracker for the parent and every worker: it unlinks what is still registered
+    when the whole program is gone, whoever made it. The stdlib's own child start-up
+    (`multiprocessing.spawn._main`, the forkserver's `_serve_one`) hands the tracker
+    over by setting this same attribute; there is no public way to.
+    """
+    resource_tracker._resource_tracker._fd = fd  # type: ignore[attr-defined]
+
+
+def tracker_fd() -> int:
+    """The resource tracker's pipe (started if need be), for `use_resource_tracker`."""
+    resource_tracker.ensure_running()
+    fd = resource_tracker.getfd()
+    assert fd is not None  # it runs
+    return fd
+
+
 def shm_create(name: str, buffers: Sequence[pickle.PickleBuffer]) -> list[Any]:
     """Create segment `name` holding `buffers`; return `[name, lengths]` for a message.
 

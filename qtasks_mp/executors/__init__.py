@@ -23,7 +23,7 @@ _WHERE = {
     "Executor": ".base",
     "InlineExecutor": ".inline",
     "ThreadExecutor": ".thread",
-    "ProcessExecutor": ".process",  # multiprocessing machinery only for apps that use it
+    "ProcessExecutor": ".process",  # the pool machinery only for apps that use it
     "DaskExecutor": ".dask",  # Dask is an optional extra: imported only when asked for
 }
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 import pytest_asyncio
 from proc_support import fifo, gone, grandchildren, make_call, read_fifo, write_fifo
 
-from qtasks_mp import QTasksError, SerializationError, TaskStatus
+from qtasks_mp import SerializationError, TaskStatus
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.executors.process import ProcessExecutor
 from qtasks_mp.wire import RemoteTraceback
@@ -76,6 +79,7 @@ async def test_a_worker_imports_only_the_wire_format_and_the_context() -> None:
         "qtasks_mp",  # the packages on the way: their __init__ import nothing
         "qtasks_mp.executors",
         "qtasks_mp.executors.process",
+        "qtasks_mp.executors.process.forkserver",  # a worker is a fork of it
         "qtasks_mp.executors.process.worker",
         "qtasks_mp.wire",
         "qtasks_mp.context",
@@ -311,16 +315,45 @@ async def test_spawn_start_method_runs_module_and_main_functions() -> None:
         await executor.aclose()
 
 
-async def test_plain_fork_is_refused_while_threads_run() -> None:
-    import threading
+async def test_plain_fork_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"'fork'.*deadlock.*'forkserver'"):
+        ProcessExecutor(max_workers=1, start_method="fork", autoscale=False)
 
-    stop = threading.Event()
-    thread = threading.Thread(target=stop.wait)
-    thread.start()
-    try:
-        pool = ProcessExecutor(max_workers=1, start_method="fork", autoscale=False)
-        with pytest.raises(QTasksError, match=r"start_method='fork'.*threads.*forkserver"):
-            await pool.start()
-    finally:
-        stop.set()
-        thread.join()
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_workers_never_run_the_main_module_again(tmp_path: Path, start_method: str) -> None:
+    # A script with no `if __name__ == "__main__":` guard: every run of its module
+    # adds a line to `runs`. Its workers must not add one (they would start a second
+    # pool each, as multiprocessing's spawn and forkserver methods would make them).
+    runs = tmp_path / "runs"
+    script = tmp_path / "no_guard.py"
+    here = os.path.dirname(procfuncs.__file__)
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio, os, sys
+            with open({str(runs)!r}, "a") as f:
+                f.write(f"{{os.getpid()}}\\n")
+            sys.path.insert(0, {here!r})
+            import procfuncs
+            from proc_support import make_call
+            from qtasks_mp.executors.process import ProcessExecutor
+
+            async def main():
+                pool = ProcessExecutor(2, autoscale=False, start_method={start_method!r})
+                await pool.start()
+                pids = await asyncio.gather(*(pool.run(make_call(procfuncs.pid)) for _ in range(4)))
+                await pool.aclose()
+                print(len(set(pids)))
+
+            asyncio.run(main())
+            """
+        )
+    )
+    command = [sys.executable, str(script)]
+    out = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=30, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() in (["1"], ["2"])  # the calls ran in workers
+    assert len(runs.read_text().split()) == 1  # the script itself, once

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import enum
 import itertools
+import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -44,8 +46,7 @@ class WorkerHandle(asyncio.BufferedProtocol):
     def __init__(self, on_message: Callable[[WorkerHandle, list[Any]], None]) -> None:
         self.on_message = on_message
         self.on_gone: Callable[[WorkerHandle], None] = lambda h: None  # exit + EOF seen
-        self.proc: Any = None  # set once the process is started
-        self.pid: int = -next(_placeholders)
+        self.pid: int = -next(_placeholders)  # the real one (> 0) once it is launched
         self.state = WorkerState.STARTING
         self.calls: deque[PendingCall] = deque()  # sent, in order; calls[0] is running
         self.known: set[int] = set()  # function keys this worker has been sent
@@ -111,34 +112,40 @@ class WorkerHandle(asyncio.BufferedProtocol):
     # ---------------------------------------------------------------- the process
 
     @property
+    def launched(self) -> bool:
+        return self.pid > 0
+
+    @property
     def alive(self) -> bool:
         """Whether a message from it still counts (not being killed, not gone)."""
         return self.state is not WorkerState.DOOMED and self.state is not WorkerState.GONE
 
-    def on_exit(self) -> None:
+    def on_exit(self, exitcode: int | None) -> None:
         """Its process exited. Answers sent just before may still sit in the socket: it
         is gone once EOF is read too (or a second later: a grandchild holding the socket
         open would delay EOF forever)."""
-        self.loop.remove_reader(self.proc.sentinel)
         self.exited = True
-        self.exitcode = self.proc.exitcode
+        self.exitcode = exitcode
         if self.eof:
             self.on_gone(self)
         else:
             self.loop.call_later(1.0, self.on_gone, self)
 
     def signal(self, kill: bool) -> None:
-        """SIGKILL (`kill`) or SIGTERM it, unless it has exited."""
-        if self.proc is not None and not self.exited and self.state is not WorkerState.GONE:
-            with contextlib.suppress(ValueError, OSError):
-                self.proc.kill() if kill else self.proc.terminate()
+        """SIGKILL (`kill`) or SIGTERM it, unless it has exited.
+
+        The fork server reaps it as it exits and tells us in a message that may still be
+        on its way: in that window the pid could, in theory, be reused by another
+        process. (multiprocessing's forkserver has the same window; pids are reused only
+        after the kernel has cycled through the pid space.)"""
+        if self.launched and not self.exited and self.state is not WorkerState.GONE:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL if kill else signal.SIGTERM)
 
     def close(self) -> None:
-        """Release the socket and the process handle (it has exited)."""
+        """Release the socket (it has exited)."""
         if self.transport is not None:
             self.transport.close()
-        with contextlib.suppress(ValueError):
-            self.proc.close()
 
     def sweep(self) -> None:
         """Unlink the result segments it made and we never received (it is gone).

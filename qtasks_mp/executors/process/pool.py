@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import multiprocessing
-import sys
-import threading
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -25,12 +23,22 @@ from .schedule import Scheduler
 
 log = logging.getLogger("qtasks_mp.process")
 
+# A forked copy of a running program has only the thread that forked: locks that other
+# threads held (logging's, an allocator's, the event loop's) stay locked in it forever.
+FORK_REFUSED = (
+    ": a plain fork of a program that runs an event loop and threads can deadlock its "
+    "workers. 'forkserver' forks workers from a small single-threaded process instead"
+)
+
 
 class ProcessExecutor(Executor):
     """Runs plain functions and generators in `max_workers` processes (default: CPU count).
 
-    - `start_method`: "forkserver" on Linux, "spawn" elsewhere; the forkserver preloads
-      `qtasks_mp` and the modules named in `preload` (each worker imports them too).
+    - `start_method`: "forkserver" (the default): a small process of the pool's own,
+      started once, forks each worker; it imports the worker side of qtasks_mp and the
+      modules named in `preload` first (each worker imports them too). "spawn": each
+      worker is a fresh interpreter (slower to start). Neither runs your `__main__`
+      again. Plain "fork" is refused (see `FORK_REFUSED`). POSIX only.
     - `max_tasks_per_worker`, `max_memory_per_worker` (bytes of RSS, checked after each
       call): past either, a worker finishes what it holds and is replaced.
     - `autoscale` (default on): the pool starts with `min_workers` and an `Autoscaler`
@@ -75,11 +83,11 @@ class ProcessExecutor(Executor):
         autoscale_interval_s: float = 0.1,
     ) -> None:
         super().__init__()
-        methods = multiprocessing.get_all_start_methods()
-        if start_method is None:
-            start_method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-        if start_method not in methods:
-            raise ValueError(f"start_method {start_method!r} is not one of {methods}")
+        if start_method not in (None, "forkserver", "spawn"):
+            raise ValueError(
+                f"start_method {start_method!r} is not 'forkserver' (the default) or 'spawn'"
+                + FORK_REFUSED * (start_method == "fork")
+            )
         for label, value in [
             ("max_workers", max_workers),
             ("max_tasks_per_worker", max_tasks_per_worker),
@@ -88,7 +96,7 @@ class ProcessExecutor(Executor):
         ]:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{label} must be a whole number >= 1, got {value!r}")
-        self.max_workers: int = max_workers or multiprocessing.cpu_count()
+        self.max_workers: int = max_workers or os.cpu_count() or 1
         if not isinstance(min_workers, int) or not 0 <= min_workers <= self.max_workers:
             raise ValueError(
                 f"min_workers must be a whole number from 0 to max_workers "
@@ -106,7 +114,7 @@ class ProcessExecutor(Executor):
         elif autoscale is not False:
             self.policy = autoscale
         self.autoscale_interval_s = autoscale_interval_s
-        self.start_method = start_method
+        self.start_method = start_method or "forkserver"
         self.preload = list(preload)
         self.max_tasks_per_worker = max_tasks_per_worker
         self.max_memory_per_worker = max_memory_per_worker
@@ -153,14 +161,6 @@ class ProcessExecutor(Executor):
     async def start(self) -> None:
         if self.running:
             return
-        if self.start_method == "fork" and threading.active_count() > 1:
-            # A forked child gets only the forking thread: locks other threads held
-            # (logging's, an allocator's, a driver's) stay locked in it forever.
-            raise QTasksError(
-                f"process executor {self.name!r}: start_method='fork' in a process that "
-                f"runs {threading.active_count()} threads can deadlock its workers; use "
-                "'forkserver' (the default on Linux) or 'spawn'"
-            )
         self.running = True
         self._quiet = asyncio.Event()
         self._quiet.set()
@@ -370,7 +370,7 @@ class ProcessExecutor(Executor):
             "workers": len(live),  # ready, or starting to replace one that left
             "starting": sum(h.state is WorkerState.STARTING for h in live),
             "busy": sum(1 for h in workers if h.calls),
-            "pids": [h.pid for h in live if h.proc is not None],
+            "pids": [h.pid for h in live if h.launched],
             "queued": len(self.scheduler.pending) + sum(max(0, len(h.calls) - 1) for h in workers),
             "per_worker": {} if self.roster is None else self.roster.stats(),
             "calls_done": self.calls_done,

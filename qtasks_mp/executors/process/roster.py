@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import multiprocessing
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -16,8 +15,8 @@ import psutil
 
 from ... import wire
 from ...errors import QTasksError, WorkerCrashed
-from . import launch
 from .handle import WorkerHandle, WorkerState
+from .launch import ForkServer
 
 if TYPE_CHECKING:
     from .pool import ProcessExecutor
@@ -48,13 +47,7 @@ class Roster:
         self.full = asyncio.Event()  # set while every worker wanted is ready
         self.spawners: set[asyncio.Task[None]] = set()
         self.failed_starts = 0
-        ctx = multiprocessing.get_context(pool.start_method)
-        if pool.start_method == "forkserver":
-            # Takes effect only if the forkserver is not running yet (it is per program).
-            ctx.set_forkserver_preload([worker_module(), *pool.preload])
-        self.ctx = ctx
-        self.alive = ctx.Pipe(duplex=False)  # workers exit when the write end is gone
-        launch.opened(self)
+        self.server = ForkServer(self._on_exit, self._server_lost)
 
     @property
     def live(self) -> int:
@@ -94,18 +87,14 @@ class Roster:
             "": logging.getLogger().getEffectiveLevel(),
             "qtasks_mp": logging.getLogger("qtasks_mp").getEffectiveLevel(),
         }
-        args = (self.alive[0], self.pool.preload, levels, self.pool.max_memory_per_worker)
         launched_at = time.monotonic()
         pairs = [socket.socketpair() for _ in handles]
+        server, memory = self.server, self.pool.max_memory_per_worker
         try:
-            # Starting a process blocks (forkserver: a few ms; its first start, or spawn: more).
-            procs = await loop.run_in_executor(
-                None,
-                launch.start_processes,
-                self.ctx,
-                [child for _, child in pairs],
-                args,
-                f"qtasks_mp-{self.pool.name}",
+            if not server.running:  # the first start, or the server died
+                await server.start(self.pool.preload, spawn=self.pool.start_method == "spawn")
+            pids = await asyncio.gather(
+                *(server.launch(child, levels, memory) for _, child in pairs)
             )
         except BaseException:
             for parent, _ in pairs:
@@ -116,10 +105,9 @@ class Roster:
         finally:
             for _, child in pairs:
                 child.close()  # the worker has its own copy; ours would hide its EOF
-        for (parent, _), proc, h in zip(pairs, procs, handles, strict=True):
-            h.proc, h.pid, h.launched_at = proc, proc.pid, launched_at
+        for (parent, _), pid, h in zip(pairs, pids, handles, strict=True):
+            h.pid, h.launched_at = pid, launched_at
             await loop.connect_accepted_socket(functools.partial(_same, h), parent)
-            loop.add_reader(proc.sentinel, h.on_exit)
             if not self.pool.running and h.state.live:  # closed while we were starting it
                 h.stop()
                 self.set_state(h, RETIRING)
@@ -153,6 +141,22 @@ class Roster:
         except Exception:
             log.exception("process executor %r: could not start a worker", self.pool.name)
             self.replace(min(5.0, max(0.1, delay_s * 2)))
+
+    def _on_exit(self, pid: int, exitcode: int | None) -> None:
+        h = next((h for h in self.workers if h.pid == pid), None)
+        if h is not None and not h.exited:
+            h.on_exit(exitcode)
+
+    def _server_lost(self) -> None:
+        """The fork server died: nobody will report its workers' exits. Kill them all
+        (their calls fail as crashed or go elsewhere); a new server starts with the
+        next worker."""
+        if self.pool.running:
+            log.error("process executor %r: its fork server died", self.pool.name)
+        for h in list(self.workers):
+            if h.launched and not h.exited:
+                h.signal(kill=True)
+                h.on_exit(None)
 
     def on_ready(self, h: WorkerHandle) -> None:
         h.idle_since = time.monotonic()
@@ -234,7 +238,6 @@ class Roster:
     async def close(self) -> None:
         """Stop every worker (the pool has stopped running); return once all are gone."""
         self.closing.set()
-        launch.closed(self)
         if self.spawners:
             await asyncio.wait(list(self.spawners))
         for h in list(self.workers):
@@ -246,21 +249,17 @@ class Roster:
             try:
                 await asyncio.wait_for(self.all_gone.wait(), self.pool.kill_grace_s * 4)
             except asyncio.TimeoutError:
-                self.kill_all()
+                for h in self.workers:
+                    h.signal(kill=True)
                 await self.all_gone.wait()  # SIGKILL cannot be ignored
-        for end in self.alive:
-            end.close()
-
-    def kill_all(self) -> None:
-        for h in self.workers:
-            h.signal(kill=True)
+        await self.server.close()
 
     # ---------------------------------------------------------------- reporting
 
     def stats(self) -> dict[int, dict[str, Any]]:
         workers = {}
         for h in self.workers:
-            if h.proc is None:
+            if not h.launched:
                 continue
             try:
                 rss = psutil.Process(h.pid).memory_info().rss
@@ -273,12 +272,6 @@ class Roster:
                 "rss": rss,
             }
         return workers
-
-
-def worker_module() -> str:
-    from . import worker
-
-    return worker.__name__
 
 
 def _same(h: WorkerHandle) -> WorkerHandle:

@@ -21,7 +21,6 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 from uuid import UUID
 
@@ -311,23 +310,34 @@ def _task_snapshot(*fields: Any) -> Any:
     return Task(record, None)
 
 
-def _watch_parent(alive: Connection) -> None:
-    """Exit the process as soon as the parent's end of `alive` is gone."""
-    with contextlib.suppress(EOFError, OSError):
-        alive.recv_bytes()
+def _watch_parent(alive: int) -> None:
+    """Exit the process as soon as the parent's end of the `alive` pipe is gone (nobody
+    ever writes to it: a read returns only at EOF)."""
+    with contextlib.suppress(OSError):
+        os.read(alive, 1)
     os._exit(0)
+
+
+def spawned(config: dict[str, Any]) -> None:
+    """Entry point of a worker started as a fresh interpreter (see `forkserver.WORKER_BOOT`)."""
+    wire.use_resource_tracker(config["tracker"])
+    sock = socket.socket(fileno=config["sock"])
+    main(sock, config["alive"], config["preload"], config["levels"], config["max_memory"])
 
 
 def main(
     sock: socket.socket,
-    alive: Connection,
+    alive: int,
     preload: list[str],
     log_levels: dict[str, int],
     max_memory: int | None,
 ) -> None:
-    """Entry point of a worker process (started by `ProcessExecutor` via multiprocessing)."""
+    """Entry point of a worker process (started by the pool's fork server)."""
     # Ctrl-C reaches the whole foreground process group: only the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Not for the processes a task starts: one holding our socket would hide our exit.
+    sock.set_inheritable(False)
+    os.set_inheritable(alive, False)
     threading.Thread(target=_watch_parent, args=(alive,), daemon=True).start()
     conn = _Conn(sock)
     try:
@@ -347,4 +357,4 @@ def main(
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(0)  # skip interpreter teardown and multiprocessing's atexit joins: nothing to flush
+    os._exit(0)  # skip interpreter teardown: nothing left to flush
