@@ -30,6 +30,7 @@ import signal
 import socket
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ... import wire
@@ -103,12 +104,25 @@ def serve(config: dict[str, Any]) -> None:
         finally:
             os._exit(1)
 
+    with contextlib.suppress(OSError):  # the parent went away: nothing left to do
+        _loop(ctl, selector, unpacker, fds, wake_r, launch)
+    os._exit(0)
+
+
+def _loop(
+    ctl: socket.socket,
+    selector: selectors.BaseSelector,
+    unpacker: Any,
+    fds: deque[int],
+    wake_r: int,
+    launch: Callable[[list[Any]], int],
+) -> None:
     while True:
         for key, _ in selector.select():
             if key.fileobj is ctl:
                 data, received, _, _ = socket.recv_fds(ctl, 1 << 16, _MAX_FDS)
                 if not data:  # the parent closed the pool, or died
-                    os._exit(0)
+                    return
                 fds.extend(received)
                 unpacker.feed(data)
                 for message in unpacker:

@@ -48,12 +48,22 @@ class ForkServer:
         self.alive_w = -1  # workers exit when this, the pipe's only write end, closes
         self.launches: deque[asyncio.Future[int]] = deque()
         self.unpacker = wire.unpacker()
+        self._starting: asyncio.Future[None] | None = None
+
+    async def ensure(self, preload: list[str], spawn: bool) -> None:
+        """Start it unless it runs; callers that come while it starts wait for that start
+        (workers replaced together after the server died must not start one each)."""
+        if self.running:
+            return
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.ensure_future(self._start(preload, spawn))
+        await asyncio.shield(self._starting)
 
     @property
     def running(self) -> bool:
         return self.sock is not None
 
-    async def start(self, preload: list[str], spawn: bool) -> None:
+    async def _start(self, preload: list[str], spawn: bool) -> None:
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
         alive_r, alive_w = os.pipe()
@@ -120,7 +130,10 @@ class ForkServer:
 
     def _gone(self) -> None:
         """The server closed its socket: it died (or was killed)."""
-        code = None if self.proc is None else self.proc.poll()
+        proc, self.proc = self.proc, None
+        code = None if proc is None else proc.poll()
+        if proc is not None and code is None:  # reap it (in a thread: it may still be dying)
+            asyncio.get_running_loop().run_in_executor(None, proc.wait)
         self._disconnect()
         error = QTasksError(f"the process pool's fork server exited (exit code {code})")
         while self.launches:

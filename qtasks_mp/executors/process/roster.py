@@ -91,8 +91,8 @@ class Roster:
         pairs = [socket.socketpair() for _ in handles]
         server, memory = self.server, self.pool.max_memory_per_worker
         try:
-            if not server.running:  # the first start, or the server died
-                await server.start(self.pool.preload, spawn=self.pool.start_method == "spawn")
+            # The first start, or after the server died.
+            await server.ensure(self.pool.preload, spawn=self.pool.start_method == "spawn")
             pids = await asyncio.gather(
                 *(server.launch(child, levels, memory) for _, child in pairs)
             )
@@ -154,9 +154,14 @@ class Roster:
         if self.pool.running:
             log.error("process executor %r: its fork server died", self.pool.name)
         for h in list(self.workers):
-            if h.launched and not h.exited:
-                h.signal(kill=True)
-                h.on_exit(None)
+            if not h.launched or h.exited:
+                continue
+            if h.state is not DOOMED:  # it must get no new call while its EOF is awaited
+                if h.calls:
+                    self.pool.crashes += 1
+                self.doom(h, WorkerCrashed(h.calls[0].call.task_name if h.calls else "", None))
+            h.signal(kill=True)
+            h.on_exit(None)
 
     def on_ready(self, h: WorkerHandle) -> None:
         h.idle_since = time.monotonic()
