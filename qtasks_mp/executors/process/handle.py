@@ -142,6 +142,11 @@ class WorkerHandle(asyncio.BufferedProtocol):
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL if kill else signal.SIGTERM)
 
+    def forget(self) -> None:
+        """In a forked child: this worker is the parent's; never signal it from here."""
+        self.exited = True
+        self.state = WorkerState.GONE
+
     def close(self) -> None:
         """Release the socket (it has exited)."""
         if self.transport is not None:

@@ -49,6 +49,7 @@ class ForkServer:
         self.launches: deque[asyncio.Future[int]] = deque()
         self.unpacker = wire.unpacker()
         self._starting: asyncio.Future[None] | None = None
+        self._kept: socket.socket | None = None  # see `forget`
 
     async def ensure(self, preload: list[str], spawn: bool) -> None:
         """Start it unless it runs; callers that come while it starts wait for that start
@@ -150,6 +151,17 @@ class ForkServer:
         if self.alive_w >= 0:
             os.close(self.alive_w)
             self.alive_w = -1
+
+    def forget(self) -> list[int]:
+        """In a forked child: the server is the parent's. Drop it without a word to it or
+        to the loop; return our copies of its descriptors, for the caller to blank."""
+        if self.alive_w >= 0:
+            os.close(self.alive_w)  # a plain descriptor, in no event loop
+        fds = [] if self.sock is None else [self.sock.fileno()]
+        # The socket object lives on (`_kept`), closing the /dev/null put in its place.
+        self._kept, self.sock, self.alive_w, self.proc = self.sock, None, -1, None
+        self.launches.clear()
+        return fds
 
     async def close(self) -> None:
         """Stop the server (it exits when its socket closes) and wait for it."""

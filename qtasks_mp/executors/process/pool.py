@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -120,6 +121,7 @@ class ProcessExecutor(Executor):
         self.max_memory_per_worker = max_memory_per_worker
         self.pipeline_depth = pipeline_depth
         self.running = False
+        self._owner = os.getpid()  # the process whose pool this is (see `_after_fork`)
         self._autoscaler: Autoscaler | None = None
         self.roster: Roster | None = None  # while started
         self.scheduler = Scheduler(self)
@@ -162,6 +164,8 @@ class ProcessExecutor(Executor):
         if self.running:
             return
         self.running = True
+        self._owner = os.getpid()
+        _running.add(self)
         self._quiet = asyncio.Event()
         self._quiet.set()
         roster = self.roster = Roster(self)
@@ -211,18 +215,28 @@ class ProcessExecutor(Executor):
         if not cancel_pending and self.running:
             await self._quiet.wait()
         self.running = False
+        _running.discard(self)
         self.scheduler.fail_waiting(asyncio.CancelledError())
         await roster.close()
         for task in list(self._answers):
             task.cancel()
         self.roster = None
 
+    def _forget(self) -> None:
+        """In a forked child: the workers are the parent's. Let go of them untouched."""
+        self.running = False
+        if self.roster is not None:
+            self.roster.forget()
+        self.roster = None  # `aclose` and `stats` see a pool that was never started
+
     # ------------------------------------------------------------------ calls
 
     async def run(self, call: Call) -> Any:
         if not self.running:
+            where = f" (it belongs to process {self._owner})" * (self._owner != os.getpid())
             raise AppNotRunning(
                 f"task {call.task_name!r}: the process executor {self.name!r} is not started"
+                f"{where}; a forked child must start a pool of its own"
             )
         key = self.scheduler.key(call.spec)
         context = call.context
@@ -380,3 +394,20 @@ class ProcessExecutor(Executor):
             "startup_s": self.startup_s,
             "autoscale": None if self._autoscaler is None else self._autoscaler.stats(),
         }
+
+
+# A program that forks while a pool runs (os.fork(), a fork-context multiprocessing
+# pool, gunicorn --preload) gives the child a copy of the pool: of its objects, and of
+# its file descriptors. The child must leave the parent's workers alone: nothing it
+# writes may reach them, closing its copy must not stop them, and the parent's death
+# must still end them (they exit when every copy of their pipe's write end is gone).
+_running: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for pool in list(_running):
+        pool._forget()
+    _running.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -258,6 +259,27 @@ class Roster:
                     h.signal(kill=True)
                 await self.all_gone.wait()  # SIGKILL cannot be ignored
         await self.server.close()
+
+    def forget(self) -> None:
+        """In a forked child (called at the fork): our copies of the workers' and the
+        server's sockets and of the alive pipe become /dev/null, so nothing this process
+        writes reaches them and the parent's death still ends them. The numbers stay
+        valid, so the objects holding them close /dev/null later. Nothing here may touch
+        the event loop: the child shares its epoll instance with the parent, and
+        unregistering a descriptor there would unregister the parent's."""
+        fds = self.server.forget()
+        for h in self.workers:
+            h.forget()
+            if h.transport is not None:
+                fds.append(h.transport.get_extra_info("socket").fileno())
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.dup2(null, fd, inheritable=False)
+        finally:
+            os.close(null)
+        self.workers.clear()
 
     # ---------------------------------------------------------------- reporting
 
