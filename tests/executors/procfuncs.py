@@ -267,3 +267,21 @@ def square(x: int) -> int:
 def our_modules() -> list[str]:
     """The qtasks_mp modules this process has imported."""
     return sorted(m for m in sys.modules if m == "qtasks_mp" or m.startswith("qtasks_mp."))
+
+
+def nbytes(array: Any) -> int:
+    return int(array.nbytes)
+
+
+def ones(n: int) -> Any:
+    """A numpy array of `n` bytes, made here."""
+    import numpy
+
+    return numpy.ones(n, dtype=numpy.uint8)
+
+
+def touch(n: int) -> int:
+    """The machine's work of `ones(n)` (page faults, memory traffic), nothing returned."""
+    import numpy
+
+    return int(numpy.ones(n, dtype=numpy.uint8)[:: 1 << 12].sum())
