@@ -36,6 +36,7 @@ OP_FUNC = 1  # [OP_FUNC, key, ref | None, blob | None, is_generator]
 OP_CALL = 2  # [OP_CALL, call_id, key, payload, context | None, shm | None]
 OP_STOP = 3  # [OP_STOP]: finish the calls already received, then exit 0
 OP_REPLY = 4  # [OP_REPLY, request_id, ok, payload]: answer to OP_ADD
+OP_ACK = 5  # [OP_ACK, call_id, n]: n more items of that call's generator were handled
 # worker -> parent
 OP_READY = 10  # [OP_READY, pid]
 OP_OK = 11  # [OP_OK, call_id, payload, shm | None, retire]
@@ -45,6 +46,10 @@ OP_ITEM = 13  # [OP_ITEM, call_id, payload, shm | None]: one item yielded by a g
 OP_LOG = 14  # [OP_LOG, {LogRecord attributes}]
 OP_ADD = 15  # [OP_ADD, call_id, request_id, payload]: the task context's add_task
 OP_FATAL = 16  # [OP_FATAL, traceback]: the worker could not start
+
+#: Items of a generator a worker may have sent that the parent's `generate_handler`
+#: has not handled yet (OP_ACK returns credit): bounds the memory items hold.
+ITEM_WINDOW = 8
 
 # `OP_ERR.where`: the step of a call that failed.
 WHERE_FUNCTION = "function"  # loading the function in the worker

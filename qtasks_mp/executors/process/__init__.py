@@ -23,7 +23,8 @@ is a process with one socket pair to the parent and a shared "alive" pipe.
                │     ^    /dev/shm/qtmp_* ═══════>    runs calls one by one, FIFO
                │     │       <═══════ (buffers >= 1 MiB, both ways; names in the messages)
                │     │  OP_OK / OP_ERR  result or exception + traceback text
-               │     │  OP_ITEM         one item of a generator, as produced
+               │     │  OP_ITEM         one item of a generator, as produced;
+               │     │                  at most ITEM_WINDOW not yet handled (OP_ACK)
                │     │  OP_LOG          a log record, re-emitted here
                │     │  OP_ADD          task context's add_task -> OP_REPLY
                │     │
@@ -58,6 +59,10 @@ Concurrency hazards, and the answers:
   `pipeline_depth` fixes it), so tiny calls never wait for a round trip; the price is
   that a quick call can wait behind a slow one on the same worker. New calls go to
   the worker holding the fewest.
+- Generator items are flow-controlled: a worker may have `wire.ITEM_WINDOW` items
+  sent that the `generate_handler` has not handled yet; the parent acks each one
+  after its handler returns (OP_ACK), and the worker waits for credit before it makes
+  the next item's segment. A slow handler cannot make items pile up in memory.
 - The pool's size is never counted by hand: it is the number of handles whose state
   is STARTING or READY. A handle exists from the moment a worker is wanted, before
   its process starts, so a worker being launched counts too.

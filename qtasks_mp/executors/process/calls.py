@@ -92,10 +92,14 @@ class PendingCall:
                 ) from e
         raise remote_error(self.call, message)
 
-    def item(self, got: tuple[bytes, Any]) -> Any:
-        """One yielded item, unpickled (raises `SerializationError`)."""
+    def item(self, got: list[Any]) -> Any:
+        """One yielded item `[data, buffers]`, unpickled (raises `SerializationError`).
+
+        Empties `got`: in the I/O thread, the job holding it may outlive the call for a
+        while (until that thread runs again), and with it the item's shared memory."""
         try:
             data, buffers = got
+            got.clear()
             if isinstance(buffers, OSError):
                 raise buffers
             return wire.loads(data, buffers)

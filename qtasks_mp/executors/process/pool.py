@@ -345,6 +345,7 @@ class ProcessExecutor(Executor):
                 else:
                     item = p.item(got)
                 out.append(await p.call.handle_item(item))
+                self.scheduler.ack(p)
             except BaseException:
                 self.scheduler.abandon(p)
                 raise

@@ -201,9 +201,15 @@ class Scheduler:
         if self.pending and h.state is READY:
             self.feed(h)
 
+    def ack(self, p: PendingCall) -> None:
+        """One item of `p`'s generator was handled: its worker may send one more."""
+        h = p.worker
+        if h is not None and h.alive and h.calls and h.calls[0] is p:
+            h.write(wire.packb([wire.OP_ACK, p.call_id, 1]), now=True)
+
     def item(self, h: WorkerHandle, message: list[Any]) -> None:
         """An OP_ITEM: one item yielded by `h`'s running call."""
         p = h.calls[0]
         buffers = None if message[3] is None else p.take_segment(message[3])
         if p.items is not None and not p.abandoned:
-            p.items.put_nowait((message[2], buffers))
+            p.items.put_nowait([message[2], buffers])

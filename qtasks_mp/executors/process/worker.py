@@ -170,12 +170,14 @@ class _Worker:
         self.requests = 0
         self.pid = os.getpid()
         self.segments = 0  # result segments made for the running call (names end _0, _1, ...)
+        self.call_id = 0  # the running call
+        self.credit = 0  # items the running generator may still send (see `wait_for_credit`)
 
     def serve(self) -> None:
         while True:
             message = self.backlog.popleft() if self.backlog else self.conn.recv()
             op = message[0]
-            if op == wire.OP_CALL:
+            if op == wire.OP_CALL:  # (an OP_ACK here is for a call that has ended)
                 self.run(message)
             elif op == wire.OP_FUNC:
                 self.define(message)
@@ -204,6 +206,7 @@ class _Worker:
         result: Any = None
         item: Any = None
         self.segments = 0
+        self.call_id = call_id
         try:
             entry = self.functions[key]
             if isinstance(entry, BaseException):
@@ -219,7 +222,11 @@ class _Worker:
                 args = (WorkerTask(self, call_id, *context), *args)
             where = wire.WHERE_CALL
             if is_generator:
+                self.credit = wire.ITEM_WINDOW
                 for item in fn(*args, **kwargs):
+                    while self.credit <= 0:  # before its segment is made
+                        self.wait_for_credit()
+                    self.credit -= 1
                     where = wire.WHERE_ITEM
                     data, shm = self.encode(call_id, item)
                     where = wire.WHERE_CALL
@@ -281,6 +288,24 @@ class _Worker:
         """Whether this worker asks to be replaced (it has grown past `max_memory`)."""
         return self.max_memory is not None and _rss() > self.max_memory
 
+    def wait_for_credit(self) -> None:
+        """Wait until the parent has handled an item of the running generator.
+
+        Flow control: at most `wire.ITEM_WINDOW` items are sent and not yet handled by
+        the `generate_handler` (each may hold a shared-memory segment), however slow
+        the handler. What else arrives meanwhile waits in the backlog."""
+        message = self.conn.recv()
+        if not self.took_ack(message):
+            self.backlog.append(message)
+
+    def took_ack(self, message: list[Any]) -> bool:
+        """Whether `message` was an OP_ACK (credit for the running call, or stale)."""
+        if message[0] != wire.OP_ACK:
+            return False
+        if message[1] == self.call_id:
+            self.credit += message[2]
+        return True
+
     def request(self, call_id: int, payload: bytes) -> Any:
         """Send an `add_task` request and wait for its answer; buffer what else arrives."""
         self.requests += 1
@@ -290,7 +315,8 @@ class _Worker:
             message = self.conn.recv()
             if message[0] == wire.OP_REPLY and message[1] == request_id:
                 break
-            self.backlog.append(message)
+            if not self.took_ack(message):
+                self.backlog.append(message)
         _, _, ok, data = message
         value = wire.loads(data)
         if not ok:
