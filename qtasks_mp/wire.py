@@ -37,6 +37,7 @@ OP_CALL = 2  # [OP_CALL, call_id, key, payload, context | None, shm | None]
 OP_STOP = 3  # [OP_STOP]: finish the calls already received, then exit 0
 OP_REPLY = 4  # [OP_REPLY, request_id, ok, payload]: answer to OP_ADD
 OP_ACK = 5  # [OP_ACK, call_id, n]: n more items of that call's generator were handled
+OP_SKIP = 6  # [OP_SKIP, [call_id, ...]]: calls sent that another worker runs instead
 # worker -> parent
 OP_READY = 10  # [OP_READY, pid]
 OP_OK = 11  # [OP_OK, call_id, payload, shm | None, retire]
@@ -44,7 +45,7 @@ OP_ERR = 12  # [OP_ERR, call_id, where, exc_payload | None, type_name, text, tra
 OP_ITEM = 13  # [OP_ITEM, call_id, payload, shm | None]: one item yielded by a generator task
 # `shm`: [segment name, [length of each out-of-band buffer]] (see `shm_create`).
 OP_LOG = 14  # [OP_LOG, {LogRecord attributes}]
-OP_ADD = 15  # [OP_ADD, call_id, request_id, payload]: the task context's add_task
+OP_ADD = 15  # [OP_ADD, call_id, request_id, payload, waits]: the task context's add_task
 OP_FATAL = 16  # [OP_FATAL, traceback]: the worker could not start
 
 #: Items of a generator a worker may have sent that the parent's `generate_handler`

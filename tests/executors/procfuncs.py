@@ -285,3 +285,16 @@ def touch(n: int) -> int:
     import numpy
 
     return int(numpy.ones(n, dtype=numpy.uint8)[:: 1 << 12].sum())
+
+
+def nested_wait(context: Any, x: int, timeout_s: float) -> list[Any]:
+    """Wait in a worker for a nested task ("add", on the same pool)."""
+    task = context.add_task("add", x, 1, timeout=timeout_s)
+    return [None, None] if task is None else [task.status, task.returning]
+
+
+def nested_wait_after(context: Any, fifo: str, x: int, timeout_s: float) -> list[Any]:
+    """`nested_wait`, once the test has written to `fifo` (a call is queued behind us)."""
+    with open(fifo) as f:
+        f.read()
+    return nested_wait(context, x, timeout_s)

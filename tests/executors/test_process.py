@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ async def app() -> AsyncIterator[QueueTasks]:
         application.task(executor="process")(fn)
     application.task(executor="process", generate_handler=record_item)(procfuncs.yield_then_wait)
     application.task(executor="process", echo=True)(procfuncs.spawn_child)
+    application.task(executor="process", echo=True)(procfuncs.nested_wait)
     application.task(name="add_in_thread")(lambda a, b: a + b)
     async with application:
         yield application
@@ -214,6 +216,61 @@ async def test_echo_context_adds_a_nested_task(app: QueueTasks) -> None:
     assert (status, returning, name, own_name) == ("success", 9, "add_in_thread", "spawn_child")
     nested = await app.get(uuid)
     assert nested is not None and nested.returning == 9
+
+
+async def test_nested_waits_on_the_same_pool_never_deadlock(
+    app: QueueTasks, pool: ProcessExecutor
+) -> None:
+    # Two calls on the two workers, each waiting for a task only this pool can run. A
+    # waiting worker lends its slot: the pool runs the nested tasks on a worker it
+    # starts for the time being, then goes back to its size.
+    assert await pool.wait_ready(10)
+    started = time.monotonic()
+    outer = [app.add_task("nested_wait", i, 20, timeout=30) for i in range(2)]
+    done = await asyncio.wait_for(asyncio.gather(*outer), 15)  # a deadlock: 20 s
+    assert [t.returning if t else None for t in done] == [["success", 1], ["success", 2]]
+    assert time.monotonic() - started < 10
+    for _ in range(1000):  # bounded (10 s): the extra workers are retired once idle
+        if pool.stats()["workers"] == 2 and await pool.wait_ready(0.01):
+            break
+        await asyncio.sleep(0.01)
+    assert pool.stats()["workers"] == 2
+
+
+async def test_a_lone_waiting_worker_lends_its_slot_and_hands_on_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    # One worker, pipelining 2 deep: a call is sent to it behind the one that is about
+    # to wait. It must run on the worker started for the lent slot (not wait behind, not
+    # run twice), and the lone worker must still answer right afterwards.
+    executor = ProcessExecutor(max_workers=1, autoscale=False, pipeline_depth=2)
+    lend = QueueTasks("lend", executors={"process": executor})
+    lend.config.shutdown_timeout = 2.0
+    lend.task(executor="process")(procfuncs.add)
+    lend.task(executor="process")(procfuncs.pid)
+    lend.task(executor="process", echo=True)(procfuncs.nested_wait_after)
+    async with lend:
+        [lone] = executor.stats()["pids"]
+        path = fifo(tmp_path)
+        outer = asyncio.ensure_future(lend.add_task("nested_wait_after", path, 5, 20, timeout=30))
+        behind = asyncio.ensure_future(lend.add_task("pid", timeout=30))
+        for _ in range(1000):  # bounded (10 s): until `pid` is held behind it
+            if executor.stats()["queued"] == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert executor.stats()["per_worker"][lone]["held"] == 2
+        await write_fifo(path, "go")
+        done, ran = await asyncio.wait_for(asyncio.gather(outer, behind), 15)
+        assert done is not None and done.returning == ["success", 6]
+        assert ran is not None and ran.status == TaskStatus.SUCCESS
+        assert ran.returning != lone  # moved to the worker started for the lent slot
+        sums = [await lend.add_task("add", i, i, timeout=10) for i in range(6)]
+        assert [t.returning for t in sums if t] == [0, 2, 4, 6, 8, 10]
+        for _ in range(1000):  # bounded (10 s): back to one worker
+            if executor.stats()["workers"] == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert executor.stats()["workers"] == 1
 
 
 async def test_worker_log_records_reach_parent_logging(

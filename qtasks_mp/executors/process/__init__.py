@@ -27,6 +27,7 @@ is a process with one socket pair to the parent and a shared "alive" pipe.
                │     │                  at most ITEM_WINDOW not yet handled (OP_ACK)
                │     │  OP_LOG          a log record, re-emitted here
                │     │  OP_ADD          task context's add_task -> OP_REPLY
+               │     │                  (waiting for it: OP_SKIP, slot lent, see below)
                │     │
                └─ await p.fut <── the result, or WorkerCrashed / TaskTimeout
 
@@ -63,6 +64,12 @@ Concurrency hazards, and the answers:
   sent that the `generate_handler` has not handled yet; the parent acks each one
   after its handler returns (OP_ACK), and the worker waits for credit before it makes
   the next item's segment. A slow handler cannot make items pile up in memory.
+- Nested waits: a call whose task context waits for a nested task (`add_task(...,
+  timeout=)`, OP_ADD with `waits`) lends its worker's slot to the pool: calls
+  pipelined behind it are taken back (OP_SKIP: the worker drops them when their turn
+  comes; they were sent before the skip, so it has read them by then), it gets no new
+  call, and the pool may run one worker beyond `max_workers` per lent slot. Otherwise
+  N such calls on N workers wait for nested tasks only they could run: deadlock.
 - The pool's size is never counted by hand: it is the number of handles whose state
   is STARTING or READY. A handle exists from the moment a worker is wanted, before
   its process starts, so a worker being launched counts too.

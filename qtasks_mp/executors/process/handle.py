@@ -51,6 +51,7 @@ class WorkerHandle(asyncio.BufferedProtocol):
         self.calls: deque[PendingCall] = deque()  # sent, in order; calls[0] is running
         self.known: set[int] = set()  # function keys this worker has been sent
         self.sent = 0
+        self.lent = 0  # nested waits of its running call: its slot is lent (Scheduler.lend)
         self.done = 0
         self.transport: asyncio.Transport | None = None
         self.unpacker = wire.unpacker()
@@ -114,6 +115,11 @@ class WorkerHandle(asyncio.BufferedProtocol):
     @property
     def launched(self) -> bool:
         return self.pid > 0
+
+    @property
+    def takes_calls(self) -> bool:
+        """Ready, and not waiting for a nested task."""
+        return self.state is WorkerState.READY and not self.lent
 
     @property
     def alive(self) -> bool:

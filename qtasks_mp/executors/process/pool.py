@@ -154,7 +154,8 @@ class ProcessExecutor(Executor):
     @property
     def slots(self) -> int:
         if self.policy is not None and self.running:  # calls wait here, seen as backlog
-            return self.max_workers * self.depth
+            lent = 0 if self.roster is None else self.roster.lent  # see `Scheduler.lend`
+            return (self.max_workers + lent) * self.depth
         return self._live * self.depth
 
     @property
@@ -388,9 +389,15 @@ class ProcessExecutor(Executor):
 
     async def _answer(self, h: WorkerHandle, message: list[Any]) -> None:
         """Run a worker's `context.add_task(...)` here and send back the `Task`."""
-        _, call_id, request_id, payload = message
+        _, call_id, request_id, payload, waits = message
         p = next((p for p in h.calls if p.call_id == call_id), None)
-        reply = await answer_add_task(p, request_id, payload)
+        if waits:  # the worker waits for a task this pool may have to run
+            self.scheduler.lend(h)
+        try:
+            reply = await answer_add_task(p, request_id, payload)
+        finally:
+            if waits:
+                self.scheduler.give_back(h)
         if h.alive:
             h.write(reply, now=True)
 
@@ -428,7 +435,7 @@ class ProcessExecutor(Executor):
         """Start up to `n` more workers in the background, never past `max_workers`."""
         if not self.running or self.roster is None:
             return 0
-        n = max(0, min(n, self.max_workers - self._live))
+        n = max(0, min(n, self.max_workers + self.roster.lent - self._live))
         for _ in range(n):
             self.roster.replace()
         self.roster.check_full()

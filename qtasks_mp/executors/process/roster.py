@@ -56,6 +56,27 @@ class Roster:
         return sum(h.state.live for h in self.workers)
 
     @property
+    def lent(self) -> int:
+        """Live workers whose running call waits for a nested task (`Scheduler.lend`)."""
+        return sum(1 for h in self.workers if h.lent and h.state.live)
+
+    def surplus(self) -> int:
+        """Workers beyond `max_workers` and the lent slots: retire them once idle."""
+        return self.live - self.lent - self.pool.max_workers
+
+    def grow_for_lent(self) -> None:
+        """Start a worker for a lent slot, unless the pool has that many already."""
+        if self.pool.running and self.live - self.lent < self.pool.max_workers:
+            self.replace()
+
+    def shed_surplus(self) -> None:
+        for h in self.ready:
+            if self.surplus() <= 0:
+                return
+            if not h.calls and not h.lent:
+                self.retire(h, replace=False)
+
+    @property
     def ready(self) -> list[WorkerHandle]:
         return [h for h in self.workers if h.state is READY]
 

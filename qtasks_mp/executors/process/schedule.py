@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -85,7 +86,7 @@ class Scheduler:
         best: WorkerHandle | None = None
         depth = self.depth
         for h in self.roster.workers:
-            if h.state is not READY:
+            if not h.takes_calls:
                 continue
             held = len(h.calls)
             if held == 0:
@@ -120,7 +121,7 @@ class Scheduler:
         """Give waiting calls to `h` while it has room."""
         pending = self.pending
         depth = self.depth
-        while pending and h.state is READY and len(h.calls) < depth:
+        while pending and h.takes_calls and len(h.calls) < depth:
             p = pending.popleft()
             if not p.abandoned:
                 self._send(h, p)
@@ -178,6 +179,39 @@ class Scheduler:
         while self.pending:
             self.pending.popleft().fail(error)
 
+    def lend(self, h: WorkerHandle) -> None:
+        """`h`'s running call waits for a nested task (`add_task(..., timeout=)`): its
+        slot is lent to the pool until then.
+
+        Without this, calls waiting for tasks that only this pool can run would hold
+        every worker: with one worker the nested call times out, N of them on N
+        workers deadlock. So: the calls pipelined behind it go to other workers (it is
+        told to skip them), it gets no new one, and the pool may run one more worker
+        than `max_workers` per lent slot (`Roster.surplus`)."""
+        h.lent += 1
+        if h.lent > 1:
+            return
+        behind = list(itertools.islice(h.calls, 1, None))
+        if behind:
+            while len(h.calls) > 1:
+                h.calls.pop()
+            h.write(wire.packb([wire.OP_SKIP, [p.call_id for p in behind]]), now=True)
+            for p in behind:
+                p.worker = None
+            self.pending.extendleft(p for p in reversed(behind) if not p.abandoned)
+        self.roster.grow_for_lent()
+        self._drain()
+        self.pool.room_changed()
+
+    def give_back(self, h: WorkerHandle) -> None:
+        """The nested wait of `h`'s running call ended: its slot is its own again."""
+        h.lent -= 1
+        if h.lent or self.pool.roster is None:
+            return
+        self.roster.shed_surplus()
+        if self.pending:
+            self.feed(h)
+
     # ---------------------------------------------------------------- from the workers
 
     def answered(self, h: WorkerHandle, message: list[Any]) -> None:
@@ -198,7 +232,9 @@ class Scheduler:
             self.roster.retire(h, replace=True)
         if h.calls:
             self._arm(h.calls[0])
-        if self.pending and h.state is READY:
+        elif h.takes_calls and self.roster.surplus() > 0:  # started for a lent slot
+            self.roster.retire(h, replace=False)
+        if self.pending:
             self.feed(h)
 
     def ack(self, p: PendingCall) -> None:

@@ -155,7 +155,8 @@ class WorkerTask(TaskInfo):
 
     def add_task(self, task_name: str, *args: Any, **kwargs: Any) -> Any:
         payload = wire.dumps((task_name, args, kwargs))
-        return self._worker.request(self._call_id, payload)
+        waits = kwargs.get("timeout") is not None
+        return self._worker.request(self._call_id, payload, waits)
 
     def __repr__(self) -> str:
         return f"<WorkerTask {self.task_name!r} {self.uuid} attempt={self.attempt}>"
@@ -172,13 +173,18 @@ class _Worker:
         self.segments = 0  # result segments made for the running call (names end _0, _1, ...)
         self.call_id = 0  # the running call
         self.credit = 0  # items the running generator may still send (see `wait_for_credit`)
+        self.skipped: set[int] = set()  # calls received that another worker runs instead
 
     def serve(self) -> None:
         while True:
             message = self.backlog.popleft() if self.backlog else self.conn.recv()
             op = message[0]
-            if op == wire.OP_CALL:  # (an OP_ACK here is for a call that has ended)
-                self.run(message)
+            if op == wire.OP_CALL:
+                if not self.skipped or message[1] not in self.skipped:
+                    self.run(message)
+                self.skipped.discard(message[1])
+            elif self.took_control(message):  # (an OP_ACK here is for a call that ended)
+                pass
             elif op == wire.OP_FUNC:
                 self.define(message)
             elif op == wire.OP_STOP:
@@ -295,27 +301,36 @@ class _Worker:
         the `generate_handler` (each may hold a shared-memory segment), however slow
         the handler. What else arrives meanwhile waits in the backlog."""
         message = self.conn.recv()
-        if not self.took_ack(message):
+        if not self.took_control(message):
             self.backlog.append(message)
 
-    def took_ack(self, message: list[Any]) -> bool:
-        """Whether `message` was an OP_ACK (credit for the running call, or stale)."""
-        if message[0] != wire.OP_ACK:
-            return False
-        if message[1] == self.call_id:
-            self.credit += message[2]
-        return True
+    def took_control(self, message: list[Any]) -> bool:
+        """Whether `message` was an OP_ACK (credit for the running call, or stale) or
+        an OP_SKIP (calls to drop when their turn comes), now taken into account."""
+        op = message[0]
+        if op == wire.OP_ACK:
+            if message[1] == self.call_id:
+                self.credit += message[2]
+            return True
+        if op == wire.OP_SKIP:
+            self.skipped.update(message[1])
+            return True
+        return False
 
-    def request(self, call_id: int, payload: bytes) -> Any:
-        """Send an `add_task` request and wait for its answer; buffer what else arrives."""
+    def request(self, call_id: int, payload: bytes, waits: bool) -> Any:
+        """Send an `add_task` request and wait for its answer; buffer what else arrives.
+
+        If it `waits` for the nested task to end, the parent lends this worker's slot
+        to the pool meanwhile and takes back the calls sent to it after this one
+        (OP_SKIP): they run elsewhere."""
         self.requests += 1
         request_id = self.requests
-        self.conn.send([wire.OP_ADD, call_id, request_id, payload])
+        self.conn.send([wire.OP_ADD, call_id, request_id, payload, waits])
         while True:
             message = self.conn.recv()
             if message[0] == wire.OP_REPLY and message[1] == request_id:
                 break
-            if not self.took_ack(message):
+            if not self.took_control(message):
                 self.backlog.append(message)
         _, _, ok, data = message
         value = wire.loads(data)
