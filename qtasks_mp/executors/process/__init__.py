@@ -1,11 +1,15 @@
 """`ProcessExecutor`: a self-healing pool of worker processes for CPU-heavy tasks.
 
-    pool.py     ProcessExecutor: run(), queueing, pipelining, timeouts, answers, stats
-    roster.py   Roster: the workers' lives (launch, ready, retire, kill, exit, replace)
-    handle.py   WorkerHandle: one worker's socket, process and held calls; WorkerState
-    calls.py    PendingCall: one call in flight; encoding arguments, decoding answers
-    launch.py   starting worker processes; killing forgotten ones at exit
-    worker.py   the worker's main (imports only `wire` and `context` of qtasks_mp)
+    pool.py        ProcessExecutor: the Executor interface, lifecycle, autoscaler hooks
+    schedule.py    Scheduler: which worker runs which call, pipelining, timeouts, the
+                   workers' messages, nested add_task (and lending a waiting slot)
+    roster.py      Roster: the workers' lives (launch, ready, retire, kill, exit, replace)
+    handle.py      WorkerHandle: one worker's socket, pid and held calls; WorkerState
+    calls.py       PendingCall: one call in flight; what its answer means
+    offload.py     Offload: large buffers copied, unpickled and unlinked off the loop
+    launch.py      ForkServer: the parent's side of the pool's fork server
+    forkserver.py  the fork server's main: forks (or spawns) workers, reports exits
+    worker.py      the worker's main (imports only `wire` and `context` of qtasks_mp)
 
 Data flow. Everything on the left runs in the dispatcher's event loop; each worker
 is a process with one socket pair to the parent and a shared "alive" pipe.

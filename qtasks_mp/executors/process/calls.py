@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import pickle
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +15,6 @@ if TYPE_CHECKING:
     from ..base import Call
     from .handle import WorkerHandle
 
-log = logging.getLogger("qtasks_mp.process")
 END: Any = object()  # end of a generator's items
 
 
@@ -193,52 +190,3 @@ async def answer_add_task(p: PendingCall | None, request_id: int, payload: bytes
         ok = False
         data = wire.dumps(SerializationError(f"the answer to add_task cannot be pickled: {e}"))
     return wire.packb([wire.OP_REPLY, request_id, ok, data])
-
-
-_arg_segments = itertools.count(1)  # numbers the names of argument segments
-
-
-def encode_args(
-    task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[bytes, list[pickle.PickleBuffer] | None]:
-    """A call's payload, and the large buffers left out of it (None if there are none).
-
-    Cheap even for large arguments: the buffers are not copied (protocol 5 out-of-band
-    buffers); `place_args` then copies them into a segment, off the event loop.
-    """
-    buffers: list[pickle.PickleBuffer] | None = [] if wire.SHM else None
-    try:
-        return wire.dumps_args(args, kwargs, buffers), buffers or None
-    except ValueError as e:
-        raise SerializationError(
-            f"task {task_name!r}: {e}. Pass data a worker process can unpickle "
-            "(plain values, or classes defined at module level)."
-        ) from e.__cause__
-
-
-def place_args(
-    task_name: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    payload: bytes,
-    buffers: list[pickle.PickleBuffer],
-) -> tuple[bytes, list[Any] | None]:
-    """Copy a call's large buffers into a new segment (in a thread: ~0.5 ms per MiB);
-    the payload and `[name, lengths]` of the segment, ours to unlink."""
-    try:
-        return payload, wire.shm_create(wire.args_segment(next(_arg_segments)), buffers)
-    except OSError as e:  # no room in /dev/shm: the slow way, through the socket
-        log.warning(
-            "task %r: shared memory for its arguments failed (%s): sent through the socket",
-            task_name,
-            e,
-        )
-        return wire.dumps_args(args, kwargs), None
-
-
-def placed(fut: asyncio.Future[tuple[bytes, list[Any] | None]]) -> list[Any] | None:
-    """The segment a finished `place_args` made, if any (for a call cancelled meanwhile,
-    whose segment nobody else knows of)."""
-    if fut.cancelled() or fut.exception() is not None:
-        return None
-    return fut.result()[1]

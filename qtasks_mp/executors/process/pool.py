@@ -9,31 +9,19 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-from ... import wire
-from ...autoscale import Autoscaler, Policy, PoolLoad, ScalingPolicy, WorkerSample
+from ...autoscale import Autoscaler, Policy, PoolLoad, ScalingPolicy
 from ...errors import AppNotRunning, QTasksError
 from ...registries import Kind
 from ..base import Call, Executor
-from .calls import (
-    END,
-    PendingCall,
-    answer_add_task,
-    emit_log,
-    encode_args,
-    place_args,
-    placed,
-)
-from .handle import WorkerHandle, WorkerState
-from .roster import Roster
+from .calls import END, PendingCall
+from .offload import Offload
+from .roster import Roster, worker_stats
 from .schedule import Scheduler
 
 log = logging.getLogger("qtasks_mp.process")
-T = TypeVar("T")
-_UNLINK_INLINE_BYTES = 8 << 20  # larger argument segments are unlinked in a thread
 
 # A forked copy of a running program has only the thread that forked: locks that other
 # threads held (logging's, an allocator's, the event loop's) stay locked in it forever.
@@ -138,12 +126,10 @@ class ProcessExecutor(Executor):
         self.scheduler = Scheduler(self)
         self.startup_s: float | None = None  # moving average of worker start-up, for autoscaling
         self._ids = itertools.count(1)
-        self._io = ThreadPoolExecutor(1)  # see `_off_loop`; a fresh one per start
-        self._unlinking: set[asyncio.Future[bool]] = set()
+        self._offload = Offload(self.name)  # a fresh one per start
         self._inflight = 0
         self._quiet = asyncio.Event()  # set while no call is in flight
         self._quiet.set()
-        self._answers: set[asyncio.Task[None]] = set()
         self.calls_done = 0
         self.crashes = 0
         self.timeouts = 0
@@ -182,7 +168,7 @@ class ProcessExecutor(Executor):
         _running.add(self)
         self._quiet = asyncio.Event()
         self._quiet.set()
-        self._io = ThreadPoolExecutor(2, thread_name_prefix=f"qtasks_mp-{self.name}-io")
+        self._offload = Offload(self.name)
         roster = self.roster = Roster(self)
         first = self.max_workers if self.policy is None else self.min_workers
         try:
@@ -233,10 +219,8 @@ class ProcessExecutor(Executor):
         _running.discard(self)
         self.scheduler.fail_waiting(asyncio.CancelledError())
         await roster.close()
-        if self._unlinking:
-            await asyncio.wait(list(self._unlinking))
-        self._io.shutdown(wait=False)  # nothing is waiting for it any more
-        for task in list(self._answers):
+        await self._offload.close()
+        for task in list(self.scheduler.answers):
             task.cancel()
         self.roster = None
 
@@ -269,13 +253,13 @@ class ProcessExecutor(Executor):
         shm = None
         p: PendingCall | None = None
         try:
-            payload, shm = await self._encode(call.task_name, args, call.kwargs)
+            payload, shm = await self._offload.encode(call.task_name, args, call.kwargs)
             p = PendingCall(call, next(self._ids), key, payload, shm, ctx)
             self.scheduler.submit(p)
             if p.items is None:
                 message = await p.fut
                 if message[3].__class__ is list:  # buffers mapped from a segment
-                    return await self._off_loop(p.result, message)
+                    return await self._offload(p.result, message)
                 return p.result(message)
             return await self._stream(p)
         except asyncio.CancelledError:
@@ -286,54 +270,10 @@ class ProcessExecutor(Executor):
             if shm is not None:
                 # Exactly once, however the call ended. A worker still running it (it
                 # was cancelled) keeps its mapping; one yet to start it fails to open it.
-                self._unlink(shm)
+                self._offload.unlink(shm)
             self._inflight -= 1
             if not self._inflight:
                 self._quiet.set()
-
-    async def _encode(
-        self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[bytes, list[Any] | None]:
-        """The payload of a call, and its segment if it has large buffers. Copying those
-        into shared memory (~0.5 ms per MiB) runs in a thread, not on the loop; a call
-        without them takes no thread hop."""
-        payload, buffers = encode_args(task_name, args, kwargs)
-        if buffers is None:
-            return payload, None
-        fut = self._off_loop(place_args, task_name, args, kwargs, payload, buffers)
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:  # the thread goes on: unlink what it makes
-            fut.add_done_callback(lambda f: self._unlink(placed(f)))
-            raise
-
-    def _unlink(self, shm: list[Any] | None) -> None:
-        """Unlink an argument segment. Once no process maps it any more, unlinking frees
-        its memory: ~0.2 ms per MiB, so a large one is unlinked in the I/O thread
-        (`aclose` waits for those)."""
-        if shm is None:
-            return
-        if sum(shm[1]) < _UNLINK_INLINE_BYTES:
-            wire.shm_unlink(shm[0])
-            return
-        fut = self._off_loop(wire.shm_unlink, shm[0])
-        self._unlinking.add(fut)
-        fut.add_done_callback(self._unlinking.discard)
-
-    def _off_loop(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """`fn(*args)` in the pool's I/O thread, for work on large buffers.
-
-        At interpreter shutdown no thread can start any more (Python 3.12+): then here."""
-        loop = asyncio.get_running_loop()
-        try:
-            return loop.run_in_executor(self._io, fn, *args)
-        except RuntimeError:
-            fut: asyncio.Future[T] = loop.create_future()
-            try:
-                fut.set_result(fn(*args))
-            except Exception as e:
-                fut.set_exception(e)
-            return fut
 
     async def _stream(self, p: PendingCall) -> list[Any]:
         """Collect a generator's items as they arrive; the handler runs here, per item."""
@@ -342,7 +282,7 @@ class ProcessExecutor(Executor):
         while (got := await p.items.get()) is not END:
             try:
                 if got[1].__class__ is list:  # buffers mapped from a segment
-                    item = await self._off_loop(p.item, got)
+                    item = await self._offload(p.item, got)
                 else:
                     item = p.item(got)
                 out.append(await p.call.handle_item(item))
@@ -363,44 +303,6 @@ class ProcessExecutor(Executor):
         if self._autoscaler is not None:
             self._autoscaler.nudge()
 
-    # ------------------------------------------------------------------ answers
-
-    def on_message(self, h: WorkerHandle, message: list[Any]) -> None:
-        if not h.alive:
-            return  # killed: what it still says is void
-        op = message[0]
-        if op == wire.OP_OK or op == wire.OP_ERR:
-            self.scheduler.answered(h, message)
-        elif op == wire.OP_ITEM:
-            self.scheduler.item(h, message)
-        elif op == wire.OP_LOG:
-            emit_log(message[1])
-        elif op == wire.OP_ADD:
-            task = asyncio.get_running_loop().create_task(self._answer(h, message))
-            self._answers.add(task)
-            task.add_done_callback(self._answers.discard)
-        elif op == wire.OP_READY:
-            assert self.roster is not None
-            self.roster.on_ready(h)
-            self.scheduler.feed(h)
-            self.room_changed()
-        elif op == wire.OP_FATAL:
-            h.fatal = message[1]
-
-    async def _answer(self, h: WorkerHandle, message: list[Any]) -> None:
-        """Run a worker's `context.add_task(...)` here and send back the `Task`."""
-        _, call_id, request_id, payload, waits = message
-        p = next((p for p in h.calls if p.call_id == call_id), None)
-        if waits:  # the worker waits for a task this pool may have to run
-            self.scheduler.lend(h)
-        try:
-            reply = await answer_add_task(p, request_id, payload)
-        finally:
-            if waits:
-                self.scheduler.give_back(h)
-        if h.alive:
-            h.write(reply, now=True)
-
     # ------------------------------------------------------------------ autoscaling
 
     @property
@@ -414,14 +316,7 @@ class ProcessExecutor(Executor):
         process yet: it is reported as starting, with a pid <= 0."""
         now = time.monotonic()
         waiting = [p.queued_at for p in self.scheduler.pending if not p.abandoned]
-        workers = []
-        for h in [] if self.roster is None else self.roster.workers:
-            if not h.state.live:
-                continue
-            waiting += [p.queued_at for p in itertools.islice(h.calls, 1, None)]
-            starting = h.state is WorkerState.STARTING
-            idle_s = 0.0 if h.calls or starting else now - h.idle_since
-            workers.append(WorkerSample(h.pid, bool(h.calls), idle_s, starting))
+        workers = [] if self.roster is None else self.roster.samples(now, waiting)
         return PoolLoad(
             backlog=len(waiting),
             oldest_wait_s=now - min(waiting) if waiting else 0.0,
@@ -453,19 +348,14 @@ class ProcessExecutor(Executor):
     # ------------------------------------------------------------------ stats
 
     def stats(self) -> dict[str, Any]:
-        workers = [] if self.roster is None else self.roster.workers
-        live = [h for h in workers if h.state.live]
+        workers = worker_stats(self.roster)
         return {
             **super().stats(),
             "start_method": self.start_method,
             "min_workers": self.min_workers if self.policy is not None else self.max_workers,
             "max_workers": self.max_workers,
-            "workers": len(live),  # ready, or starting to replace one that left
-            "starting": sum(h.state is WorkerState.STARTING for h in live),
-            "busy": sum(1 for h in workers if h.calls),
-            "pids": [h.pid for h in live if h.launched],
-            "queued": len(self.scheduler.pending) + sum(max(0, len(h.calls) - 1) for h in workers),
-            "per_worker": {} if self.roster is None else self.roster.stats(),
+            **workers,
+            "queued": len(self.scheduler.pending) + workers["queued"],
             "calls_done": self.calls_done,
             "crashes": self.crashes,
             "timeouts": self.timeouts,

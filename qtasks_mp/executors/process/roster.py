@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from ... import wire
+from ...autoscale import WorkerSample
 from ...errors import QTasksError, WorkerCrashed
 from .handle import WorkerHandle, WorkerState
 from .launch import ForkServer
@@ -94,7 +96,7 @@ class Roster:
 
     def add(self, n: int) -> list[WorkerHandle]:
         """`n` new handles (STARTING, counted as live at once), for `launch`."""
-        handles = [WorkerHandle(self.pool.on_message) for _ in range(n)]
+        handles = [WorkerHandle(self.pool.scheduler.on_message) for _ in range(n)]
         for h in handles:
             h.on_gone = self.finalize
         self.workers += handles
@@ -304,22 +306,47 @@ class Roster:
 
     # ---------------------------------------------------------------- reporting
 
-    def stats(self) -> dict[int, dict[str, Any]]:
-        workers = {}
+    def samples(self, now: float, waiting: list[float]) -> list[WorkerSample]:
+        """The live workers, for the autoscaler; adds to `waiting` when the calls they
+        hold but have not started were queued. A worker being launched has no process
+        yet: its pid is <= 0."""
+        workers = []
         for h in self.workers:
-            if not h.launched:
+            if not h.state.live:
                 continue
-            try:
-                rss = psutil.Process(h.pid).memory_info().rss
-            except psutil.Error:
-                rss = None
-            workers[h.pid] = {
-                "state": h.state.value,
-                "held": len(h.calls),
-                "done": h.done,
-                "rss": rss,
-            }
+            waiting += [p.queued_at for p in itertools.islice(h.calls, 1, None)]
+            starting = h.state is WorkerState.STARTING
+            idle_s = 0.0 if h.calls or starting else now - h.idle_since
+            workers.append(WorkerSample(h.pid, bool(h.calls), idle_s, starting))
         return workers
+
+
+def worker_stats(roster: Roster | None) -> dict[str, Any]:
+    """The workers' part of the pool's `stats()` (no roster: the pool is not started)."""
+    workers = [] if roster is None else roster.workers
+    live = [h for h in workers if h.state.live]
+    per_worker = {}
+    for h in workers:
+        if not h.launched:
+            continue
+        try:
+            rss = psutil.Process(h.pid).memory_info().rss
+        except psutil.Error:
+            rss = None
+        per_worker[h.pid] = {
+            "state": h.state.value,
+            "held": len(h.calls),
+            "done": h.done,
+            "rss": rss,
+        }
+    return {
+        "workers": len(live),  # ready, or starting to replace one that left
+        "starting": sum(h.state is WorkerState.STARTING for h in live),
+        "busy": sum(1 for h in workers if h.calls),
+        "pids": [h.pid for h in live if h.launched],
+        "queued": sum(max(0, len(h.calls) - 1) for h in workers),  # held, not started
+        "per_worker": per_worker,
+    }
 
 
 def _same(h: WorkerHandle) -> WorkerHandle:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ... import wire
 from ...errors import SerializationError, TaskTimeout
 from ...registries import Kind, TaskSpec
-from .calls import PendingCall
+from .calls import PendingCall, answer_add_task, emit_log
 from .handle import WorkerHandle, WorkerState
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class Scheduler:
         self.service_s: float | None = None  # moving average of call run time
         self._keys: dict[TaskSpec, int] = {}
         self._functions: dict[int, bytes] = {}  # key -> encoded OP_FUNC message
+        self.answers: set[asyncio.Task[None]] = set()  # workers' add_task being run here
 
     @property
     def roster(self) -> Roster:
@@ -203,6 +204,25 @@ class Scheduler:
         self._drain()
         self.pool.room_changed()
 
+    def answer(self, h: WorkerHandle, message: list[Any]) -> None:
+        """An OP_ADD: run the worker's `context.add_task(...)` here, in a task of its own."""
+        task = asyncio.get_running_loop().create_task(self._answer(h, message))
+        self.answers.add(task)
+        task.add_done_callback(self.answers.discard)
+
+    async def _answer(self, h: WorkerHandle, message: list[Any]) -> None:
+        _, call_id, request_id, payload, waits = message
+        p = next((p for p in h.calls if p.call_id == call_id), None)
+        if waits:  # the worker waits for a task this pool may have to run
+            self.lend(h)
+        try:
+            reply = await answer_add_task(p, request_id, payload)
+        finally:
+            if waits:
+                self.give_back(h)
+        if h.alive:
+            h.write(reply, now=True)
+
     def give_back(self, h: WorkerHandle) -> None:
         """The nested wait of `h`'s running call ended: its slot is its own again."""
         h.lent -= 1
@@ -213,6 +233,26 @@ class Scheduler:
             self.feed(h)
 
     # ---------------------------------------------------------------- from the workers
+
+    def on_message(self, h: WorkerHandle, message: list[Any]) -> None:
+        """One message from worker `h`."""
+        if not h.alive:
+            return  # killed: what it still says is void
+        op = message[0]
+        if op == wire.OP_OK or op == wire.OP_ERR:
+            self.answered(h, message)
+        elif op == wire.OP_ITEM:
+            self.item(h, message)
+        elif op == wire.OP_LOG:
+            emit_log(message[1])
+        elif op == wire.OP_ADD:
+            self.answer(h, message)
+        elif op == wire.OP_READY:
+            self.roster.on_ready(h)
+            self.feed(h)
+            self.pool.room_changed()
+        elif op == wire.OP_FATAL:
+            h.fatal = message[1]
 
     def answered(self, h: WorkerHandle, message: list[Any]) -> None:
         """An OP_OK or OP_ERR: the answer to `h`'s running call."""
