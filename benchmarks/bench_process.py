@@ -8,7 +8,11 @@ Every contender gets the same number of workers, a warm-up, then:
 - CPU efficiency: 40 tasks of ~50 ms of pure-Python work;
   efficiency = serial time / (workers x makespan), 1.0 is perfect;
 - array throughput: 16 tasks each taking a distinct 32 MiB numpy array (and summing
-  it), submitted at once: MiB/s until the last result is back (needs numpy).
+  it), submitted at once: MiB/s until the last result is back (needs numpy);
+- loop lag (qtasks_mp only, needs numpy): the worst overshoot of a coroutine that
+  sleeps 1 ms in a loop while a 256 MiB array goes through `run` as the argument, then
+  as the result; beside it the same probe while a worker makes 256 MiB and returns
+  nothing large (what the machine's own load costs the loop).
 qtasks_mp is measured through the full app (`add_task` -> result) and, as "qtasks_mp
 run()", through `executor.run` directly (no store, no dispatcher, no middleware).
 The machine may be shared: compare the ratios, not the absolute numbers.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import functools
 import multiprocessing
 import statistics
 import time
@@ -234,6 +239,76 @@ def noop_item(x: int) -> int:
     return x
 
 
+def ones(n: int) -> Any:
+    import numpy as np
+
+    return np.ones(n, dtype=np.uint8)
+
+
+def touch(n: int) -> int:
+    import numpy as np
+
+    return int(np.ones(n, dtype=np.uint8)[:: 1 << 12].sum())
+
+
+async def _worst_lag_s(work: Callable[[], Any]) -> float:
+    stop, started = asyncio.Event(), asyncio.Event()
+
+    async def probe() -> float:
+        worst = 0.0
+        while not stop.is_set():
+            started.set()
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst = max(worst, time.perf_counter() - before - 0.001)
+        return worst
+
+    task = asyncio.ensure_future(probe())
+    await started.wait()
+    try:
+        await work()
+    finally:
+        stop.set()
+    return await task
+
+
+async def loop_lag(mib: int = 256, runs: int = 5) -> dict[str, float]:
+    """Median over `runs` of the worst loop lag (s) with a `mib` MiB argument, result,
+    and the floor (a worker making as much, returning nothing large)."""
+    import numpy as np
+
+    executor = ProcessExecutor(max_workers=1, autoscale=False)
+    await executor.start()
+    size = mib << 20
+    array = np.ones(size, dtype=np.uint8)
+    kept: list[Any] = []  # a result is dropped after the probe: freeing it is the caller's
+
+    async def argument() -> None:
+        await executor.run(_call(_spec(total), array))
+
+    async def result() -> None:
+        kept.append(await executor.run(_call(_spec(ones), size)))
+
+    async def floor() -> None:
+        await executor.run(_call(_spec(touch), size))
+
+    out: dict[str, list[float]] = {"argument": [], "result": [], "floor": []}
+    try:
+        await argument()  # warm-up: numpy imported in the worker
+        for _ in range(runs):
+            for name, work in (("floor", floor), ("argument", argument), ("result", result)):
+                out[name].append(await _worst_lag_s(work))
+                kept.clear()
+    finally:
+        await executor.aclose()
+    return {name: statistics.median(lags) for name, lags in out.items()}
+
+
+@functools.cache
+def _spec(fn: Callable[..., Any]) -> TaskSpec:
+    return TaskSpec(name=fn.__name__, fn=fn, kind=kind_of(fn), executor="process")
+
+
 def run_all(s: Sizes) -> dict[str, Result]:
     """Every contender, one after the other; loky only if it is installed."""
     w = s.workers
@@ -278,6 +353,13 @@ def main() -> None:
         print(
             f"{name:22} {rate:>10,.0f}/s {rate / base[0]:>8.2f}x {p50 * 1e6:>8.0f}µs "
             f"{p50 / base[1]:>8.2f}x {eff:>8.3f} {mib_s:>7,.0f}MiB/s {mib_s / base[3]:>8.2f}x"
+        )
+    if s.arrays:  # numpy is installed
+        lag = asyncio.run(loop_lag(64 if opts.quick else 256))
+        print(
+            f"\nloop lag, worst per call, median of 5 ({64 if opts.quick else 256} MiB array): "
+            f"argument {lag['argument'] * 1e3:.1f} ms, result {lag['result'] * 1e3:.1f} ms "
+            f"(floor: a worker making as much, {lag['floor'] * 1e3:.1f} ms)"
         )
 
 

@@ -36,6 +36,8 @@ OP_FUNC = 1  # [OP_FUNC, key, ref | None, blob | None, is_generator]
 OP_CALL = 2  # [OP_CALL, call_id, key, payload, context | None, shm | None]
 OP_STOP = 3  # [OP_STOP]: finish the calls already received, then exit 0
 OP_REPLY = 4  # [OP_REPLY, request_id, ok, payload]: answer to OP_ADD
+OP_ACK = 5  # [OP_ACK, call_id, n]: n more items of that call's generator were handled
+OP_SKIP = 6  # [OP_SKIP, [call_id, ...]]: calls sent that another worker runs instead
 # worker -> parent
 OP_READY = 10  # [OP_READY, pid]
 OP_OK = 11  # [OP_OK, call_id, payload, shm | None, retire]
@@ -43,8 +45,12 @@ OP_ERR = 12  # [OP_ERR, call_id, where, exc_payload | None, type_name, text, tra
 OP_ITEM = 13  # [OP_ITEM, call_id, payload, shm | None]: one item yielded by a generator task
 # `shm`: [segment name, [length of each out-of-band buffer]] (see `shm_create`).
 OP_LOG = 14  # [OP_LOG, {LogRecord attributes}]
-OP_ADD = 15  # [OP_ADD, call_id, request_id, payload]: the task context's add_task
+OP_ADD = 15  # [OP_ADD, call_id, request_id, payload, waits]: the task context's add_task
 OP_FATAL = 16  # [OP_FATAL, traceback]: the worker could not start
+
+#: Items of a generator a worker may have sent that the parent's `generate_handler`
+#: has not handled yet (OP_ACK returns credit): bounds the memory items hold.
+ITEM_WINDOW = 8
 
 # `OP_ERR.where`: the step of a call that failed.
 WHERE_FUNCTION = "function"  # loading the function in the worker
@@ -273,6 +279,26 @@ def args_segment(serial: int) -> str:
 
 def result_segment(worker_pid: int, call_id: int, n: int) -> str:
     return f"{SHM_PREFIX}{worker_pid:x}r{call_id:x}_{n:x}"
+
+
+def use_resource_tracker(fd: int) -> None:
+    """Register segments with the resource tracker whose pipe is `fd` (a worker: its
+    parent's), instead of starting a tracker of our own.
+
+    One tracker for the parent and every worker: it unlinks what is still registered
+    when the whole program is gone, whoever made it. The stdlib's own child start-up
+    (`multiprocessing.spawn._main`, the forkserver's `_serve_one`) hands the tracker
+    over by setting this same attribute; there is no public way to.
+    """
+    resource_tracker._resource_tracker._fd = fd  # type: ignore[attr-defined]
+
+
+def tracker_fd() -> int:
+    """The resource tracker's pipe (started if need be), for `use_resource_tracker`."""
+    resource_tracker.ensure_running()
+    fd = resource_tracker.getfd()
+    assert fd is not None  # it runs
+    return fd
 
 
 def shm_create(name: str, buffers: Sequence[pickle.PickleBuffer]) -> list[Any]:

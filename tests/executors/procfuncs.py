@@ -262,3 +262,39 @@ def square(x: int) -> int:
     if x == -1:
         raise ValueError("negative one is not welcome")
     return x * x
+
+
+def our_modules() -> list[str]:
+    """The qtasks_mp modules this process has imported."""
+    return sorted(m for m in sys.modules if m == "qtasks_mp" or m.startswith("qtasks_mp."))
+
+
+def nbytes(array: Any) -> int:
+    return int(array.nbytes)
+
+
+def ones(n: int) -> Any:
+    """A numpy array of `n` bytes, made here."""
+    import numpy
+
+    return numpy.ones(n, dtype=numpy.uint8)
+
+
+def touch(n: int) -> int:
+    """The machine's work of `ones(n)` (page faults, memory traffic), nothing returned."""
+    import numpy
+
+    return int(numpy.ones(n, dtype=numpy.uint8)[:: 1 << 12].sum())
+
+
+def nested_wait(context: Any, x: int, timeout_s: float) -> list[Any]:
+    """Wait in a worker for a nested task ("add", on the same pool)."""
+    task = context.add_task("add", x, 1, timeout=timeout_s)
+    return [None, None] if task is None else [task.status, task.returning]
+
+
+def nested_wait_after(context: Any, fifo: str, x: int, timeout_s: float) -> list[Any]:
+    """`nested_wait`, once the test has written to `fifo` (a call is queued behind us)."""
+    with open(fifo) as f:
+        f.read()
+    return nested_wait(context, x, timeout_s)

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
 import sys
+import textwrap
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ import pytest
 import pytest_asyncio
 from proc_support import fifo, gone, grandchildren, make_call, read_fifo, write_fifo
 
-from qtasks_mp import QTasksError, SerializationError, TaskStatus
+from qtasks_mp import SerializationError, TaskStatus
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.executors.process import ProcessExecutor
 from qtasks_mp.wire import RemoteTraceback
@@ -46,6 +50,7 @@ async def app() -> AsyncIterator[QueueTasks]:
         application.task(executor="process")(fn)
     application.task(executor="process", generate_handler=record_item)(procfuncs.yield_then_wait)
     application.task(executor="process", echo=True)(procfuncs.spawn_child)
+    application.task(executor="process", echo=True)(procfuncs.nested_wait)
     application.task(name="add_in_thread")(lambda a, b: a + b)
     async with application:
         yield application
@@ -63,6 +68,24 @@ async def test_constructing_starts_no_process() -> None:
     executor = ProcessExecutor(max_workers=3, autoscale=False)
     assert executor.slots == 0
     assert psutil.Process().children(recursive=True) == before
+
+
+async def test_a_worker_imports_only_the_wire_format_and_the_context() -> None:
+    executor = ProcessExecutor(max_workers=1, autoscale=False)  # a fresh worker
+    await executor.start()
+    try:
+        loaded = await executor.run(make_call(procfuncs.our_modules))
+    finally:
+        await executor.aclose()
+    assert set(loaded) == {
+        "qtasks_mp",  # the packages on the way: their __init__ import nothing
+        "qtasks_mp.executors",
+        "qtasks_mp.executors.process",
+        "qtasks_mp.executors.process.forkserver",  # a worker is a fork of it
+        "qtasks_mp.executors.process.worker",
+        "qtasks_mp.wire",
+        "qtasks_mp.context",
+    }
 
 
 async def test_add_task_returns_the_result_through_the_app(app: QueueTasks) -> None:
@@ -195,6 +218,61 @@ async def test_echo_context_adds_a_nested_task(app: QueueTasks) -> None:
     assert nested is not None and nested.returning == 9
 
 
+async def test_nested_waits_on_the_same_pool_never_deadlock(
+    app: QueueTasks, pool: ProcessExecutor
+) -> None:
+    # Two calls on the two workers, each waiting for a task only this pool can run. A
+    # waiting worker lends its slot: the pool runs the nested tasks on a worker it
+    # starts for the time being, then goes back to its size.
+    assert await pool.wait_ready(10)
+    started = time.monotonic()
+    outer = [app.add_task("nested_wait", i, 20, timeout=30) for i in range(2)]
+    done = await asyncio.wait_for(asyncio.gather(*outer), 15)  # a deadlock: 20 s
+    assert [t.returning if t else None for t in done] == [["success", 1], ["success", 2]]
+    assert time.monotonic() - started < 10
+    for _ in range(1000):  # bounded (10 s): the extra workers are retired once idle
+        if pool.stats()["workers"] == 2 and await pool.wait_ready(0.01):
+            break
+        await asyncio.sleep(0.01)
+    assert pool.stats()["workers"] == 2
+
+
+async def test_a_lone_waiting_worker_lends_its_slot_and_hands_on_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    # One worker, pipelining 2 deep: a call is sent to it behind the one that is about
+    # to wait. It must run on the worker started for the lent slot (not wait behind, not
+    # run twice), and the lone worker must still answer right afterwards.
+    executor = ProcessExecutor(max_workers=1, autoscale=False, pipeline_depth=2)
+    lend = QueueTasks("lend", executors={"process": executor})
+    lend.config.shutdown_timeout = 2.0
+    lend.task(executor="process")(procfuncs.add)
+    lend.task(executor="process")(procfuncs.pid)
+    lend.task(executor="process", echo=True)(procfuncs.nested_wait_after)
+    async with lend:
+        [lone] = executor.stats()["pids"]
+        path = fifo(tmp_path)
+        outer = asyncio.ensure_future(lend.add_task("nested_wait_after", path, 5, 20, timeout=30))
+        behind = asyncio.ensure_future(lend.add_task("pid", timeout=30))
+        for _ in range(1000):  # bounded (10 s): until `pid` is held behind it
+            if executor.stats()["queued"] == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert executor.stats()["per_worker"][lone]["held"] == 2
+        await write_fifo(path, "go")
+        done, ran = await asyncio.wait_for(asyncio.gather(outer, behind), 15)
+        assert done is not None and done.returning == ["success", 6]
+        assert ran is not None and ran.status == TaskStatus.SUCCESS
+        assert ran.returning != lone  # moved to the worker started for the lent slot
+        sums = [await lend.add_task("add", i, i, timeout=10) for i in range(6)]
+        assert [t.returning for t in sums if t] == [0, 2, 4, 6, 8, 10]
+        for _ in range(1000):  # bounded (10 s): back to one worker
+            if executor.stats()["workers"] == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert executor.stats()["workers"] == 1
+
+
 async def test_worker_log_records_reach_parent_logging(
     pool: ProcessExecutor, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -294,16 +372,45 @@ async def test_spawn_start_method_runs_module_and_main_functions() -> None:
         await executor.aclose()
 
 
-async def test_plain_fork_is_refused_while_threads_run() -> None:
-    import threading
+async def test_plain_fork_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"'fork'.*deadlock.*'forkserver'"):
+        ProcessExecutor(max_workers=1, start_method="fork", autoscale=False)
 
-    stop = threading.Event()
-    thread = threading.Thread(target=stop.wait)
-    thread.start()
-    try:
-        pool = ProcessExecutor(max_workers=1, start_method="fork", autoscale=False)
-        with pytest.raises(QTasksError, match=r"start_method='fork'.*threads.*forkserver"):
-            await pool.start()
-    finally:
-        stop.set()
-        thread.join()
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_workers_never_run_the_main_module_again(tmp_path: Path, start_method: str) -> None:
+    # A script with no `if __name__ == "__main__":` guard: every run of its module
+    # adds a line to `runs`. Its workers must not add one (they would start a second
+    # pool each, as multiprocessing's spawn and forkserver methods would make them).
+    runs = tmp_path / "runs"
+    script = tmp_path / "no_guard.py"
+    here = os.path.dirname(procfuncs.__file__)
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio, os, sys
+            with open({str(runs)!r}, "a") as f:
+                f.write(f"{{os.getpid()}}\\n")
+            sys.path.insert(0, {here!r})
+            import procfuncs
+            from proc_support import make_call
+            from qtasks_mp.executors.process import ProcessExecutor
+
+            async def main():
+                pool = ProcessExecutor(2, autoscale=False, start_method={start_method!r})
+                await pool.start()
+                pids = await asyncio.gather(*(pool.run(make_call(procfuncs.pid)) for _ in range(4)))
+                await pool.aclose()
+                print(len(set(pids)))
+
+            asyncio.run(main())
+            """
+        )
+    )
+    command = [sys.executable, str(script)]
+    out = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=30, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() in (["1"], ["2"])  # the calls ran in workers
+    assert len(runs.read_text().split()) == 1  # the script itself, once

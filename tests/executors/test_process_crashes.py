@@ -287,3 +287,31 @@ async def test_closing_waits_for_a_worker_started_after_the_pool_was_empty() -> 
     finally:
         await executor.aclose()
     assert gone([second], timeout=0), "a worker outlived aclose()"
+
+
+async def test_a_killed_fork_server_fails_running_calls_and_the_pool_heals(
+    tmp_path: Path,
+) -> None:
+    # Nobody reports its workers' exits any more: they are killed, their running calls
+    # fail as crashed, and a new server starts their replacements.
+    executor = ProcessExecutor(max_workers=2, autoscale=False)
+    await executor.start()
+    try:
+        path = fifo(tmp_path)
+        running = asyncio.ensure_future(
+            executor.run(make_call(procfuncs.report_pid_and_block, path))
+        )
+        await read_fifo(path)
+        old = executor.stats()["pids"]
+        assert executor.roster is not None and executor.roster.server.proc is not None
+        server = executor.roster.server.proc.pid
+        os.kill(server, signal.SIGKILL)
+        with pytest.raises(WorkerCrashed):
+            await asyncio.wait_for(running, 10)
+        assert await asyncio.wait_for(executor.run(make_call(procfuncs.add, 1, 2)), 10) == 3
+        assert await executor.wait_ready(10)
+        assert executor.stats()["workers"] == 2
+        assert not set(executor.stats()["pids"]) & set(old)
+        assert gone([*old, server])
+    finally:
+        await executor.aclose()

@@ -248,6 +248,45 @@ async def test_abandoned_stream_leaks_nothing(pool: ProcessExecutor) -> None:
     await until(lambda: dead not in pool.stats()["per_worker"])
 
 
+def alive_items(worker_pids: list[int]) -> int:
+    """Item segments of these workers that hold memory: mapped here, or still in
+    /dev/shm (made, not yet received)."""
+    prefixes = tuple(f"qtmp_{pid:x}r" for pid in worker_pids)
+    with open("/proc/self/maps") as maps:
+        mapped = {
+            line.split("/dev/shm/")[1].split()[0] for line in maps if "/dev/shm/qtmp_" in line
+        }
+    made = procfuncs.shm_segments()
+    return len({n for n in mapped | made if n.startswith(prefixes)})
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="counts mappings in /proc")
+async def test_a_slow_handler_holds_at_most_a_window_of_items(pool: ProcessExecutor) -> None:
+    # The worker makes a 1 MiB item in about a millisecond; the handler takes 20 ms
+    # per item. Unbounded, all 30 items would sit in memory at once.
+    assert await pool.wait_ready(10)
+    pids = pool.stats()["pids"]
+    alive: list[int] = []
+
+    async def slow(item: bytes) -> int:
+        alive.append(alive_items(pids))
+        await asyncio.sleep(0.02)  # a slow handler (not a synchronisation)
+        return len(item)
+
+    spec = TaskSpec(
+        "yield_big",
+        procfuncs.yield_big,
+        kind_of(procfuncs.yield_big),
+        "process",
+        generate_handler=slow,
+    )
+    call = make_call(procfuncs.yield_big, 30, 1)
+    call.spec = spec
+    assert await asyncio.wait_for(pool.run(call), 30) == [MIB] * 30
+    assert wire.ITEM_WINDOW == 8
+    assert 1 < max(alive) <= 8, alive  # the worker ran ahead, this far only
+
+
 async def test_full_shared_memory_falls_back_to_the_socket(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

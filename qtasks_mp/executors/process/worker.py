@@ -1,4 +1,4 @@
-"""The main loop of a process worker (runs in the child; see `process.py` for the flow).
+"""The main loop of a process worker (runs in the child; see the package docstring).
 
 One thread runs calls, one at a time, in the order they arrived. A second thread
 only watches the parent: it blocks reading a pipe whose write end lives in the
@@ -21,14 +21,13 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 from uuid import UUID
 
 import msgpack
 
-from .. import wire
-from ..context import TaskInfo
+from ... import wire
+from ...context import TaskInfo
 
 #: How long a worker waits for its next message without sleeping (see `_Conn._poll`).
 _SPIN_S = 100e-6
@@ -156,7 +155,8 @@ class WorkerTask(TaskInfo):
 
     def add_task(self, task_name: str, *args: Any, **kwargs: Any) -> Any:
         payload = wire.dumps((task_name, args, kwargs))
-        return self._worker.request(self._call_id, payload)
+        waits = kwargs.get("timeout") is not None
+        return self._worker.request(self._call_id, payload, waits)
 
     def __repr__(self) -> str:
         return f"<WorkerTask {self.task_name!r} {self.uuid} attempt={self.attempt}>"
@@ -171,13 +171,20 @@ class _Worker:
         self.requests = 0
         self.pid = os.getpid()
         self.segments = 0  # result segments made for the running call (names end _0, _1, ...)
+        self.call_id = 0  # the running call
+        self.credit = 0  # items the running generator may still send (see `wait_for_credit`)
+        self.skipped: set[int] = set()  # calls received that another worker runs instead
 
     def serve(self) -> None:
         while True:
             message = self.backlog.popleft() if self.backlog else self.conn.recv()
             op = message[0]
             if op == wire.OP_CALL:
-                self.run(message)
+                if not self.skipped or message[1] not in self.skipped:
+                    self.run(message)
+                self.skipped.discard(message[1])
+            elif self.took_control(message):  # (an OP_ACK here is for a call that ended)
+                pass
             elif op == wire.OP_FUNC:
                 self.define(message)
             elif op == wire.OP_STOP:
@@ -205,6 +212,7 @@ class _Worker:
         result: Any = None
         item: Any = None
         self.segments = 0
+        self.call_id = call_id
         try:
             entry = self.functions[key]
             if isinstance(entry, BaseException):
@@ -220,7 +228,11 @@ class _Worker:
                 args = (WorkerTask(self, call_id, *context), *args)
             where = wire.WHERE_CALL
             if is_generator:
+                self.credit = wire.ITEM_WINDOW
                 for item in fn(*args, **kwargs):
+                    while self.credit <= 0:  # before its segment is made
+                        self.wait_for_credit()
+                    self.credit -= 1
                     where = wire.WHERE_ITEM
                     data, shm = self.encode(call_id, item)
                     where = wire.WHERE_CALL
@@ -282,16 +294,44 @@ class _Worker:
         """Whether this worker asks to be replaced (it has grown past `max_memory`)."""
         return self.max_memory is not None and _rss() > self.max_memory
 
-    def request(self, call_id: int, payload: bytes) -> Any:
-        """Send an `add_task` request and wait for its answer; buffer what else arrives."""
+    def wait_for_credit(self) -> None:
+        """Wait until the parent has handled an item of the running generator.
+
+        Flow control: at most `wire.ITEM_WINDOW` items are sent and not yet handled by
+        the `generate_handler` (each may hold a shared-memory segment), however slow
+        the handler. What else arrives meanwhile waits in the backlog."""
+        message = self.conn.recv()
+        if not self.took_control(message):
+            self.backlog.append(message)
+
+    def took_control(self, message: list[Any]) -> bool:
+        """Whether `message` was an OP_ACK (credit for the running call, or stale) or
+        an OP_SKIP (calls to drop when their turn comes), now taken into account."""
+        op = message[0]
+        if op == wire.OP_ACK:
+            if message[1] == self.call_id:
+                self.credit += message[2]
+            return True
+        if op == wire.OP_SKIP:
+            self.skipped.update(message[1])
+            return True
+        return False
+
+    def request(self, call_id: int, payload: bytes, waits: bool) -> Any:
+        """Send an `add_task` request and wait for its answer; buffer what else arrives.
+
+        If it `waits` for the nested task to end, the parent lends this worker's slot
+        to the pool meanwhile and takes back the calls sent to it after this one
+        (OP_SKIP): they run elsewhere."""
         self.requests += 1
         request_id = self.requests
-        self.conn.send([wire.OP_ADD, call_id, request_id, payload])
+        self.conn.send([wire.OP_ADD, call_id, request_id, payload, waits])
         while True:
             message = self.conn.recv()
             if message[0] == wire.OP_REPLY and message[1] == request_id:
                 break
-            self.backlog.append(message)
+            if not self.took_control(message):
+                self.backlog.append(message)
         _, _, ok, data = message
         value = wire.loads(data)
         if not ok:
@@ -302,7 +342,7 @@ class _Worker:
 
 
 def _task_snapshot(*fields: Any) -> Any:
-    from ..task import Task, TaskRecord  # imported late: keeps a bare worker light
+    from ...task import Task, TaskRecord  # imported late: keeps a bare worker light
 
     uuid, task_name, status, priority, args, kwargs, returning, tb, retry, created, updated = fields
     record = TaskRecord(UUID(uuid), task_name, "", priority, args, kwargs, created)
@@ -311,23 +351,34 @@ def _task_snapshot(*fields: Any) -> Any:
     return Task(record, None)
 
 
-def _watch_parent(alive: Connection) -> None:
-    """Exit the process as soon as the parent's end of `alive` is gone."""
-    with contextlib.suppress(EOFError, OSError):
-        alive.recv_bytes()
+def _watch_parent(alive: int) -> None:
+    """Exit the process as soon as the parent's end of the `alive` pipe is gone (nobody
+    ever writes to it: a read returns only at EOF)."""
+    with contextlib.suppress(OSError):
+        os.read(alive, 1)
     os._exit(0)
+
+
+def spawned(config: dict[str, Any]) -> None:
+    """Entry point of a worker started as a fresh interpreter (see `forkserver.WORKER_BOOT`)."""
+    wire.use_resource_tracker(config["tracker"])
+    sock = socket.socket(fileno=config["sock"])
+    main(sock, config["alive"], config["preload"], config["levels"], config["max_memory"])
 
 
 def main(
     sock: socket.socket,
-    alive: Connection,
+    alive: int,
     preload: list[str],
     log_levels: dict[str, int],
     max_memory: int | None,
 ) -> None:
-    """Entry point of a worker process (started by `ProcessExecutor` via multiprocessing)."""
+    """Entry point of a worker process (started by the pool's fork server)."""
     # Ctrl-C reaches the whole foreground process group: only the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Not for the processes a task starts: one holding our socket would hide our exit.
+    sock.set_inheritable(False)
+    os.set_inheritable(alive, False)
     threading.Thread(target=_watch_parent, args=(alive,), daemon=True).start()
     conn = _Conn(sock)
     try:
@@ -347,4 +398,4 @@ def main(
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(0)  # skip interpreter teardown and multiprocessing's atexit joins: nothing to flush
+    os._exit(0)  # skip interpreter teardown: nothing left to flush

@@ -1,0 +1,130 @@
+"""Work on large buffers, in threads of the pool's own, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import pickle
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from ... import wire
+from ...errors import SerializationError
+
+log = logging.getLogger("qtasks_mp.process")
+T = TypeVar("T")
+_UNLINK_INLINE_BYTES = 8 << 20  # larger argument segments are unlinked in a thread
+
+
+class Offload:
+    """Copies a call's large buffers into shared memory, unpickles answers that hold
+    some, and unlinks large argument segments, in two threads of the pool's, so that a
+    256 MiB array does not stall the event loop (it did for 170-220 ms). Calls without
+    buffers of `wire.SHM_MIN_BYTES` or more never come here: no thread hop for them.
+
+    The threads hold the GIL only briefly: `pwrite` into the segment, unlinking and
+    unmapping release it. (A `bytes` result is copied out of its segment with the GIL
+    held, wherever that happens: arrays and memoryviews are views, no copy.)
+    """
+
+    def __init__(self, name: str) -> None:
+        self._threads = ThreadPoolExecutor(2, thread_name_prefix=f"qtasks_mp-{name}-io")
+        self._unlinking: set[asyncio.Future[bool]] = set()
+
+    def __call__(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """`fn(*args)` in a thread. At interpreter shutdown no thread can start any more
+        (Python 3.12+): then here, on the loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            return loop.run_in_executor(self._threads, fn, *args)
+        except RuntimeError:
+            fut: asyncio.Future[T] = loop.create_future()
+            try:
+                fut.set_result(fn(*args))
+            except Exception as e:
+                fut.set_exception(e)
+            return fut
+
+    async def encode(
+        self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bytes, list[Any] | None]:
+        """The payload of a call, and its segment (`[name, lengths]`, ours to unlink) if
+        it has large buffers. Pickling stays here: protocol-5 buffers are not copied."""
+        payload, buffers = encode_args(task_name, args, kwargs)
+        if buffers is None:
+            return payload, None
+        fut = self(place_args, task_name, args, kwargs, payload, buffers)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:  # the thread goes on: unlink what it makes
+            fut.add_done_callback(lambda f: self.unlink(placed(f)))
+            raise
+
+    def unlink(self, shm: list[Any] | None) -> None:
+        """Unlink an argument segment. Once no process maps it any more, unlinking frees
+        its memory: ~0.2 ms per MiB, so a large one is unlinked in a thread."""
+        if shm is None:
+            return
+        if sum(shm[1]) < _UNLINK_INLINE_BYTES:
+            wire.shm_unlink(shm[0])
+            return
+        fut = self(wire.shm_unlink, shm[0])
+        self._unlinking.add(fut)
+        fut.add_done_callback(self._unlinking.discard)
+
+    async def close(self) -> None:
+        """Wait for the unlinking still under way; let the threads go."""
+        if self._unlinking:
+            await asyncio.wait(list(self._unlinking))
+        self._threads.shutdown(wait=False)  # nothing else waits for them any more
+
+
+_arg_segments = itertools.count(1)  # numbers the names of argument segments
+
+
+def encode_args(
+    task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[bytes, list[pickle.PickleBuffer] | None]:
+    """A call's payload, and the large buffers left out of it (None if there are none).
+
+    Cheap even for large arguments: the buffers are not copied (protocol 5 out-of-band
+    buffers); `place_args` then copies them into a segment, off the event loop.
+    """
+    buffers: list[pickle.PickleBuffer] | None = [] if wire.SHM else None
+    try:
+        return wire.dumps_args(args, kwargs, buffers), buffers or None
+    except ValueError as e:
+        raise SerializationError(
+            f"task {task_name!r}: {e}. Pass data a worker process can unpickle "
+            "(plain values, or classes defined at module level)."
+        ) from e.__cause__
+
+
+def place_args(
+    task_name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    payload: bytes,
+    buffers: list[pickle.PickleBuffer],
+) -> tuple[bytes, list[Any] | None]:
+    """Copy a call's large buffers into a new segment (in a thread: ~0.5 ms per MiB);
+    the payload and `[name, lengths]` of the segment, ours to unlink."""
+    try:
+        return payload, wire.shm_create(wire.args_segment(next(_arg_segments)), buffers)
+    except OSError as e:  # no room in /dev/shm: the slow way, through the socket
+        log.warning(
+            "task %r: shared memory for its arguments failed (%s): sent through the socket",
+            task_name,
+            e,
+        )
+        return wire.dumps_args(args, kwargs), None
+
+
+def placed(fut: asyncio.Future[tuple[bytes, list[Any] | None]]) -> list[Any] | None:
+    """The segment a finished `place_args` made, if any (for a call cancelled meanwhile,
+    whose segment nobody else knows of)."""
+    if fut.cancelled() or fut.exception() is not None:
+        return None
+    return fut.result()[1]
