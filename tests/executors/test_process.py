@@ -110,7 +110,9 @@ async def test_depth_adapts_to_call_length_unless_fixed() -> None:
         for _ in range(20):
             await adaptive.run(make_call(procfuncs.noop))
             await fixed.run(make_call(procfuncs.noop))
-        assert adaptive.depth == 16 and adaptive.slots == 16  # tiny calls: pipelined deep
+        # 16 when a no-op's round trip is under 0.5 ms, 2 on a machine too busy for that
+        # (the mapping itself is checked with the measurement injected, below)
+        assert adaptive.depth >= 2
         assert fixed.depth == 3
         for _ in range(3):
             await adaptive.run(make_call(procfuncs.cpu, 30))
@@ -118,6 +120,15 @@ async def test_depth_adapts_to_call_length_unless_fixed() -> None:
     finally:
         await adaptive.aclose()
         await fixed.aclose()
+
+
+@pytest.mark.parametrize(
+    ("measured_s", "depth"), [(None, 2), (0.0001, 16), (0.001, 2), (0.004, 2), (0.006, 1)]
+)
+async def test_depth_by_measured_call_length(measured_s: float | None, depth: int) -> None:
+    pool = ProcessExecutor(max_workers=1, autoscale=False)
+    pool.scheduler.service_s = measured_s  # the moving average of call time, injected
+    assert pool.depth == depth
 
 
 async def test_function_is_pickled_once_and_sent_once_per_worker(pool: ProcessExecutor) -> None:
