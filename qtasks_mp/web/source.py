@@ -1,0 +1,743 @@
+"""Where the dashboard reads: a running app in this process, or a SQLite file.
+
+    AppSource(app)          the app's own loop: stats(), executors, the store
+      └─ SQLiteReader       if the app's store is a SQLite file (same reads as below)
+      └─ MemoryReader       if it is the memory store (its records, read in the loop)
+    StoreSource(path)       `qtasks-mp web --store tasks.db`: a file other processes run
+      └─ SQLiteReader       its own read-only connection, in one thread of its own
+
+The reader never writes: a dashboard left open cannot lock the store or take a task.
+The one write, purging finished tasks, goes through the store's own `purge()`.
+
+Paging is by keyset on `seq` (the store's rowid: arrival order), newest first, so a
+page costs the same at the millionth row as at the first. A filter that matches few
+rows cannot make it scan the table: each request walks at most `SCAN_BUDGET_S` of
+rows back and then returns what it found with a cursor to go on from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pprint
+import reprlib
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import quote
+from uuid import UUID
+
+from ..metrics import memory_lane_counts
+from ..task import TaskStatus
+
+T = TypeVar("T")
+
+STATUSES = tuple(s.value for s in TaskStatus)
+FINISHED = ("success", "error", "cancel")
+SCAN_BUDGET_S = 0.05  # per page request, when a filter is sparse
+SCAN_STEP = 20_000  # rowids per walked window
+SERIES_BUCKET_S = 10
+SERIES_SPAN_S = 600  # the throughput chart: the last 10 minutes
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+_short.maxlist = _short.maxtuple = _short.maxdict = 6
+
+
+def short_repr(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    parts = [_short.repr(a) for a in args] + [f"{k}={_short.repr(v)}" for k, v in kwargs.items()]
+    text = ", ".join(parts)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def long_repr(value: Any, limit: int = 65_536) -> str:
+    text = pprint.pformat(value, width=100, compact=True)
+    return text if len(text) <= limit else text[:limit] + f"\n... ({len(text) - limit} more)"
+
+
+@dataclass
+class Filter:
+    status: str | None = None
+    name: str | None = None
+    text: str | None = None
+
+
+@dataclass
+class Page:
+    rows: list[dict[str, Any]]
+    next_before: int | None  # cursor for older rows; None: nothing older
+    scanned_to: int | None = None  # set when the budget ran out before the page filled
+
+
+@dataclass
+class Overview:
+    counts: dict[str, int]  # by status
+    by_task: list[dict[str, Any]]  # task, lane, and a count per status
+    lanes: list[dict[str, Any]]  # lane, queued, running, slots
+    timing: list[dict[str, Any]]  # task, run/wait p50/p95 (seconds or None)
+    series: list[tuple[float, int, int]]  # (bucket start, done, failed)
+    done_per_s: float
+    failed_per_s: float
+    timing_note: str
+    cost_s: float = 0.0
+    as_of: float = field(default_factory=time.time)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def percentile(ordered: list[float], q: float) -> float | None:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
+class Throughput:
+    """Finished and failed per bucket, from cumulative counters sampled once a second."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, int, int]] = deque(maxlen=SERIES_SPAN_S + 5)
+
+    def sample(self, now: float, done: int, failed: int) -> None:
+        if not self.samples or now - self.samples[-1][0] >= 0.9:
+            self.samples.append((now, done, failed))
+
+    def series(self, now: float) -> list[tuple[float, int, int]]:
+        start = (now // SERIES_BUCKET_S) * SERIES_BUCKET_S - SERIES_SPAN_S + SERIES_BUCKET_S
+        buckets = {start + i * SERIES_BUCKET_S: [0, 0] for i in range(SERIES_SPAN_S // 10)}
+        prev = None
+        for t, done, failed in self.samples:
+            if prev is not None and t >= start:
+                key = start + ((t - start) // SERIES_BUCKET_S) * SERIES_BUCKET_S
+                if key in buckets:
+                    buckets[key][0] += max(0, done - prev[1])
+                    buckets[key][1] += max(0, failed - prev[2])
+            prev = (t, done, failed)
+        return [(t, d, f) for t, (d, f) in sorted(buckets.items())]
+
+    def rates(self, now: float, window_s: float = 60.0) -> tuple[float, float]:
+        recent = [s for s in self.samples if s[0] >= now - window_s]
+        if len(recent) < 2:
+            return 0.0, 0.0
+        dt = recent[-1][0] - recent[0][0]
+        return (recent[-1][1] - recent[0][1]) / dt, (recent[-1][2] - recent[0][2]) / dt
+
+
+class Cached:
+    """A value recomputed at most every `max(min_age_s, 20 * cost)`: a slow query on
+    a big store is kept to about 5% of one core however many pages are open."""
+
+    def __init__(self, min_age_s: float = 1.0) -> None:
+        self.min_age_s = min_age_s
+        self.value: Any = None
+        self.at = 0.0
+        self.cost_s = 0.0
+        self.lock = asyncio.Lock()
+
+    async def get(self, compute: Callable[[], Any]) -> Any:
+        async with self.lock:
+            now = time.monotonic()
+            if self.value is None or now - self.at >= max(self.min_age_s, 20 * self.cost_s):
+                start = time.perf_counter()
+                self.value = await compute()
+                self.cost_s = time.perf_counter() - start
+                self.at = time.monotonic()
+            return self.value
+
+
+# ------------------------------------------------------------------ SQLite
+
+
+_ROW = (
+    "seq, uuid, task_name, lane, status, priority, retry, created_at, updated_at, "
+    "started_at, finished_at, eta, args, traceback"
+)
+
+
+def _row_dict(row: tuple[Any, ...], decode: bool = True) -> dict[str, Any]:
+    from ..stores._sqlite_codec import decode_call
+
+    (seq, uuid, name, lane, status, priority, retry, created, updated, started, finished,
+     eta, args_blob, tb) = row  # fmt: skip
+    try:
+        args, kwargs = decode_call(args_blob)
+        shown = short_repr(args, kwargs)
+    except Exception as e:  # a pickled class this program cannot import
+        shown = f"<cannot decode here: {type(e).__name__}>"
+    return {
+        "seq": seq,
+        "uuid": str(UUID(bytes=uuid)),
+        "task_name": name,
+        "lane": lane,
+        "status": status,
+        "priority": priority,
+        "retry": retry,
+        "created_at": created,
+        "updated_at": updated,
+        "started_at": started,
+        "finished_at": finished,
+        "eta": eta,
+        "args": shown,
+        "error": (tb or "").strip().splitlines()[-1] if tb else "",
+    }
+
+
+class SQLiteReader:
+    """Read-only queries on a SQLite task store, run in one thread of their own."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="qtasks-mp-web")
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            uri = f"file:{quote(self.path)}?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False)
+        return self._conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(self._connection()))
+
+    def close(self) -> None:
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        self._pool.submit(shut)
+        self._pool.shutdown(wait=True)
+
+    # -------------------------------------------------------------- queries
+
+    async def data_version(self) -> int:
+        """Changes whenever another connection commits (no table read)."""
+        return await self.run(lambda c: int(c.execute("PRAGMA data_version").fetchone()[0]))
+
+    async def counts(self) -> list[tuple[str, str, str, int]]:
+        """(task_name, lane, status, count): one pass over the table (cached by callers)."""
+        return await self.run(
+            lambda c: c.execute(
+                "SELECT task_name, lane, status, count(*) FROM tasks GROUP BY 1, 2, 3"
+            ).fetchall()
+        )
+
+    async def recent_finished(self, since: float, limit: int = 5000) -> list[tuple[Any, ...]]:
+        """(task_name, status, created_at, eta, started_at, finished_at) finished after
+        `since`, newest first: a walk of the store's finished index."""
+        return await self.run(
+            lambda c: c.execute(
+                "SELECT task_name, status, created_at, eta, started_at, finished_at FROM tasks "
+                "WHERE status IN ('success', 'error', 'cancel') AND finished_at >= ? "
+                "ORDER BY finished_at DESC LIMIT ?",
+                (since, limit),
+            ).fetchall()
+        )
+
+    async def finished_series(self, now: float) -> list[tuple[float, int, int]]:
+        start = (now // SERIES_BUCKET_S) * SERIES_BUCKET_S - SERIES_SPAN_S + SERIES_BUCKET_S
+
+        def run(c: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return c.execute(
+                "SELECT CAST((finished_at - ?) / ? AS INTEGER), status = 'error', count(*) "
+                "FROM tasks WHERE status IN ('success', 'error', 'cancel') AND finished_at >= ? "
+                "GROUP BY 1, 2",
+                (start, SERIES_BUCKET_S, start),
+            ).fetchall()
+
+        buckets = {i: [0, 0] for i in range(SERIES_SPAN_S // SERIES_BUCKET_S)}
+        for i, failed, n in await self.run(run):
+            if i in buckets:
+                buckets[i][0] += n
+                buckets[i][1] += n if failed else 0
+        return [(start + i * SERIES_BUCKET_S, d, f) for i, (d, f) in sorted(buckets.items())]
+
+    async def page(self, filt: Filter, before: int | None, limit: int) -> Page:
+        where, params = _where(filt)
+
+        def run(c: sqlite3.Connection) -> Page:
+            top = before
+            if top is None:
+                top = (c.execute("SELECT max(seq) FROM tasks").fetchone()[0] or 0) + 1
+            if not where:  # no filter: one index walk
+                rows = c.execute(
+                    f"SELECT {_ROW} FROM tasks WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                    (top, limit + 1),
+                ).fetchall()
+                more = len(rows) > limit
+                rows = rows[:limit]
+                return Page([_row_dict(r) for r in rows], rows[-1][0] if more else None)
+            found: list[tuple[Any, ...]] = []
+            deadline = time.perf_counter() + SCAN_BUDGET_S
+            low = c.execute("SELECT min(seq) FROM tasks").fetchone()[0] or 0
+            while top > low and len(found) <= limit:
+                floor = max(low, top - SCAN_STEP)
+                found += c.execute(
+                    f"SELECT {_ROW} FROM tasks WHERE seq < ? AND seq >= ? AND "
+                    + " AND ".join(where)
+                    + " ORDER BY seq DESC LIMIT ?",
+                    (top, floor, *params, limit + 1 - len(found)),
+                ).fetchall()
+                top = floor
+                if time.perf_counter() > deadline and len(found) <= limit:
+                    rows = found[:limit]
+                    return Page([_row_dict(r) for r in rows], top if top > low else None, top)
+            more = len(found) > limit
+            rows = found[:limit]
+            return Page([_row_dict(r) for r in rows], rows[-1][0] if more else None)
+
+        return await self.run(run)
+
+    async def task(self, uuid: UUID) -> dict[str, Any] | None:
+        def run(c: sqlite3.Connection) -> dict[str, Any] | None:
+            row = c.execute(
+                f"SELECT {_ROW}, result FROM tasks WHERE uuid = ?", (uuid.bytes,)
+            ).fetchone()
+            if row is None:
+                return None
+            return _detail_from_sqlite(row)
+
+        return await self.run(run)
+
+    async def names(self) -> list[str]:
+        return await self.run(
+            lambda c: [r[0] for r in c.execute("SELECT DISTINCT task_name FROM tasks LIMIT 500")]
+        )
+
+
+def _where(filt: Filter) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if filt.status:
+        where.append("status = ?")
+        params.append(filt.status)
+    if filt.name:
+        where.append("task_name = ?")
+        params.append(filt.name)
+    if filt.text:
+        # names and tracebacks (case-insensitive), the uuid in hex, and the arguments'
+        # bytes: msgpack keeps strings as UTF-8, so a word in an argument is found too
+        where.append(
+            "(task_name LIKE ? OR traceback LIKE ? OR hex(uuid) LIKE ? "
+            "OR instr(args, CAST(? AS BLOB)) > 0)"
+        )
+        like = f"%{filt.text}%"
+        params += [like, like, f"%{filt.text.replace('-', '').upper()}%", filt.text]
+    return where, params
+
+
+def _detail_from_sqlite(row: tuple[Any, ...]) -> dict[str, Any]:
+    from ..stores._sqlite_codec import decode_call, decode_value
+
+    detail = _row_dict(row[:-1])
+    try:
+        args, kwargs = decode_call(row[12])
+        detail["args_full"] = long_repr(args)
+        detail["kwargs_full"] = long_repr(kwargs)
+    except Exception as e:
+        detail["args_full"] = detail["kwargs_full"] = f"<cannot decode here: {e!r}>"
+    try:
+        detail["result"] = long_repr(decode_value(row[14]))
+    except Exception as e:
+        detail["result"] = f"<cannot decode here: {e!r}>"
+    detail["traceback"] = row[13]
+    return _with_timings(detail)
+
+
+def _with_timings(d: dict[str, Any]) -> dict[str, Any]:
+    started, finished = d["started_at"], d["finished_at"]
+    d["attempts"] = d["retry"] + (1 if started else 0)
+    d["wait_s"] = max(0.0, started - (d["eta"] or d["created_at"])) if started else None
+    d["run_s"] = finished - started if started and finished else None
+    # Issue 13 (progress) will add d["progress"] = (done, total, note) here; the task
+    # page has its place ready (see templates/task.html, block "progress").
+    d["progress"] = None
+    return d
+
+
+def summarise_rows(
+    rows: Iterable[tuple[str, str, float, float, float, float]],
+) -> list[dict[str, Any]]:
+    """p50/p95 run and wait per task from (name, status, created, eta, started, finished)."""
+    runs: dict[str, list[float]] = {}
+    waits: dict[str, list[float]] = {}
+    for name, _status, created, eta, started, finished in rows:
+        if started > 0:
+            waits.setdefault(name, []).append(max(0.0, started - (eta or created)))
+            if finished > 0:
+                runs.setdefault(name, []).append(finished - started)
+    out = []
+    for name in sorted(set(runs) | set(waits)):
+        r, w = sorted(runs.get(name, [])), sorted(waits.get(name, []))
+        out.append(
+            {
+                "task": name,
+                "run_p50_s": percentile(r, 0.5),
+                "run_p95_s": percentile(r, 0.95),
+                "wait_p50_s": percentile(w, 0.5),
+                "wait_p95_s": percentile(w, 0.95),
+            }
+        )
+    return out
+
+
+def group_counts(
+    rows: Iterable[tuple[str, str, str, int]],
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    counts = dict.fromkeys(STATUSES, 0)
+    by_task: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, lane, status, n in rows:
+        counts[status] = counts.get(status, 0) + n
+        entry = by_task.setdefault(
+            (name, lane), {"task": name, "lane": lane, **dict.fromkeys(STATUSES, 0)}
+        )
+        entry[status] = entry.get(status, 0) + n
+    return counts, [by_task[k] for k in sorted(by_task)]
+
+
+# ------------------------------------------------------------------ sources
+
+
+class Source:
+    """What every page reads. `workers()` / `timers()` are empty for a store alone."""
+
+    title = "qtasks_mp"
+    in_process = False
+
+    def __init__(self, reader: SQLiteReader | None) -> None:
+        self.reader = reader
+        self._overview = Cached()
+
+    @property
+    def can_purge(self) -> bool:
+        return self.reader is not None
+
+    async def version(self) -> Any:
+        raise NotImplementedError
+
+    async def overview(self) -> Overview:
+        value: Overview = await self._overview.get(self._compute_overview)
+        return value
+
+    async def _compute_overview(self) -> Overview:
+        raise NotImplementedError
+
+    async def page(self, filt: Filter, before: int | None, limit: int) -> Page:
+        assert self.reader is not None
+        return await self.reader.page(filt, before, limit)
+
+    async def task(self, uuid: UUID) -> dict[str, Any] | None:
+        assert self.reader is not None
+        return await self.reader.task(uuid)
+
+    async def names(self) -> list[str]:
+        return await self.reader.names() if self.reader is not None else []
+
+    def workers(self) -> list[dict[str, Any]]:
+        return []
+
+    def timers(self) -> list[dict[str, Any]]:
+        return []
+
+    async def purge(self, statuses: list[str], older_than_s: float) -> int:
+        raise NotImplementedError
+
+    def metrics(self) -> bytes:
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        """Called once a second by the event stream: sample what needs sampling."""
+
+    async def aclose(self) -> None:
+        if self.reader is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.reader.close)
+
+
+class StoreSource(Source):
+    """A SQLite file that other processes run: counts and timings from its rows."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(SQLiteReader(path))
+        self.path = path
+        self.title = os.path.basename(path)
+
+    async def version(self) -> Any:
+        assert self.reader is not None
+        return await self.reader.data_version()
+
+    async def _compute_overview(self) -> Overview:
+        assert self.reader is not None
+        start = time.perf_counter()
+        now = time.time()
+        counts, by_task = group_counts(await self.reader.counts())
+        recent = await self.reader.recent_finished(now - 300)
+        series = await self.reader.finished_series(now)
+        done = sum(1 for r in recent if r[5] >= now - 60)
+        failed = sum(1 for r in recent if r[5] >= now - 60 and r[1] == "error")
+        lanes: dict[str, dict[str, Any]] = {}
+        for entry in by_task:
+            lane = lanes.setdefault(
+                entry["lane"], {"lane": entry["lane"], "queued": 0, "running": 0, "slots": None}
+            )
+            lane["queued"] += entry["new"]
+            lane["running"] += entry["process"]
+        return Overview(
+            counts=counts,
+            by_task=by_task,
+            lanes=[lanes[k] for k in sorted(lanes)],
+            timing=summarise_rows(recent),
+            series=series,
+            done_per_s=done / 60,
+            failed_per_s=failed / 60,
+            timing_note=f"from the last {len(recent)} tasks finished in the last 5 minutes",
+            cost_s=time.perf_counter() - start,
+        )
+
+    async def purge(self, statuses: list[str], older_than_s: float) -> int:
+        from ..config import QueueConfig
+        from ..stores.sqlite import SQLiteStore
+
+        store = SQLiteStore(self.path)
+        config = QueueConfig()
+        config.result_retention_count = 2**62  # opening to purge must not trim anything else
+        config.result_retention_s = float(2**62)
+        await store.open(config, lambda: None)
+        try:
+            return await store.purge(statuses, older_than_s)
+        finally:
+            await store.close()
+
+    def metrics(self) -> bytes:
+        from ..metrics import metrics
+
+        return metrics(store_path=self.path)
+
+
+class AppSource(Source):
+    """An app running in this process (`serve_dashboard(app)`), in the app's loop."""
+
+    in_process = True
+
+    def __init__(self, app: Any, timers: Iterable[Any] = ()) -> None:
+        core = getattr(app, "core", app)
+        store = core.store
+        path = getattr(store, "path", None)
+        shared = getattr(store, "shared", False)
+        super().__init__(SQLiteReader(path) if shared and isinstance(path, str) else None)
+        self.app = core
+        self.title = core.name
+        self._timers = list(timers)
+        self.throughput = Throughput()
+        self._cpu: dict[int, Any] = {}  # psutil.Process per worker pid, for cpu_percent
+
+    @property
+    def can_purge(self) -> bool:
+        return self.reader is not None and hasattr(self.app.store, "purge")
+
+    def _totals(self) -> tuple[int, int]:
+        done = failed = 0
+        for t in list(self.app.timing.tasks.values()):
+            done += t.count
+            failed += t.failed
+        return done, failed
+
+    def tick(self) -> None:
+        done, failed = self._totals()
+        self.throughput.sample(time.time(), done, failed)
+
+    async def version(self) -> Any:
+        stats = self.app.stats()
+        done, failed = self._totals()
+        sqlite = await self.reader.data_version() if self.reader is not None else 0
+        return (stats["unfinished"], stats["active"], done, failed, sqlite)
+
+    async def _compute_overview(self) -> Overview:
+        start = time.perf_counter()
+        now = time.time()
+        app = self.app
+        if self.reader is not None:
+            counts, by_task = group_counts(await self.reader.counts())
+        else:
+            counts, by_task = group_counts(_memory_counts(app.store))
+        queued = memory_lane_counts(app.store) if self.reader is None else None
+        lanes = []
+        for name, executor in app.executors.items():
+            q = (
+                queued.get(name, 0)
+                if queued is not None
+                else sum(e["new"] for e in by_task if e["lane"] == name)
+            )
+            lanes.append(
+                {"lane": name, "queued": q, "running": executor.active, "slots": executor.slots}
+            )
+        timing = [{"task": k, **v} for k, v in app.stats()["tasks"].items()]
+        self.tick()
+        done_s, failed_s = self.throughput.rates(now)
+        return Overview(
+            counts=counts,
+            by_task=by_task,
+            lanes=lanes,
+            timing=timing,
+            series=self.throughput.series(now),
+            done_per_s=done_s,
+            failed_per_s=failed_s,
+            timing_note="the last 2,048 attempts of each task (app.stats())",
+            cost_s=time.perf_counter() - start,
+        )
+
+    async def page(self, filt: Filter, before: int | None, limit: int) -> Page:
+        if self.reader is not None:
+            return await self.reader.page(filt, before, limit)
+        return _memory_page(self.app.store, filt, before, limit)
+
+    async def task(self, uuid: UUID) -> dict[str, Any] | None:
+        if self.reader is not None:
+            return await self.reader.task(uuid)
+        record = await self.app.store.get(uuid)
+        return None if record is None else _detail_from_record(record)
+
+    async def names(self) -> list[str]:
+        return sorted(self.app.specs)
+
+    def workers(self) -> list[dict[str, Any]]:
+        import psutil
+
+        out = []
+        for name, executor in self.app.executors.items():
+            stats = executor.stats()
+            per_worker = stats.get("per_worker") or {}
+            rows = []
+            for pid, w in per_worker.items():
+                proc = self._cpu.get(pid)
+                cpu = None
+                try:
+                    if proc is None:
+                        proc = self._cpu[pid] = psutil.Process(pid)
+                        proc.cpu_percent()  # the first call starts the measurement
+                    else:
+                        cpu = proc.cpu_percent()
+                except psutil.Error:
+                    self._cpu.pop(pid, None)
+                rows.append({"pid": pid, "cpu_percent": cpu, **w})
+            for pid in set(self._cpu) - set(per_worker):
+                del self._cpu[pid]
+            autoscale = stats.get("autoscale") or {}
+            # decisions carry the autoscaler's clock (monotonic by default): as wall time
+            shift = time.time() - time.monotonic()
+            decisions = [{**d, "time": d["time"] + shift} for d in autoscale.get("history") or []]
+            out.append(
+                {
+                    "name": name,
+                    "kind": type(executor).__name__,
+                    "stats": {
+                        k: v
+                        for k, v in stats.items()
+                        if k not in ("per_worker", "autoscale", "pids")
+                    },
+                    "workers": rows,
+                    "decisions": decisions[::-1][:30],
+                    "last_sample": autoscale.get("last"),
+                }
+            )
+        return out
+
+    def timers(self) -> list[dict[str, Any]]:
+        out = []
+        for timer in self._timers:
+            for job in timer.scheduler.get_jobs():
+                out.append(
+                    {
+                        "name": job.name,
+                        "trigger": str(job.trigger),
+                        "next": getattr(job, "next_run_time", None),
+                    }
+                )
+        return out
+
+    async def purge(self, statuses: list[str], older_than_s: float) -> int:
+        count: int = await self.app.store.purge(statuses, older_than_s)
+        return count
+
+    def metrics(self) -> bytes:
+        from ..metrics import metrics
+
+        return metrics(self.app)
+
+
+# ------------------------------------------------------------------ memory store
+
+
+def _memory_records(store: Any) -> list[Any]:
+    """The memory store's records (private: it has no public listing yet), newest first."""
+    records = getattr(store, "_records", None)
+    if not isinstance(records, dict):
+        return []
+    return sorted(records.values(), key=lambda r: r.seq, reverse=True)
+
+
+def _memory_counts(store: Any) -> list[tuple[str, str, str, int]]:
+    tally: dict[tuple[str, str, str], int] = {}
+    records = getattr(store, "_records", None)
+    for r in list(records.values()) if isinstance(records, dict) else []:
+        key = (r.task_name, r.lane, str(r.status))
+        tally[key] = tally.get(key, 0) + 1
+    return [(*k, n) for k, n in tally.items()]
+
+
+def _record_dict(r: Any) -> dict[str, Any]:
+    tb = r.traceback
+    return {
+        "seq": r.seq,
+        "uuid": str(r.uuid),
+        "task_name": r.task_name,
+        "lane": r.lane,
+        "status": str(r.status),
+        "priority": r.priority,
+        "retry": r.retry,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "eta": r.eta,
+        "args": short_repr(r.args, r.kwargs),
+        "error": tb.strip().splitlines()[-1] if tb else "",
+    }
+
+
+def _matches(r: Any, filt: Filter) -> bool:
+    if filt.status and str(r.status) != filt.status:
+        return False
+    if filt.name and r.task_name != filt.name:
+        return False
+    if filt.text:
+        needle = filt.text.lower()
+        hay = f"{r.task_name} {r.uuid} {r.traceback or ''} {r.args!r} {r.kwargs!r}".lower()
+        return needle in hay
+    return True
+
+
+def _memory_page(store: Any, filt: Filter, before: int | None, limit: int) -> Page:
+    out = []
+    for r in _memory_records(store):
+        if before is not None and r.seq >= before:
+            continue
+        if _matches(r, filt):
+            out.append(r)
+            if len(out) > limit:
+                break
+    more = len(out) > limit
+    out = out[:limit]
+    return Page([_record_dict(r) for r in out], out[-1].seq if more else None)
+
+
+def _detail_from_record(r: Any) -> dict[str, Any]:
+    d = _record_dict(r)
+    d["args_full"] = long_repr(r.args)
+    d["kwargs_full"] = long_repr(r.kwargs)
+    d["result"] = long_repr(r.returning)
+    d["traceback"] = r.traceback
+    return _with_timings(d)
