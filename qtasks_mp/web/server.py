@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 from uuid import UUID
 
 import jinja2
@@ -61,7 +61,7 @@ _CSP = (
 _HEADERS = {
     "Content-Security-Policy": _CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer makes Chromium post Origin: null
     "Cache-Control": "no-store",
 }
 
@@ -203,6 +203,14 @@ def _csrf_ok(request: Request, form_value: str | None) -> bool:
     # Browsers send Origin on a POST; when present it must be this very dashboard.
     origin = request.headers.get("origin")
     return origin is None or origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    """An urlencoded form (what the pages post; no multipart parser needed), max 64 KiB."""
+    if request.headers.get("content-type", "").split(";")[0] != "application/x-www-form-urlencoded":
+        return {}
+    body = await request.body()
+    return parse_qs(body[:65536].decode("utf-8", "replace"), keep_blank_values=True)
 
 
 # ------------------------------------------------------------------ the app
@@ -377,9 +385,8 @@ class Dashboard:
     # block "actions"); until then the pages offer no button for them.
 
     async def purge_action(self, request: Request) -> Response:
-        form = await request.form()
-        csrf = form.get("csrf")
-        if not _csrf_ok(request, csrf if isinstance(csrf, str) else None):
+        form = await _form(request)
+        if not _csrf_ok(request, (form.get("csrf") or [None])[0]):
             return PlainTextResponse(
                 "403: the form's CSRF token is missing or stale: reload the page and retry",
                 status_code=403,
@@ -390,10 +397,9 @@ class Dashboard:
                 "by its retention limits)",
                 status_code=409,
             )
-        statuses = sorted({s for s in form.getlist("status") if s in FINISHED}) or list(FINISHED)
-        older = form.get("older_than_s") or "0"
+        statuses = sorted({s for s in form.get("status", []) if s in FINISHED}) or list(FINISHED)
         try:
-            older_than_s = float(older) if isinstance(older, str) else 0.0
+            older_than_s = float((form.get("older_than_s") or ["0"])[0] or "0")
             if not math.isfinite(older_than_s) or older_than_s < 0:
                 raise ValueError
         except ValueError:
