@@ -272,7 +272,7 @@ class Dashboard:
             request,
             "overview.html",
             ov=ov,
-            chart=chart(ov.series),
+            chart=chart(ov.series or []),
             timers=self.source.timers(),
             page="overview",
         )
@@ -386,7 +386,7 @@ class Dashboard:
 
     async def purge_action(self, request: Request) -> Response:
         form = await _form(request)
-        if not _csrf_ok(request, (form.get("csrf") or [None])[0]):
+        if not _csrf_ok(request, next(iter(form.get("csrf", [])), None)):
             return PlainTextResponse(
                 "403: the form's CSRF token is missing or stale: reload the page and retry",
                 status_code=403,

@@ -24,7 +24,7 @@ import reprlib
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -76,15 +76,17 @@ class Page:
 
 @dataclass
 class Overview:
-    counts: dict[str, int]  # by status
-    by_task: list[dict[str, Any]]  # task, lane, and a count per status
+    counts: dict[str, int] | None  # by status; None while a big store is being counted
+    by_task: list[dict[str, Any]] | None  # task, lane, and a count per status
     lanes: list[dict[str, Any]]  # lane, queued, running, slots
     timing: list[dict[str, Any]]  # task, run/wait p50/p95 (seconds or None)
-    series: list[tuple[float, int, int]]  # (bucket start, done, failed)
+    series: list[tuple[float, int, int]] | None  # (bucket start, done, failed)
     done_per_s: float
     failed_per_s: float
     timing_note: str
     cost_s: float = 0.0
+    counted_cost_s: float = 0.0  # the last background count of the whole store
+    count_error: str | None = None
     as_of: float = field(default_factory=time.time)
 
 
@@ -126,26 +128,53 @@ class Throughput:
         return (recent[-1][1] - recent[0][1]) / dt, (recent[-1][2] - recent[0][2]) / dt
 
 
-class Cached:
-    """A value recomputed at most every `max(min_age_s, 20 * cost)`: a slow query on
-    a big store is kept to about 5% of one core however many pages are open."""
+class Refreshed:
+    """A slow value (counting a big table) refreshed in the background, never awaited
+    for long: readers get the last value at once (None until the first is ready) and a
+    stale one starts a refresh. It is recomputed at most every `max(min_age_s, 20 *
+    cost)`, so a count that takes 1 s runs at most every 20 s: about 5% of one core
+    however many pages are open. `generation` counts the values made.
+    """
 
-    def __init__(self, min_age_s: float = 1.0) -> None:
+    def __init__(self, compute: Callable[[], Awaitable[Any]], min_age_s: float = 2.0) -> None:
+        self.compute = compute
         self.min_age_s = min_age_s
         self.value: Any = None
+        self.generation = 0
         self.at = 0.0
         self.cost_s = 0.0
-        self.lock = asyncio.Lock()
+        self.error: str | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    async def get(self, compute: Callable[[], Any]) -> Any:
-        async with self.lock:
-            now = time.monotonic()
-            if self.value is None or now - self.at >= max(self.min_age_s, 20 * self.cost_s):
-                start = time.perf_counter()
-                self.value = await compute()
-                self.cost_s = time.perf_counter() - start
-                self.at = time.monotonic()
-            return self.value
+    def stale(self) -> bool:
+        age = time.monotonic() - self.at
+        return self.value is None or age >= max(self.min_age_s, 20 * self.cost_s)
+
+    async def get(self, wait_s: float = 0.25) -> Any:
+        if self.stale() and self._task is None:
+            self._task = asyncio.create_task(self._refresh())
+        if self.value is None and self._task is not None:
+            await asyncio.wait([self._task], timeout=wait_s)
+        return self.value
+
+    async def _refresh(self) -> None:
+        start = time.perf_counter()
+        try:
+            self.value = await self.compute()
+            self.error = None
+            self.generation += 1
+        except Exception as e:  # shown on the page; the next request tries again
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self.cost_s = time.perf_counter() - start
+            self.at = time.monotonic()
+            self._task = None
+
+    async def aclose(self) -> None:
+        task = self._task
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 # ------------------------------------------------------------------ SQLite
@@ -303,10 +332,23 @@ class SQLiteReader:
 
         return await self.run(run)
 
-    async def names(self) -> list[str]:
-        return await self.run(
-            lambda c: [r[0] for r in c.execute("SELECT DISTINCT task_name FROM tasks LIMIT 500")]
-        )
+    async def quick(self, now: float) -> tuple[dict[str, tuple[int, int]], int, list[Any]]:
+        """What stays cheap at any size, read on every overview: queued and running per
+        lane (index counts), tasks finished in the last minute (a count on the finished
+        index alone) and the newest 5,000 finished in the last 5 minutes (for timings)."""
+        from ..metrics import _lane_counts
+
+        def run(c: sqlite3.Connection) -> tuple[dict[str, tuple[int, int]], int, list[Any]]:
+            lanes = _lane_counts(c)
+            done = c.execute(
+                "SELECT count(*) FROM tasks WHERE status IN ('success', 'error', 'cancel') "
+                "AND finished_at >= ?",
+                (now - 60,),
+            ).fetchone()[0]
+            return lanes, int(done), []
+
+        lanes, done, _ = await self.run(run)
+        return lanes, done, await self.recent_finished(now - 300)
 
 
 def _where(filt: Filter) -> tuple[list[str], list[Any]]:
@@ -410,20 +452,24 @@ class Source:
 
     def __init__(self, reader: SQLiteReader | None) -> None:
         self.reader = reader
-        self._overview = Cached()
+        # Counting every row by task and status: in the background (see Refreshed), on
+        # a connection and thread of its own, so pages never queue behind it.
+        self._slow = SQLiteReader(reader.path) if reader is not None else None
+        self.counted = Refreshed(self._count) if reader is not None else None
 
     @property
     def can_purge(self) -> bool:
         return self.reader is not None
 
+    async def _count(self) -> tuple[dict[str, int], list[dict[str, Any]], list[Any] | None]:
+        assert self._slow is not None
+        counts, by_task = group_counts(await self._slow.counts())
+        return counts, by_task, await self._slow.finished_series(time.time())
+
     async def version(self) -> Any:
         raise NotImplementedError
 
     async def overview(self) -> Overview:
-        value: Overview = await self._overview.get(self._compute_overview)
-        return value
-
-    async def _compute_overview(self) -> Overview:
         raise NotImplementedError
 
     async def page(self, filt: Filter, before: int | None, limit: int) -> Page:
@@ -435,7 +481,8 @@ class Source:
         return await self.reader.task(uuid)
 
     async def names(self) -> list[str]:
-        return await self.reader.names() if self.reader is not None else []
+        counted = self.counted.value if self.counted is not None else None
+        return sorted({t["task"] for t in counted[1]}) if counted else []
 
     def workers(self) -> list[dict[str, Any]]:
         return []
@@ -453,8 +500,18 @@ class Source:
         """Called once a second by the event stream: sample what needs sampling."""
 
     async def aclose(self) -> None:
-        if self.reader is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.reader.close)
+        if self.counted is not None:
+            await self.counted.aclose()
+        loop = asyncio.get_running_loop()
+        for reader in (self.reader, self._slow):
+            if reader is not None:
+                await loop.run_in_executor(None, reader.close)
+
+
+def _lanes(lanes: Mapping[str, tuple[int, int]]) -> list[dict[str, Any]]:
+    return [
+        {"lane": k, "queued": q, "running": r, "slots": None} for k, (q, r) in sorted(lanes.items())
+    ]
 
 
 class StoreSource(Source):
@@ -466,35 +523,30 @@ class StoreSource(Source):
         self.title = os.path.basename(path)
 
     async def version(self) -> Any:
-        assert self.reader is not None
-        return await self.reader.data_version()
+        assert self.reader is not None and self.counted is not None
+        return (await self.reader.data_version(), self.counted.generation)
 
-    async def _compute_overview(self) -> Overview:
-        assert self.reader is not None
+    async def overview(self) -> Overview:
+        assert self.reader is not None and self.counted is not None
         start = time.perf_counter()
         now = time.time()
-        counts, by_task = group_counts(await self.reader.counts())
-        recent = await self.reader.recent_finished(now - 300)
-        series = await self.reader.finished_series(now)
-        done = sum(1 for r in recent if r[5] >= now - 60)
+        lanes, done, recent = await self.reader.quick(now)
+        counted = await self.counted.get()
         failed = sum(1 for r in recent if r[5] >= now - 60 and r[1] == "error")
-        lanes: dict[str, dict[str, Any]] = {}
-        for entry in by_task:
-            lane = lanes.setdefault(
-                entry["lane"], {"lane": entry["lane"], "queued": 0, "running": 0, "slots": None}
-            )
-            lane["queued"] += entry["new"]
-            lane["running"] += entry["process"]
+        in_minute = sum(1 for r in recent if r[5] >= now - 60)
+        failed_share = failed / in_minute if in_minute else 0.0
         return Overview(
-            counts=counts,
-            by_task=by_task,
-            lanes=[lanes[k] for k in sorted(lanes)],
+            counts=counted[0] if counted else None,
+            by_task=counted[1] if counted else None,
+            lanes=_lanes(lanes),
             timing=summarise_rows(recent),
-            series=series,
+            series=counted[2] if counted else None,
             done_per_s=done / 60,
-            failed_per_s=failed / 60,
-            timing_note=f"from the last {len(recent)} tasks finished in the last 5 minutes",
+            failed_per_s=done * failed_share / 60,
+            timing_note=f"the newest {len(recent)} tasks finished in the last 5 minutes",
             cost_s=time.perf_counter() - start,
+            counted_cost_s=self.counted.cost_s,
+            count_error=self.counted.error,
         )
 
     async def purge(self, statuses: list[str], older_than_s: float) -> int:
@@ -553,27 +605,27 @@ class AppSource(Source):
         stats = self.app.stats()
         done, failed = self._totals()
         sqlite = await self.reader.data_version() if self.reader is not None else 0
-        return (stats["unfinished"], stats["active"], done, failed, sqlite)
+        generation = self.counted.generation if self.counted is not None else 0
+        return (stats["unfinished"], stats["active"], done, failed, sqlite, generation)
 
-    async def _compute_overview(self) -> Overview:
+    async def overview(self) -> Overview:
         start = time.perf_counter()
         now = time.time()
         app = self.app
-        if self.reader is not None:
-            counts, by_task = group_counts(await self.reader.counts())
+        counts: dict[str, int] | None
+        by_task: list[dict[str, Any]] | None
+        if self.counted is not None:
+            counted = await self.counted.get()
+            counts, by_task = (counted[0], counted[1]) if counted else (None, None)
+            assert self.reader is not None
+            queued = {k: q for k, (q, _) in (await self.reader.quick(now))[0].items()}
         else:
             counts, by_task = group_counts(_memory_counts(app.store))
-        queued = memory_lane_counts(app.store) if self.reader is None else None
-        lanes = []
-        for name, executor in app.executors.items():
-            q = (
-                queued.get(name, 0)
-                if queued is not None
-                else sum(e["new"] for e in by_task if e["lane"] == name)
-            )
-            lanes.append(
-                {"lane": name, "queued": q, "running": executor.active, "slots": executor.slots}
-            )
+            queued = memory_lane_counts(app.store) or {}
+        lanes = [
+            {"lane": k, "queued": queued.get(k, 0), "running": e.active, "slots": e.slots}
+            for k, e in app.executors.items()
+        ]
         timing = [{"task": k, **v} for k, v in app.stats()["tasks"].items()]
         self.tick()
         done_s, failed_s = self.throughput.rates(now)
@@ -587,6 +639,8 @@ class AppSource(Source):
             failed_per_s=failed_s,
             timing_note="the last 2,048 attempts of each task (app.stats())",
             cost_s=time.perf_counter() - start,
+            counted_cost_s=self.counted.cost_s if self.counted is not None else 0.0,
+            count_error=self.counted.error if self.counted is not None else None,
         )
 
     async def page(self, filt: Filter, before: int | None, limit: int) -> Page:
