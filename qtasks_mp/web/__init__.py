@@ -187,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
     parser.add_argument(
         "--token",
-        default=os.environ.get(TOKEN_ENV),
+        default=os.environ.get(TOKEN_ENV) or None,
         help=f"required to view or act (default ${TOKEN_ENV}); needed to bind a non-local address",
     )
     return parser

@@ -1,0 +1,197 @@
+"""The dashboard over HTTP (a real uvicorn on 127.0.0.1): security, paging, the CLI form."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from web_support import Reply, fetch
+
+from qtasks_mp.asyncio import QueueTasks
+from qtasks_mp.web import AppSource, DashboardServer, main_web, source
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def csrf_of(reply: Reply) -> str:
+    """The CSRF cookie the page set, which its forms carry."""
+    cookie = reply.headers["set-cookie"]
+    found = re.search(r"qtasks_mp_csrf=([^;]+)", cookie)
+    assert found is not None, cookie
+    return found.group(1)
+
+
+def memory_app(store: str | None = None) -> QueueTasks:
+    app = QueueTasks("mem", store=store)
+    app.config.shutdown_timeout = 2.0
+
+    @app.task(name="echo")
+    async def echo(text: str) -> str:
+        return text
+
+    @app.task(name="boom")
+    async def boom(text: str) -> None:
+        raise ValueError(f"<b>{text}</b>")
+
+    return app
+
+
+async def test_actions_need_post_and_the_pages_csrf_token(tmp_path: Path) -> None:
+    app = memory_app(str(tmp_path / "t.db"))
+    async with app, DashboardServer(AppSource(app), port=0) as dash:
+        await app.add_task("echo", "hi", timeout=5)
+        page = await fetch(dash.url + "tasks")
+        token = csrf_of(page)
+        assert f'name="csrf" value="{token}"' in page.body
+        purge = dash.url + "actions/purge"
+        cookie = {"Cookie": f"qtasks_mp_csrf={token}", **FORM}
+
+        assert (await fetch(purge)).status == 405  # GET: no action
+        body = urlencode({"status": "success"}).encode()
+        assert (await fetch(purge, body, FORM)).status == 403  # no token at all
+        wrong = urlencode({"csrf": "forged", "status": "success"}).encode()
+        assert (await fetch(purge, wrong, cookie)).status == 403
+        good = urlencode({"csrf": token, "status": "success"}).encode()
+        elsewhere = {**cookie, "Origin": "http://evil.example"}
+        assert (await fetch(purge, good, elsewhere)).status == 403
+        assert (await app.store.counts())["success"] == 1
+
+        done = await fetch(purge, good, cookie)
+        assert done.status == 303 and done.headers["location"] == "/tasks?purged=1"
+        assert (await app.store.counts())["success"] == 0
+
+
+async def test_memory_store_pages_filters_and_escaping() -> None:
+    app = memory_app()
+    async with app, DashboardServer(AppSource(app), port=0) as dash:
+        for i in range(120):
+            await app.add_task("echo", f"item-{i}")
+        await app.add_task("boom", "<i>x</i>")
+        await app.wait_idle()
+
+        first = await fetch(dash.url + "tasks")
+        assert first.headers["content-security-policy"].startswith("default-src 'none'")
+        assert first.body.count('class="row-') == 50
+        assert "Purge finished" not in first.body  # the memory store has no purge: no button
+        older = re.search(r'href="(/tasks\?before=\d+)" rel="next"', first.body)
+        assert older is not None
+        second = await fetch(dash.url + older.group(1)[1:])
+        assert second.body.count('class="row-') == 50
+        assert "item-70" in second.body and "item-71" not in second.body
+
+        errors = await fetch(dash.url + "tasks?status=error")
+        assert errors.body.count('class="row-') == 1
+        assert "&lt;b&gt;&lt;i&gt;x&lt;/i&gt;&lt;/b&gt;" in errors.body
+        assert "<b>" not in errors.body and "<i>x" not in errors.body
+
+        found = await fetch(dash.url + "tasks?" + urlencode({"q": "item-7"}))
+        assert found.body.count('class="row-') == 11  # item-7 and item-70..79
+
+        assert (await fetch(dash.url + "tasks?status=nope")).status == 400
+        assert (await fetch(dash.url + "tasks?before=x")).status == 400
+        missing = await fetch(dash.url + "tasks/00000000-0000-4000-8000-000000000000")
+        assert missing.status == 200 and "No task" in missing.body
+        overview = await fetch(dash.url)
+        assert 'class="card error" href="/tasks?status=error"><b>1</b>' in overview.body
+
+
+async def test_a_sparse_filter_returns_within_its_budget_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "t.db")
+    app = QueueTasks("s", store=path)
+
+    @app.task(name="rare")
+    async def rare() -> None:
+        pass
+
+    @app.task(name="common")
+    async def common() -> None:
+        pass
+
+    await app.add_task("rare")
+    for _ in range(30):
+        await app.add_task("common")
+    await app.store.close()
+    monkeypatch.setattr(source, "SCAN_STEP", 10)
+    monkeypatch.setattr(source, "SCAN_BUDGET_S", 0.0)  # one window per request
+    reader = source.SQLiteReader(path)
+    try:
+        page = await reader.page(source.Filter(name="rare"), None, 50)
+        assert page.rows == [] and page.scanned_to == page.next_before == 22
+        seen = []
+        before = page.next_before
+        while before is not None:
+            page = await reader.page(source.Filter(name="rare"), before, 50)
+            seen += [r["task_name"] for r in page.rows]
+            before = page.next_before
+        assert seen == ["rare"]
+    finally:
+        reader.close()
+
+
+def test_refuses_a_reachable_address_without_a_token(tmp_path: Path) -> None:
+    app = memory_app()
+    with pytest.raises(ValueError, match="token"):
+        DashboardServer(AppSource(app), host="0.0.0.0")
+    DashboardServer(AppSource(app), host="0.0.0.0", token="t")  # accepted with one
+    db = tmp_path / "t.db"
+    assert main_web(["--store", str(db)]) == 2  # no such store
+    db.write_bytes(b"")
+    assert main_web(["--store", str(db), "--host", "0.0.0.0"]) == 2
+
+
+async def test_qtasks_mp_web_serves_a_store_another_process_runs(tmp_path: Path) -> None:
+    path = str(tmp_path / "tasks.db")
+    app = QueueTasks("producer", store=path)
+
+    @app.task(name="send")
+    async def send(text: str) -> str:
+        return text
+
+    async with app:
+        await app.add_task("send", "<script>x</script>", timeout=5)
+    await app.add_task("send", "waiting")  # stopped: it waits in the file
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "qtasks_mp.web",
+        "--store",
+        path,
+        "--port",
+        "0",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "QTASKS_MP_WEB_TOKEN": ""},
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        url = re.search(r"serving (http://\S+/)", line)
+        if url is None:
+            assert proc.stderr is not None
+            pytest.fail(f"no address printed: {line!r} {(await proc.stderr.read()).decode()}")
+        tasks = await fetch(url.group(1) + "tasks")
+        assert tasks.status == 200 and "&lt;script&gt;x&lt;/script&gt;" in tasks.body
+        body = (await fetch(url.group(1) + "metrics")).body
+        samples = {
+            (s.name, tuple(s.labels.items())): s.value
+            for f in text_string_to_metric_families(body)
+            for s in f.samples
+        }
+        assert samples[("qtasks_mp_tasks_queued", (("lane", "inline"),))] == 1
+        workers = await fetch(url.group(1) + "workers")
+        assert "live in the process that runs the app" in workers.body
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    await app.store.close()
