@@ -254,3 +254,7 @@ def main_top(argv: Sequence[str] | None = None) -> int:
 
     asyncio.run(run())
     return 0
+
+
+if __name__ == "__main__":  # python -m qtasks_mp.top --store tasks.db
+    sys.exit(main_top())
