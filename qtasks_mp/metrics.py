@@ -59,6 +59,7 @@ __all__ = [
     "TaskMetrics",
     "collector",
     "metrics",
+    "metrics_async",
     "sqlite_lane_counts",
 ]
 
@@ -189,6 +190,22 @@ def memory_lane_counts(store: Any) -> dict[str, int] | None:
     return out
 
 
+def sqlite_path(store: Any) -> str | None:
+    """The file of a SQLite store, or None for a store that lives in memory."""
+    path = getattr(store, "path", None)
+    shared = getattr(store, "shared", False)
+    return path if shared and isinstance(path, str) and os.path.exists(path) else None
+
+
+def app_queued(app: Any) -> dict[str, int]:
+    """{lane: queued} of an app's store (a file read for SQLite: keep it off the loop)."""
+    store = getattr(app, "core", app).store
+    path = sqlite_path(store)
+    if path is not None:
+        return {lane: q for lane, (q, _) in sqlite_lane_counts(path).items()}
+    return memory_lane_counts(store) or {}
+
+
 class StoreGauges:
     """Queue gauges of a SQLite store that other processes run (`qtasks-mp web --store`)."""
 
@@ -205,9 +222,15 @@ class StoreGauges:
 class _Collector:
     """A prometheus_client collector over an app (or a store's gauges) read at scrape."""
 
-    def __init__(self, app: Any = None, store: StoreGauges | None = None) -> None:
+    def __init__(
+        self,
+        app: Any = None,
+        store: StoreGauges | None = None,
+        queued: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.store = store
+        self.queued = queued  # counted beforehand (off the loop), or None: count now
 
     def describe(self) -> list[Metric]:
         return []  # no fixed description: the label values come and go
@@ -259,12 +282,10 @@ class _Collector:
         yield queued_g
         yield running_g
 
-    def _app_queued(self) -> dict[str, int]:
-        store = self.app.store
-        path = getattr(store, "path", None)
-        if getattr(store, "shared", False) and isinstance(path, str) and os.path.exists(path):
-            return {lane: q for lane, (q, _) in sqlite_lane_counts(path).items()}
-        return memory_lane_counts(store) or {}
+    def _app_queued(self) -> Mapping[str, int]:
+        if self.queued is not None:
+            return self.queued
+        return app_queued(self.app)
 
     def _task_families(self, counter: Any, histogram: Any) -> Iterator[Metric]:
         timing = self.app.timing
@@ -292,16 +313,26 @@ class _Collector:
                 yield family
 
 
-def collector(app: Any = None, *, store_path: str | None = None) -> Any:
-    """A prometheus_client collector: register it in your own `CollectorRegistry`."""
-    return _Collector(app, StoreGauges(store_path) if store_path is not None else None)
+def collector(
+    app: Any = None, *, store_path: str | None = None, queued: Mapping[str, int] | None = None
+) -> Any:
+    """A prometheus_client collector: register it in your own `CollectorRegistry`.
+
+    `queued`: {lane: count} counted beforehand (see `metrics_async`); None counts them
+    at collection."""
+    store = StoreGauges(store_path) if store_path is not None else None
+    return _Collector(getattr(app, "core", app), store, queued)
 
 
-def metrics(app: Any = None, *, store_path: str | None = None) -> bytes:
+def metrics(
+    app: Any = None, *, store_path: str | None = None, queued: Mapping[str, int] | None = None
+) -> bytes:
     """The app's metrics (or a SQLite store's queue gauges) in Prometheus' text format.
 
-    Safe to call from any thread: it reads counters the loop writes (ints, appended
-    lists) and opens its own read-only connection to a SQLite store.
+    Call it in the app's loop, or from a thread of a sync program (a Flask view): it
+    reads counters and executor figures that the loop owns. With a SQLite store it
+    reads the file (index counts, milliseconds even for a million queued tasks); in a
+    coroutine prefer `await metrics_async(app)`, which does that part in a thread.
     Raises ImportError naming the extra when prometheus_client is not installed.
     """
     try:
@@ -309,9 +340,17 @@ def metrics(app: Any = None, *, store_path: str | None = None) -> bytes:
     except ImportError as e:
         raise ImportError("metrics need prometheus_client: pip install 'qtasks-mp[web]'") from e
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector(getattr(app, "core", app), store_path=store_path))
+    registry.register(collector(app, store_path=store_path, queued=queued))
     body: bytes = generate_latest(registry)
     return body
+
+
+async def metrics_async(app: Any) -> bytes:
+    """`metrics(app)` for a coroutine in the app's loop: the store is read in a thread."""
+    queued: Mapping[str, int] | None = None
+    if sqlite_path(getattr(app, "core", app).store) is not None:
+        queued = await asyncio.to_thread(app_queued, app)
+    return metrics(app, queued=queued)
 
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

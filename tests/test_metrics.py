@@ -10,7 +10,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from qtasks_mp.asyncio import QueueTasks
-from qtasks_mp.metrics import BUCKETS_S, Histogram, TaskMetrics, metrics, sqlite_lane_counts
+from qtasks_mp.metrics import (
+    BUCKETS_S,
+    Histogram,
+    TaskMetrics,
+    metrics,
+    metrics_async,
+    sqlite_lane_counts,
+)
 
 
 def parse(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -140,5 +147,21 @@ async def test_sqlite_store_gauges_read_from_the_file(tmp_path: Path) -> None:
         samples = parse(metrics(store_path=path))
         assert samples[("qtasks_mp_tasks_queued", (("lane", "inline"),))] == 5
         assert samples[("qtasks_mp_tasks_running", (("lane", "inline"),))] == 0
+    finally:
+        await app.store.close()
+
+
+async def test_metrics_async_counts_a_sqlite_store_off_the_loop(tmp_path: Path) -> None:
+    app = QueueTasks("file", store=str(tmp_path / "tasks.db"), middlewares=[TaskMetrics()])
+
+    @app.task(name="later")
+    async def later() -> None:
+        pass
+
+    for _ in range(3):
+        await app.add_task("later")
+    try:
+        samples = parse(await metrics_async(app))
+        assert samples[("qtasks_mp_tasks_queued", (("lane", "inline"),))] == 3
     finally:
         await app.store.close()

@@ -332,8 +332,7 @@ class Dashboard:
         )
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, self.source.metrics)
-        return Response(body, media_type=CONTENT_TYPE)
+        return Response(await self.source.metrics(), media_type=CONTENT_TYPE)
 
     # -------------------------------------------------------------- live
 

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 from uuid import UUID
@@ -493,7 +494,7 @@ class Source:
     async def purge(self, statuses: list[str], older_than_s: float) -> int:
         raise NotImplementedError
 
-    def metrics(self) -> bytes:
+    async def metrics(self) -> bytes:
         raise NotImplementedError
 
     def tick(self) -> None:
@@ -563,10 +564,10 @@ class StoreSource(Source):
         finally:
             await store.close()
 
-    def metrics(self) -> bytes:
+    async def metrics(self) -> bytes:
         from ..metrics import metrics
 
-        return metrics(store_path=self.path)
+        return await asyncio.to_thread(partial(metrics, store_path=self.path))
 
 
 class AppSource(Source):
@@ -716,10 +717,10 @@ class AppSource(Source):
         count: int = await self.app.store.purge(statuses, older_than_s)
         return count
 
-    def metrics(self) -> bytes:
-        from ..metrics import metrics
+    async def metrics(self) -> bytes:
+        from ..metrics import metrics_async
 
-        return metrics(self.app)
+        return await metrics_async(self.app)  # in the loop, which owns what it reads
 
 
 # ------------------------------------------------------------------ memory store
