@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from web_support import Reply, fetch
 
+from qtasks_mp import QueueTasks as SyncQueueTasks
 from qtasks_mp.asyncio import QueueTasks
-from qtasks_mp.web import AppSource, DashboardServer, main_web, source
+from qtasks_mp.web import AppSource, DashboardServer, main_web, serve_dashboard, source
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -195,3 +197,47 @@ async def test_qtasks_mp_web_serves_a_store_another_process_runs(tmp_path: Path)
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
     await app.store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_serve_dashboard_runs_in_the_apps_loop_until_cancelled() -> None:
+    app = memory_app()
+    port = free_port()
+    async with app:
+        await app.add_task("echo", "from the loop", timeout=5)
+        serving = asyncio.create_task(serve_dashboard(app, port=port))
+        await asyncio.sleep(0)  # start() binds and listens before its first await
+        page = await fetch(f"http://127.0.0.1:{port}/tasks")
+        assert "from the loop" in page.body
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+    assert (await fetch(f"http://127.0.0.1:{port}/")).status == 0  # nobody listens
+
+
+def test_the_sync_facade_app_is_served_from_its_portal_loop() -> None:
+    app = SyncQueueTasks("sync")
+    app.config.shutdown_timeout = 2.0
+
+    @app.task(name="report")
+    def report(day: str) -> str:
+        return f"report for {day}"
+
+    done = app.add_task("report", "monday", timeout=5)
+    assert done is not None and done.status == "success"
+    loop = app.core.loop
+    assert loop is not None
+    server = DashboardServer(AppSource(app), port=0)
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    try:
+        page = asyncio.run(fetch(server.url + "tasks"))
+        assert "&#39;monday&#39;" in page.body and "report" in page.body
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        app.stop()

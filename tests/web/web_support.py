@@ -37,6 +37,8 @@ def _fetch(url: str, data: bytes | None, headers: dict[str, str]) -> Reply:
             return Reply(r.status, r.read().decode(), {k.lower(): v for k, v in r.headers.items()})
     except urllib.error.HTTPError as e:
         return Reply(e.code, e.read().decode(), {k.lower(): v for k, v in e.headers.items()})
+    except urllib.error.URLError as e:  # refused: nobody listens
+        return Reply(0, str(e.reason), {})
 
 
 async def fetch(
