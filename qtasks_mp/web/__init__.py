@@ -99,6 +99,7 @@ class DashboardServer:
         self.dashboard = Dashboard(source, token=token)
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -127,11 +128,22 @@ class DashboardServer:
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        self._sampler = asyncio.create_task(self._sample())
         return self.port
+
+    async def _sample(self) -> None:
+        """Once a second, whether or not a page is open: the throughput chart's samples."""
+        stopping = self.dashboard.stopping
+        while not stopping.is_set():
+            self.source.tick()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 1.0)
 
     async def stop(self) -> None:
         """End the event streams, stop serving, close the store reader."""
         self.dashboard.stopping.set()
+        if self._sampler is not None:
+            await self._sampler
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task

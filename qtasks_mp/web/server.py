@@ -341,7 +341,6 @@ class Dashboard:
         async with self._version_lock:
             now = time.monotonic()
             if now - self.version_at >= TICK_S * 0.9:
-                self.source.tick()
                 self.version = await self.source.version()
                 self.version_at = now
             return self.version

@@ -134,7 +134,7 @@ class Refreshed:
     for long: readers get the last value at once (None until the first is ready) and a
     stale one starts a refresh. It is recomputed at most every `max(min_age_s, 20 *
     cost)`, so a count that takes 1 s runs at most every 20 s: about 5% of one core
-    however many pages are open. `generation` counts the values made.
+    however many pages are open. `generation` counts the values that differed.
     """
 
     def __init__(self, compute: Callable[[], Awaitable[Any]], min_age_s: float = 2.0) -> None:
@@ -161,9 +161,11 @@ class Refreshed:
     async def _refresh(self) -> None:
         start = time.perf_counter()
         try:
-            self.value = await self.compute()
+            value = await self.compute()
+            if value != self.value:  # a new generation only when something changed
+                self.generation += 1
+            self.value = value
             self.error = None
-            self.generation += 1
         except Exception as e:  # shown on the page; the next request tries again
             self.error = f"{type(e).__name__}: {e}"
         finally:
@@ -583,6 +585,8 @@ class AppSource(Source):
         super().__init__(SQLiteReader(path) if shared and isinstance(path, str) else None)
         self.app = core
         self.title = core.name
+        if self.counted is None:  # the memory store: counted in the background too
+            self.counted = Refreshed(self._count_memory, min_age_s=1.0)
         self._timers = list(timers)
         self.throughput = Throughput()
         self._cpu: dict[int, Any] = {}  # psutil.Process per worker pid, for cpu_percent
@@ -590,6 +594,16 @@ class AppSource(Source):
     @property
     def can_purge(self) -> bool:
         return self.reader is not None and hasattr(self.app.store, "purge")
+
+    async def _count_memory(self) -> tuple[dict[str, int], list[dict[str, Any]], None]:
+        # list() of the dict's values is one C call (no other code runs meanwhile, so
+        # the loop's changes cannot break it); the counting runs in a thread, on
+        # records whose `status` the loop may change under it: a count of a moment.
+        records = getattr(self.app.store, "_records", None)
+        snapshot = list(records.values()) if isinstance(records, dict) else []
+        rows = await asyncio.to_thread(_memory_counts, snapshot)
+        counts, by_task = group_counts(rows)
+        return counts, by_task, None
 
     def _totals(self) -> tuple[int, int]:
         done = failed = 0
@@ -615,20 +629,18 @@ class AppSource(Source):
         app = self.app
         counts: dict[str, int] | None
         by_task: list[dict[str, Any]] | None
-        if self.counted is not None:
-            counted = await self.counted.get()
-            counts, by_task = (counted[0], counted[1]) if counted else (None, None)
-            assert self.reader is not None
+        assert self.counted is not None
+        counted = await self.counted.get()
+        counts, by_task = (counted[0], counted[1]) if counted else (None, None)
+        if self.reader is not None:
             queued = {k: q for k, (q, _) in (await self.reader.quick(now))[0].items()}
         else:
-            counts, by_task = group_counts(_memory_counts(app.store))
             queued = memory_lane_counts(app.store) or {}
         lanes = [
             {"lane": k, "queued": queued.get(k, 0), "running": e.active, "slots": e.slots}
             for k, e in app.executors.items()
         ]
         timing = [{"task": k, **v} for k, v in app.stats()["tasks"].items()]
-        self.tick()
         done_s, failed_s = self.throughput.rates(now)
         return Overview(
             counts=counts,
@@ -640,8 +652,8 @@ class AppSource(Source):
             failed_per_s=failed_s,
             timing_note="the last 2,048 attempts of each task (app.stats())",
             cost_s=time.perf_counter() - start,
-            counted_cost_s=self.counted.cost_s if self.counted is not None else 0.0,
-            count_error=self.counted.error if self.counted is not None else None,
+            counted_cost_s=self.counted.cost_s,
+            count_error=self.counted.error,
         )
 
     async def page(self, filt: Filter, before: int | None, limit: int) -> Page:
@@ -726,18 +738,9 @@ class AppSource(Source):
 # ------------------------------------------------------------------ memory store
 
 
-def _memory_records(store: Any) -> list[Any]:
-    """The memory store's records (private: it has no public listing yet), newest first."""
-    records = getattr(store, "_records", None)
-    if not isinstance(records, dict):
-        return []
-    return sorted(records.values(), key=lambda r: r.seq, reverse=True)
-
-
-def _memory_counts(store: Any) -> list[tuple[str, str, str, int]]:
+def _memory_counts(records: list[Any]) -> list[tuple[str, str, str, int]]:
     tally: dict[tuple[str, str, str], int] = {}
-    records = getattr(store, "_records", None)
-    for r in list(records.values()) if isinstance(records, dict) else []:
+    for r in records:
         key = (r.task_name, r.lane, str(r.status))
         tally[key] = tally.get(key, 0) + 1
     return [(*k, n) for k, n in tally.items()]
@@ -775,15 +778,30 @@ def _matches(r: Any, filt: Filter) -> bool:
     return True
 
 
+MEMORY_SCAN_BUDGET_S = 0.01  # the memory store is read in the loop: keep each page short
+
+
 def _memory_page(store: Any, filt: Filter, before: int | None, limit: int) -> Page:
-    out = []
-    for r in _memory_records(store):
+    """Newest first by arrival (the records' insertion order; a retried task keeps its
+    place). Runs in the loop without awaiting, so the dict cannot change under it; a
+    sparse filter stops after `MEMORY_SCAN_BUDGET_S` with a cursor to go on from."""
+    records = getattr(store, "_records", None)
+    if not isinstance(records, dict):
+        return Page([], None)
+    out: list[Any] = []
+    deadline = time.perf_counter() + MEMORY_SCAN_BUDGET_S
+    last_seen: int | None = None
+    for n, r in enumerate(reversed(records.values())):
         if before is not None and r.seq >= before:
             continue
+        last_seen = r.seq
         if _matches(r, filt):
             out.append(r)
             if len(out) > limit:
                 break
+        if n % 512 == 511 and time.perf_counter() > deadline:
+            rows = out[:limit]
+            return Page([_record_dict(r) for r in rows], last_seen, last_seen)
     more = len(out) > limit
     out = out[:limit]
     return Page([_record_dict(r) for r in out], out[-1].seq if more else None)

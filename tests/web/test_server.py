@@ -241,3 +241,28 @@ def test_the_sync_facade_app_is_served_from_its_portal_loop() -> None:
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
         app.stop()
+
+
+async def test_a_sparse_filter_on_the_memory_store_keeps_the_loop_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = memory_app()
+    async with app:
+        await app.add_task("boom", "the one", timeout=5)
+        for i in range(1500):
+            await app.add_task("echo", f"n{i}")
+        await app.wait_idle()
+        monkeypatch.setattr(source, "MEMORY_SCAN_BUDGET_S", 0.0)  # stop at the first check
+        src = AppSource(app)
+        page = await src.page(source.Filter(status="error"), None, 50)
+        assert page.rows == [] and page.next_before is not None
+        found = []
+        before = page.next_before
+        for _ in range(10):  # 512 records a request: three requests reach it
+            page = await src.page(source.Filter(status="error"), before, 50)
+            found += page.rows
+            before = page.next_before
+            if before is None:
+                break
+        assert [r["task_name"] for r in found] == ["boom"] and before is None
+        await src.aclose()
