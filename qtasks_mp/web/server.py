@@ -108,6 +108,15 @@ def _bytes(value: int | None) -> str:
     return "-"
 
 
+def _figure(value: Any, key: str = "") -> str:
+    """A figure from stats() for people: bytes in KiB/MiB/GiB, floats to 3 digits."""
+    if key.endswith("bytes") and isinstance(value, int):
+        return _bytes(value)
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
 def chart(
     series: list[tuple[float, int, int]], width: int = 600, height: int = 120
 ) -> dict[str, Any]:
@@ -140,7 +149,7 @@ def _env() -> jinja2.Environment:
         autoescape=True,  # every {{ value }} is HTML-escaped, in every template
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(ago=_ago, when=_when, dur=_dur, bytes=_bytes)
+    env.filters.update(ago=_ago, when=_when, dur=_dur, bytes=_bytes, figure=_figure)
     env.globals.update(STATUSES=STATUSES, FINISHED=FINISHED)
     return env
 

@@ -40,7 +40,7 @@ def build_app(path: Path) -> QueueTasks:
         "shop",
         store=str(path),
         middlewares=[TaskMetrics()],
-        executors={"process": ProcessExecutor(min_workers=1, max_workers=2)},
+        executors={"process": ProcessExecutor(min_workers=0, max_workers=2)},  # decides to grow
     )
     app.config.shutdown_timeout = 2.0
 
@@ -91,21 +91,25 @@ async def test_live_page_shows_new_task_escaped_and_purges(
         await page.click(f"a[href='/tasks/{added.uuid}']")
         await expect(page.locator("#task-args")).to_contain_text(XSS)
         assert await page.evaluate("window.__pwned") is None
+        await expect(page.locator("#task-result")).to_contain_text("sent to 7")
+        await screenshot(page, "dashboard-task.png")  # not a traceback: it names local paths
 
         failed = (await app.store.list_tasks("error", "sync_with_crm", 1))[0]
         await page.goto(dash.url + f"tasks/{failed[0].hex()[:8]}")  # not a uuid: 404 page
 
         await page.goto(dash.url + f"tasks/{UUID(bytes=failed[0])}")
         await expect(page.locator("#task-traceback")).to_contain_text("CRM unreachable")
-        await screenshot(page, "dashboard-task.png")
 
         await page.goto(dash.url)
         await expect(page.locator(".card.error b")).to_have_text("1")
         await screenshot(page, "dashboard-overview.png")
 
         await page.goto(dash.url + "workers")
-        pid = str(app.executors["process"].stats()["pids"][0])
+        stats = app.executors["process"].stats()
+        pid = str(stats["pids"][0])
         await expect(page.locator("td", has_text=pid).first).to_be_visible()
+        reason = stats["autoscale"]["history"][0]["reason"]  # the growth from 0 workers
+        await expect(page.locator(".decisions td", has_text=reason)).to_be_visible()
         await screenshot(page, "dashboard-workers.png")
 
         # Purge through the page's own form (POST + its CSRF token), confirming the dialog.

@@ -266,3 +266,18 @@ async def test_a_sparse_filter_on_the_memory_store_keeps_the_loop_free(
                 break
         assert [r["task_name"] for r in found] == ["boom"] and before is None
         await src.aclose()
+
+
+async def test_timers_show_with_their_next_fire_time() -> None:
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from qtasks_mp.timers import AsyncTimer
+
+    app = memory_app()
+    timer = AsyncTimer(app=app)
+    timer.add_task("echo", trigger=IntervalTrigger(hours=1), args=("hourly",))
+    async with app, timer, DashboardServer(AppSource(app, timers=[timer]), port=0) as dash:
+        page = await fetch(dash.url)
+        assert "<h2>Timers</h2>" in page.body
+        next_run = timer.scheduler.get_jobs()[0].next_run_time
+        assert str(next_run)[:16] in page.body and "interval[1:00:00]" in page.body
