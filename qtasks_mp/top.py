@@ -208,7 +208,7 @@ async def watch(app: Any, interval_s: float = 1.0) -> None:
 
 def main_top(argv: Sequence[str] | None = None) -> int:
     """`qtasks-mp top`: 0 after Ctrl-C, 2 on a usage error (one line on stderr)."""
-    from .web import check_store, store_path
+    from .web.serve import check_store, store_path
 
     parser = argparse.ArgumentParser(
         prog="qtasks-mp top",

@@ -281,3 +281,19 @@ async def test_timers_show_with_their_next_fire_time() -> None:
         assert "<h2>Timers</h2>" in page.body
         next_run = timer.scheduler.get_jobs()[0].next_run_time
         assert str(next_run)[:16] in page.body and "interval[1:00:00]" in page.body
+
+
+def test_live_command_dispatches_web_and_top_and_names_a_missing_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import qtasks_mp.web as web
+
+    assert web.live_command(["stats", "--store", "x"]) is None
+    assert web.live_command([]) is None
+    missing = str(tmp_path / "missing.db")
+    assert web.live_command(["top", "--store", missing, "--once"]) == 2
+    assert web.live_command(["web", "--store", missing]) == 2
+    assert "no task store" in capsys.readouterr().err
+    monkeypatch.setattr(web, "EXTRA_MODULES", ("qtasks_mp_no_such_module",))
+    assert web.live_command(["web", "--store", missing]) == 2
+    assert "pip install 'qtasks-mp[web]'" in capsys.readouterr().err
