@@ -79,11 +79,14 @@ def get(url: str) -> tuple[float, int]:
 
 
 async def measure(path: str) -> None:
+    conn = sqlite3.connect(path)
+    mid = conn.execute("SELECT max(seq) / 2 FROM tasks").fetchone()[0]
+    some = conn.execute("SELECT uuid FROM tasks WHERE seq = ?", (mid,)).fetchone()[0]
+    conn.close()
     async with DashboardServer(StoreSource(path), port=0) as dash:
-        mid = 500_000
         pages = {
             "tasks, first page": "tasks",
-            "tasks, page at row 500,000": f"tasks?before={mid}",
+            f"tasks, page at row {mid:,}": f"tasks?before={mid}",
             "tasks, status=error (100 of 1M)": "tasks?status=error",
             "tasks, name=sync_with_crm": "tasks?name=sync_with_crm",
             "tasks, search 'CRM down'": "tasks?q=CRM+down",
@@ -92,9 +95,6 @@ async def measure(path: str) -> None:
             "overview (counted)": "",
             "metrics": "metrics",
         }
-        conn = sqlite3.connect(path)
-        some = conn.execute("SELECT uuid FROM tasks WHERE seq = ?", (mid,)).fetchone()[0]
-        conn.close()
         pages["task page"] = f"tasks/{uuid.UUID(bytes=some)}"
         for label, rel in pages.items():
             url = dash.url + (rel or "")
