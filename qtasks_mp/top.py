@@ -189,19 +189,28 @@ def render_text(snap: Snapshot, width: int = 120) -> str:
     return out.getvalue()
 
 
-async def _loop(source: Source, interval_s: float, console: Console | None = None) -> None:
+async def _loop(
+    source: Source, interval_s: float, console: Console | None = None, frames: int | None = None
+) -> None:
     with Live(console=console, auto_refresh=False, screen=False, transient=False) as live:
-        while True:
+        shown = 0
+        while frames is None or shown < frames:
             source.tick()
             live.update(render(await snapshot(source)), refresh=True)
-            await asyncio.sleep(interval_s)
+            shown += 1
+            if frames is None or shown < frames:
+                await asyncio.sleep(interval_s)
 
 
-async def watch(app: Any, interval_s: float = 1.0) -> None:
-    """Show an app of this process in the terminal until cancelled (in the app's loop)."""
+async def watch(
+    app: Any, interval_s: float = 1.0, *, console: Console | None = None, frames: int | None = None
+) -> None:
+    """Show an app of this process in the terminal until cancelled (in the app's loop).
+
+    `frames`: stop after that many (None: never); `console`: where to draw."""
     source = AppSource(app)
     try:
-        await _loop(source, interval_s)
+        await _loop(source, interval_s, console, frames)
     finally:
         await source.aclose()
 

@@ -74,3 +74,21 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "no task store" in capsys.readouterr().err
     (tmp_path / "other.db").write_bytes(b"")
     assert main_top(["--store", str(tmp_path / "other.db"), "--interval", "0"]) == 2
+
+
+async def test_watch_draws_an_app_of_this_process(app: QueueTasks) -> None:
+    import io
+
+    from rich.console import Console
+
+    from qtasks_mp.top import watch
+
+    @app.task(name="ping")
+    async def ping() -> None:
+        pass
+
+    await app.start()
+    await app.add_task("ping", timeout=5)
+    out = io.StringIO()
+    await watch(app, 0.01, console=Console(file=out, width=120, color_system=None), frames=2)
+    assert out.getvalue().count("qtasks_mp top test") >= 1 and "ping" in out.getvalue()

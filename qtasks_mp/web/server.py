@@ -172,6 +172,37 @@ def _authorized(request_headers: dict[str, str], cookies: dict[str, str], token:
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+class LoopbackHostGate:
+    """ASGI middleware for a dashboard on a loopback address without a token: only
+    requests whose Host is a loopback name pass. Without it a web page the user visits
+    could point its own domain at 127.0.0.1 (DNS rebinding), read every page as
+    same-origin, and post with a CSRF token it read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = ""
+            for key, value in scope["headers"]:
+                if key == b"host":
+                    host = value.decode("latin-1")
+                    break
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name not in LOOPBACK_NAMES:
+                response = PlainTextResponse(
+                    f"400: this dashboard answers only to 127.0.0.1 or localhost, not {host!r} "
+                    "(give it a token to serve other names)\n",
+                    status_code=400,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class TokenGate:
     """ASGI middleware: every path but /static needs the token (when there is one)."""
 
@@ -226,9 +257,13 @@ async def _form(request: Request) -> dict[str, list[str]]:
 
 
 class Dashboard:
-    """The pages over one `Source`. `stopping` ends every open event stream."""
+    """The pages over one `Source`. `stopping` ends every open event stream.
 
-    def __init__(self, source: Source, *, token: str | None = None) -> None:
+    Without a token it answers only to loopback host names (`loopback_only`)."""
+
+    def __init__(
+        self, source: Source, *, token: str | None = None, loopback_only: bool = True
+    ) -> None:
         self.source = source
         self.token = token
         self.env = _env()
@@ -251,6 +286,8 @@ class Dashboard:
         ]
         self.starlette = Starlette(routes=routes)
         self.asgi: ASGIApp = TokenGate(self.starlette, token)
+        if token is None and loopback_only:
+            self.asgi = LoopbackHostGate(self.asgi)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.asgi(scope, receive, send)

@@ -297,3 +297,18 @@ def test_live_command_dispatches_web_and_top_and_names_a_missing_extra(
     monkeypatch.setattr(web, "EXTRA_MODULES", ("qtasks_mp_no_such_module",))
     assert web.live_command(["web", "--store", missing]) == 2
     assert "pip install 'qtasks-mp[web]'" in capsys.readouterr().err
+
+
+async def test_without_a_token_only_loopback_host_names_are_answered() -> None:
+    app = memory_app()
+    async with app, DashboardServer(AppSource(app), port=0) as dash:
+        port = dash.port
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+            assert (await fetch(dash.url, headers={"Host": host})).status == 200
+        rebound = await fetch(dash.url + "tasks", headers={"Host": f"evil.example:{port}"})
+        assert rebound.status == 400 and "evil.example" in rebound.body
+    async with app, DashboardServer(AppSource(app), port=0, token="t") as dash:
+        named = await fetch(
+            dash.url, headers={"Host": "tasks.example", "Authorization": "Bearer t"}
+        )
+        assert named.status == 200  # with a token, any name the proxy gives
