@@ -1,101 +1,54 @@
 """Where the dashboard reads: a running app in this process, or a SQLite file.
 
     AppSource(app)          the app's own loop: stats(), executors, the store
-      └─ SQLiteReader       if the app's store is a SQLite file (same reads as below)
-      └─ MemoryReader       if it is the memory store (its records, read in the loop)
+      └─ SQLiteReader       if the app's store is a SQLite file (sqlite_reader.py)
+      └─ memory_reader.py   if it is the memory store (its records, read in the loop)
     StoreSource(path)       `qtasks-mp web --store tasks.db`: a file other processes run
       └─ SQLiteReader       its own read-only connection, in one thread of its own
 
-The reader never writes: a dashboard left open cannot lock the store or take a task.
+The readers never write: a dashboard left open cannot lock the store or take a task.
 The one write, purging finished tasks, goes through the store's own `purge()`.
-
-Paging is by keyset on `seq` (the store's rowid: arrival order), newest first, so a
-page costs the same at the millionth row as at the first. A filter that matches few
-rows cannot make it scan the table: each request walks at most `SCAN_BUDGET_S` of
-rows back and then returns what it found with a cursor to go on from there.
+Counting a whole store runs in the background (`Refreshed`), never in a request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import pprint
-import reprlib
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any
 from uuid import UUID
 
 from ..metrics import memory_lane_counts
-from ..task import TaskStatus
+from .memory_reader import detail_from_record, memory_counts, memory_page
+from .records import (
+    FINISHED,
+    SERIES_BUCKET_S,
+    SERIES_SPAN_S,
+    STATUSES,
+    Filter,
+    Overview,
+    Page,
+    group_counts,
+    summarise_rows,
+)
+from .sqlite_reader import SQLiteReader
 
-T = TypeVar("T")
-
-STATUSES = tuple(s.value for s in TaskStatus)
-FINISHED = ("success", "error", "cancel")
-SCAN_BUDGET_S = 0.05  # per page request, when a filter is sparse
-SCAN_STEP = 20_000  # rowids per walked window
-SERIES_BUCKET_S = 10
-SERIES_SPAN_S = 600  # the throughput chart: the last 10 minutes
-
-_short = reprlib.Repr()
-_short.maxstring = 60
-_short.maxother = 60
-_short.maxlist = _short.maxtuple = _short.maxdict = 6
-
-
-def short_repr(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-    parts = [_short.repr(a) for a in args] + [f"{k}={_short.repr(v)}" for k, v in kwargs.items()]
-    text = ", ".join(parts)
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def long_repr(value: Any, limit: int = 65_536) -> str:
-    text = pprint.pformat(value, width=100, compact=True)
-    return text if len(text) <= limit else text[:limit] + f"\n... ({len(text) - limit} more)"
-
-
-@dataclass
-class Filter:
-    status: str | None = None
-    name: str | None = None
-    text: str | None = None
-
-
-@dataclass
-class Page:
-    rows: list[dict[str, Any]]
-    next_before: int | None  # cursor for older rows; None: nothing older
-    scanned_to: int | None = None  # set when the budget ran out before the page filled
-
-
-@dataclass
-class Overview:
-    counts: dict[str, int] | None  # by status; None while a big store is being counted
-    by_task: list[dict[str, Any]] | None  # task, lane, and a count per status
-    lanes: list[dict[str, Any]]  # lane, queued, running, slots
-    timing: list[dict[str, Any]]  # task, run/wait p50/p95 (seconds or None)
-    series: list[tuple[float, int, int]] | None  # (bucket start, done, failed)
-    done_per_s: float
-    failed_per_s: float
-    timing_note: str
-    cost_s: float = 0.0
-    counted_cost_s: float = 0.0  # the last background count of the whole store
-    count_error: str | None = None
-    as_of: float = field(default_factory=time.time)
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def percentile(ordered: list[float], q: float) -> float | None:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+__all__ = [
+    "FINISHED",
+    "STATUSES",
+    "AppSource",
+    "Filter",
+    "Overview",
+    "Page",
+    "Refreshed",
+    "Source",
+    "StoreSource",
+    "Throughput",
+]
 
 
 class Throughput:
@@ -178,270 +131,6 @@ class Refreshed:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-
-# ------------------------------------------------------------------ SQLite
-
-
-_ROW = (
-    "seq, uuid, task_name, lane, status, priority, retry, created_at, updated_at, "
-    "started_at, finished_at, eta, args, traceback"
-)
-
-
-def _row_dict(row: tuple[Any, ...], decode: bool = True) -> dict[str, Any]:
-    from ..stores._sqlite_codec import decode_call
-
-    (seq, uuid, name, lane, status, priority, retry, created, updated, started, finished,
-     eta, args_blob, tb) = row  # fmt: skip
-    try:
-        args, kwargs = decode_call(args_blob)
-        shown = short_repr(args, kwargs)
-    except Exception as e:  # a pickled class this program cannot import
-        shown = f"<cannot decode here: {type(e).__name__}>"
-    return {
-        "seq": seq,
-        "uuid": str(UUID(bytes=uuid)),
-        "task_name": name,
-        "lane": lane,
-        "status": status,
-        "priority": priority,
-        "retry": retry,
-        "created_at": created,
-        "updated_at": updated,
-        "started_at": started,
-        "finished_at": finished,
-        "eta": eta,
-        "args": shown,
-        "error": (tb or "").strip().splitlines()[-1] if tb else "",
-    }
-
-
-class SQLiteReader:
-    """Read-only queries on a SQLite task store, run in one thread of their own."""
-
-    def __init__(self, path: str) -> None:
-        self.path = os.path.abspath(path)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="qtasks-mp-web")
-        self._conn: sqlite3.Connection | None = None
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            uri = f"file:{quote(self.path)}?mode=ro"
-            self._conn = sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False)
-        return self._conn
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(self._connection()))
-
-    def close(self) -> None:
-        def shut() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        self._pool.submit(shut)
-        self._pool.shutdown(wait=True)
-
-    # -------------------------------------------------------------- queries
-
-    async def data_version(self) -> int:
-        """Changes whenever another connection commits (no table read)."""
-        return await self.run(lambda c: int(c.execute("PRAGMA data_version").fetchone()[0]))
-
-    async def counts(self) -> list[tuple[str, str, str, int]]:
-        """(task_name, lane, status, count): one pass over the table (cached by callers)."""
-        return await self.run(
-            lambda c: c.execute(
-                "SELECT task_name, lane, status, count(*) FROM tasks GROUP BY 1, 2, 3"
-            ).fetchall()
-        )
-
-    async def recent_finished(self, since: float, limit: int = 5000) -> list[tuple[Any, ...]]:
-        """(task_name, status, created_at, eta, started_at, finished_at) finished after
-        `since`, newest first: a walk of the store's finished index."""
-        return await self.run(
-            lambda c: c.execute(
-                "SELECT task_name, status, created_at, eta, started_at, finished_at FROM tasks "
-                "WHERE status IN ('success', 'error', 'cancel') AND finished_at >= ? "
-                "ORDER BY finished_at DESC LIMIT ?",
-                (since, limit),
-            ).fetchall()
-        )
-
-    async def finished_series(self, now: float) -> list[tuple[float, int, int]]:
-        start = (now // SERIES_BUCKET_S) * SERIES_BUCKET_S - SERIES_SPAN_S + SERIES_BUCKET_S
-
-        def run(c: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return c.execute(
-                "SELECT CAST((finished_at - ?) / ? AS INTEGER), status = 'error', count(*) "
-                "FROM tasks WHERE status IN ('success', 'error', 'cancel') AND finished_at >= ? "
-                "GROUP BY 1, 2",
-                (start, SERIES_BUCKET_S, start),
-            ).fetchall()
-
-        buckets = {i: [0, 0] for i in range(SERIES_SPAN_S // SERIES_BUCKET_S)}
-        for i, failed, n in await self.run(run):
-            if i in buckets:
-                buckets[i][0] += n
-                buckets[i][1] += n if failed else 0
-        return [(start + i * SERIES_BUCKET_S, d, f) for i, (d, f) in sorted(buckets.items())]
-
-    async def page(self, filt: Filter, before: int | None, limit: int) -> Page:
-        where, params = _where(filt)
-
-        def run(c: sqlite3.Connection) -> Page:
-            top = before
-            if top is None:
-                top = (c.execute("SELECT max(seq) FROM tasks").fetchone()[0] or 0) + 1
-            if not where:  # no filter: one index walk
-                rows = c.execute(
-                    f"SELECT {_ROW} FROM tasks WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-                    (top, limit + 1),
-                ).fetchall()
-                more = len(rows) > limit
-                rows = rows[:limit]
-                return Page([_row_dict(r) for r in rows], rows[-1][0] if more else None)
-            found: list[tuple[Any, ...]] = []
-            deadline = time.perf_counter() + SCAN_BUDGET_S
-            low = c.execute("SELECT min(seq) FROM tasks").fetchone()[0] or 0
-            while top > low and len(found) <= limit:
-                floor = max(low, top - SCAN_STEP)
-                found += c.execute(
-                    f"SELECT {_ROW} FROM tasks WHERE seq < ? AND seq >= ? AND "
-                    + " AND ".join(where)
-                    + " ORDER BY seq DESC LIMIT ?",
-                    (top, floor, *params, limit + 1 - len(found)),
-                ).fetchall()
-                top = floor
-                if time.perf_counter() > deadline and len(found) <= limit:
-                    rows = found[:limit]
-                    return Page([_row_dict(r) for r in rows], top if top > low else None, top)
-            more = len(found) > limit
-            rows = found[:limit]
-            return Page([_row_dict(r) for r in rows], rows[-1][0] if more else None)
-
-        return await self.run(run)
-
-    async def task(self, uuid: UUID) -> dict[str, Any] | None:
-        def run(c: sqlite3.Connection) -> dict[str, Any] | None:
-            row = c.execute(
-                f"SELECT {_ROW}, result FROM tasks WHERE uuid = ?", (uuid.bytes,)
-            ).fetchone()
-            if row is None:
-                return None
-            return _detail_from_sqlite(row)
-
-        return await self.run(run)
-
-    async def quick(self, now: float) -> tuple[dict[str, tuple[int, int]], int, list[Any]]:
-        """What stays cheap at any size, read on every overview: queued and running per
-        lane (index counts), tasks finished in the last minute (a count on the finished
-        index alone) and the newest 5,000 finished in the last 5 minutes (for timings)."""
-        from ..metrics import _lane_counts
-
-        def run(c: sqlite3.Connection) -> tuple[dict[str, tuple[int, int]], int, list[Any]]:
-            lanes = _lane_counts(c)
-            done = c.execute(
-                "SELECT count(*) FROM tasks WHERE status IN ('success', 'error', 'cancel') "
-                "AND finished_at >= ?",
-                (now - 60,),
-            ).fetchone()[0]
-            return lanes, int(done), []
-
-        lanes, done, _ = await self.run(run)
-        return lanes, done, await self.recent_finished(now - 300)
-
-
-def _where(filt: Filter) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if filt.status:
-        where.append("status = ?")
-        params.append(filt.status)
-    if filt.name:
-        where.append("task_name = ?")
-        params.append(filt.name)
-    if filt.text:
-        # names and tracebacks (case-insensitive), the uuid in hex, and the arguments'
-        # bytes: msgpack keeps strings as UTF-8, so a word in an argument is found too
-        where.append(
-            "(task_name LIKE ? OR traceback LIKE ? OR hex(uuid) LIKE ? "
-            "OR instr(args, CAST(? AS BLOB)) > 0)"
-        )
-        like = f"%{filt.text}%"
-        params += [like, like, f"%{filt.text.replace('-', '').upper()}%", filt.text]
-    return where, params
-
-
-def _detail_from_sqlite(row: tuple[Any, ...]) -> dict[str, Any]:
-    from ..stores._sqlite_codec import decode_call, decode_value
-
-    detail = _row_dict(row[:-1])
-    try:
-        args, kwargs = decode_call(row[12])
-        detail["args_full"] = long_repr(args)
-        detail["kwargs_full"] = long_repr(kwargs)
-    except Exception as e:
-        detail["args_full"] = detail["kwargs_full"] = f"<cannot decode here: {e!r}>"
-    try:
-        detail["result"] = long_repr(decode_value(row[14]))
-    except Exception as e:
-        detail["result"] = f"<cannot decode here: {e!r}>"
-    detail["traceback"] = row[13]
-    return _with_timings(detail)
-
-
-def _with_timings(d: dict[str, Any]) -> dict[str, Any]:
-    started, finished = d["started_at"], d["finished_at"]
-    d["attempts"] = d["retry"] + (1 if started else 0)
-    d["wait_s"] = max(0.0, started - (d["eta"] or d["created_at"])) if started else None
-    d["run_s"] = finished - started if started and finished else None
-    # Issue 13 (progress) will add d["progress"] = (done, total, note) here; the task
-    # page has its place ready (see templates/task.html, block "progress").
-    d["progress"] = None
-    return d
-
-
-def summarise_rows(
-    rows: Iterable[tuple[str, str, float, float, float, float]],
-) -> list[dict[str, Any]]:
-    """p50/p95 run and wait per task from (name, status, created, eta, started, finished)."""
-    runs: dict[str, list[float]] = {}
-    waits: dict[str, list[float]] = {}
-    for name, _status, created, eta, started, finished in rows:
-        if started > 0:
-            waits.setdefault(name, []).append(max(0.0, started - (eta or created)))
-            if finished > 0:
-                runs.setdefault(name, []).append(finished - started)
-    out = []
-    for name in sorted(set(runs) | set(waits)):
-        r, w = sorted(runs.get(name, [])), sorted(waits.get(name, []))
-        out.append(
-            {
-                "task": name,
-                "run_p50_s": percentile(r, 0.5),
-                "run_p95_s": percentile(r, 0.95),
-                "wait_p50_s": percentile(w, 0.5),
-                "wait_p95_s": percentile(w, 0.95),
-            }
-        )
-    return out
-
-
-def group_counts(
-    rows: Iterable[tuple[str, str, str, int]],
-) -> tuple[dict[str, int], list[dict[str, Any]]]:
-    counts = dict.fromkeys(STATUSES, 0)
-    by_task: dict[tuple[str, str], dict[str, Any]] = {}
-    for name, lane, status, n in rows:
-        counts[status] = counts.get(status, 0) + n
-        entry = by_task.setdefault(
-            (name, lane), {"task": name, "lane": lane, **dict.fromkeys(STATUSES, 0)}
-        )
-        entry[status] = entry.get(status, 0) + n
-    return counts, [by_task[k] for k in sorted(by_task)]
 
 
 # ------------------------------------------------------------------ sources
@@ -601,7 +290,7 @@ class AppSource(Source):
         # records whose `status` the loop may change under it: a count of a moment.
         records = getattr(self.app.store, "_records", None)
         snapshot = list(records.values()) if isinstance(records, dict) else []
-        rows = await asyncio.to_thread(_memory_counts, snapshot)
+        rows = await asyncio.to_thread(memory_counts, snapshot)
         counts, by_task = group_counts(rows)
         return counts, by_task, None
 
@@ -659,13 +348,13 @@ class AppSource(Source):
     async def page(self, filt: Filter, before: int | None, limit: int) -> Page:
         if self.reader is not None:
             return await self.reader.page(filt, before, limit)
-        return _memory_page(self.app.store, filt, before, limit)
+        return memory_page(self.app.store, filt, before, limit)
 
     async def task(self, uuid: UUID) -> dict[str, Any] | None:
         if self.reader is not None:
             return await self.reader.task(uuid)
         record = await self.app.store.get(uuid)
-        return None if record is None else _detail_from_record(record)
+        return None if record is None else detail_from_record(record)
 
     async def names(self) -> list[str]:
         return sorted(self.app.specs)
@@ -733,84 +422,3 @@ class AppSource(Source):
         from ..metrics import metrics_async
 
         return await metrics_async(self.app)  # in the loop, which owns what it reads
-
-
-# ------------------------------------------------------------------ memory store
-
-
-def _memory_counts(records: list[Any]) -> list[tuple[str, str, str, int]]:
-    tally: dict[tuple[str, str, str], int] = {}
-    for r in records:
-        key = (r.task_name, r.lane, str(r.status))
-        tally[key] = tally.get(key, 0) + 1
-    return [(*k, n) for k, n in tally.items()]
-
-
-def _record_dict(r: Any) -> dict[str, Any]:
-    tb = r.traceback
-    return {
-        "seq": r.seq,
-        "uuid": str(r.uuid),
-        "task_name": r.task_name,
-        "lane": r.lane,
-        "status": str(r.status),
-        "priority": r.priority,
-        "retry": r.retry,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-        "started_at": r.started_at,
-        "finished_at": r.finished_at,
-        "eta": r.eta,
-        "args": short_repr(r.args, r.kwargs),
-        "error": tb.strip().splitlines()[-1] if tb else "",
-    }
-
-
-def _matches(r: Any, filt: Filter) -> bool:
-    if filt.status and str(r.status) != filt.status:
-        return False
-    if filt.name and r.task_name != filt.name:
-        return False
-    if filt.text:
-        needle = filt.text.lower()
-        hay = f"{r.task_name} {r.uuid} {r.traceback or ''} {r.args!r} {r.kwargs!r}".lower()
-        return needle in hay
-    return True
-
-
-MEMORY_SCAN_BUDGET_S = 0.01  # the memory store is read in the loop: keep each page short
-
-
-def _memory_page(store: Any, filt: Filter, before: int | None, limit: int) -> Page:
-    """Newest first by arrival (the records' insertion order; a retried task keeps its
-    place). Runs in the loop without awaiting, so the dict cannot change under it; a
-    sparse filter stops after `MEMORY_SCAN_BUDGET_S` with a cursor to go on from."""
-    records = getattr(store, "_records", None)
-    if not isinstance(records, dict):
-        return Page([], None)
-    out: list[Any] = []
-    deadline = time.perf_counter() + MEMORY_SCAN_BUDGET_S
-    last_seen: int | None = None
-    for n, r in enumerate(reversed(records.values())):
-        if before is not None and r.seq >= before:
-            continue
-        last_seen = r.seq
-        if _matches(r, filt):
-            out.append(r)
-            if len(out) > limit:
-                break
-        if n % 512 == 511 and time.perf_counter() > deadline:
-            rows = out[:limit]
-            return Page([_record_dict(r) for r in rows], last_seen, last_seen)
-    more = len(out) > limit
-    out = out[:limit]
-    return Page([_record_dict(r) for r in out], out[-1].seq if more else None)
-
-
-def _detail_from_record(r: Any) -> dict[str, Any]:
-    d = _record_dict(r)
-    d["args_full"] = long_repr(r.args)
-    d["kwargs_full"] = long_repr(r.kwargs)
-    d["result"] = long_repr(r.returning)
-    d["traceback"] = r.traceback
-    return _with_timings(d)

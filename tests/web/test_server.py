@@ -18,7 +18,15 @@ from web_support import Reply, fetch
 
 from qtasks_mp import QueueTasks as SyncQueueTasks
 from qtasks_mp.asyncio import QueueTasks
-from qtasks_mp.web import AppSource, DashboardServer, main_web, serve_dashboard, source
+from qtasks_mp.web import (
+    AppSource,
+    DashboardServer,
+    main_web,
+    memory_reader,
+    serve_dashboard,
+    source,
+    sqlite_reader,
+)
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -123,8 +131,8 @@ async def test_a_sparse_filter_returns_within_its_budget_and_goes_on(
     for _ in range(30):
         await app.add_task("common")
     await app.store.close()
-    monkeypatch.setattr(source, "SCAN_STEP", 10)
-    monkeypatch.setattr(source, "SCAN_BUDGET_S", 0.0)  # one window per request
+    monkeypatch.setattr(sqlite_reader, "SCAN_STEP", 10)
+    monkeypatch.setattr(sqlite_reader, "SCAN_BUDGET_S", 0.0)  # one window per request
     reader = source.SQLiteReader(path)
     try:
         page = await reader.page(source.Filter(name="rare"), None, 50)
@@ -252,7 +260,7 @@ async def test_a_sparse_filter_on_the_memory_store_keeps_the_loop_free(
         for i in range(1500):
             await app.add_task("echo", f"n{i}")
         await app.wait_idle()
-        monkeypatch.setattr(source, "MEMORY_SCAN_BUDGET_S", 0.0)  # stop at the first check
+        monkeypatch.setattr(memory_reader, "MEMORY_SCAN_BUDGET_S", 0.0)  # stop at the first check
         src = AppSource(app)
         page = await src.page(source.Filter(status="error"), None, 50)
         assert page.rows == [] and page.next_before is not None
