@@ -23,6 +23,7 @@ from .checks import INF, INT64_MAX, INT64_MIN, SECONDS_TYPES
 from .config import QueueConfig
 from .errors import (
     AppNotRunning,
+    SetupError,
     TaskArgumentsError,
     TaskFailed,
     TaskNotFound,
@@ -63,6 +64,7 @@ class AppCore:
         config: QueueConfig | None = None,
         middlewares: Sequence[Middleware] | None = None,
         executors: Mapping[str, Executor] | None = None,
+        dashboard: int | Mapping[str, Any] | None = None,
     ) -> None:
         checks.app_arguments(
             name,
@@ -78,7 +80,12 @@ class AppCore:
         self.name = name
         self.config = config or QueueConfig()
         store_ = store_from(store)
-        builtin: list[Middleware] = [CallLogging(), Timing(), Retries()]
+        timing_: Timing = Timing()
+        if dashboard is not None:  # its pages and /metrics show run/wait histograms
+            from .metrics import TaskMetrics
+
+            timing_ = TaskMetrics()
+        builtin: list[Middleware] = [CallLogging(), timing_, Retries()]
         extra: list[Middleware] = []
         for mw in middlewares or ():
             same = [i for i, b in enumerate(builtin) if isinstance(mw, type(b))]
@@ -106,6 +113,10 @@ class AppCore:
             registry.size_executor,
         )
         registry.on_registered(self._runtime.registered)
+        #: the dashboard's server (`QueueTasks(dashboard=8000)`): `app.dashboard.url`
+        self.dashboard = None if dashboard is None else _dashboard(self, name, dashboard)
+        if self.dashboard is not None:
+            self._runtime.add_service(self.dashboard)
         self._warned_stopped = False  # said once that tasks wait for start()
 
     # ---------------------------------------------------------------- registration
@@ -354,6 +365,25 @@ class AppCore:
         """Wait until every task added here has ended (retries included). False on timeout."""
         return await self._runtime.bind_loop().wait_idle(timeout)
 
+    def metrics(self) -> bytes:
+        """The app's metrics in Prometheus' text format (extra `web`; see docs/metrics.md).
+
+        Call it in the app's loop (or use `metrics_async` from `qtasks_mp.metrics`).
+        With `TaskMetrics` in `middlewares=` (or a dashboard) it has run/wait histograms.
+        """
+        from .metrics import metrics
+
+        return metrics(self)
+
+    async def serve_dashboard(
+        self, port: int = 8000, host: str = "127.0.0.1", token: str | None = None
+    ) -> None:
+        """Serve the dashboard in this loop until cancelled (extra `web`; docs/dashboard.md).
+        Binding anything but a loopback address needs a `token`."""
+        from .web import serve_dashboard
+
+        await serve_dashboard(self, port=port, host=host, token=token)
+
     def stats(self) -> dict[str, Any]:
         """What the app is doing: tasks not yet ended, executors, and per-task timings."""
         active = self._runtime.active
@@ -456,6 +486,33 @@ _START_FIRST = (
     "facade qtasks_mp.QueueTasks, which starts by itself. To hand tasks to another "
     'process, give both the same store="sqlite:///tasks.db".'
 )
+
+
+def _dashboard(app: AppCore, name: str, option: int | Mapping[str, Any]) -> Any:
+    """The dashboard server for `QueueTasks(dashboard=8000)` or `dashboard={"port": ...,
+    "host": ..., "token": ...}`; started and stopped with the app."""
+    if isinstance(option, bool) or not isinstance(option, int | Mapping):
+        raise SetupError(
+            f"app {name!r}: dashboard= takes a port (an int) or a dict of port, host and "
+            f"token, got {option!r}; pass dashboard=8000"
+        )
+    options = {"port": option} if isinstance(option, int) else dict(option)
+    unknown = set(options) - {"port", "host", "token"}
+    if unknown:
+        raise SetupError(
+            f"app {name!r}: dashboard= knows port, host and token, not {sorted(unknown)}"
+        )
+    from .web import missing_extra
+
+    missing = missing_extra()
+    if missing is not None:
+        raise SetupError(
+            f"app {name!r}: the dashboard needs the `web` extra ({missing} is missing); "
+            "pip install 'qtasks-mp[web]'"
+        )
+    from .web import AppSource, DashboardServer
+
+    return DashboardServer(AppSource(app), **options)
 
 
 def _setup_logging(level: int) -> None:

@@ -23,6 +23,7 @@ from .errors import TaskRegistrationError
 from .executors.base import Executor
 from .executors.inline import InlineExecutor
 from .executors.thread import ThreadExecutor
+from .metrics import TaskMetrics
 from .middleware.base import Middleware, build_chain
 from .middleware.call_logging import CallLogging
 from .middleware.retries import Retries
@@ -47,7 +48,7 @@ _STANDARD_OPTIONS = [
 ]
 
 #: Middleware known not to count on running in a task of its own (see `Route.eager`).
-_BUILTIN_MIDDLEWARE = (CallLogging, Timing, Retries)
+_BUILTIN_MIDDLEWARE = (CallLogging, Timing, TaskMetrics, Retries)
 
 
 class TaskDecorator(Protocol):

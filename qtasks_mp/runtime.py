@@ -26,6 +26,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from typing import Protocol
 from uuid import UUID
 
 from .config import QueueConfig
@@ -40,6 +41,15 @@ from .task import FINISHED, TaskRecord
 from .waiters import Waiters
 
 log = logging.getLogger("qtasks_mp")
+
+
+class Service(Protocol):
+    """Something that runs beside the app while it runs (the dashboard's web server):
+    started after the dispatcher (its failure fails the start), stopped first."""
+
+    async def start(self) -> object: ...
+
+    async def stop(self) -> None: ...
 
 
 class Runtime:
@@ -62,6 +72,8 @@ class Runtime:
         self._host = host
         self._route = route
         self._size = size
+        self._services: list[Service] = []
+        self._services_started: list[Service] = []
         self.state = RunState.STOPPED
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread_id: int | None = None
@@ -75,6 +87,10 @@ class Runtime:
         self._background: set[asyncio.Task[None]] = set()
         self._store_open = False
         self._store_lock = asyncio.Lock()  # concurrent first add_task calls open it once
+
+    def add_service(self, service: Service) -> None:
+        """Run `service` beside the app from its next start on."""
+        self._services.append(service)
 
     def use_store(self, store: Store) -> None:
         if self._store_open:
@@ -264,6 +280,9 @@ class Runtime:
         for spec in list(self._specs.values()):
             self._routes[spec.name] = self._route(spec)
         dispatcher.start()
+        for service in self._services:
+            await service.start()
+            self._services_started.append(service)
 
     async def stop(self) -> None:
         while self.state is not RunState.RUNNING:
@@ -293,6 +312,12 @@ class Runtime:
     async def _close_run(self) -> None:
         """Undo a start, in full or in part: stop the dispatcher, close every executor
         started and the store. A step that fails is logged; the others still run."""
+        while self._services_started:
+            service = self._services_started.pop()
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("app %r: stopping %r failed", self.name, service)
         dispatcher, self.dispatcher = self.dispatcher, None
         waiters = self.waiters
         done = cancelled = dropped = 0
