@@ -61,20 +61,6 @@ class _Portal:
             loop.close()
 
 
-def _at_exit(fn: Callable[[], None]) -> None:
-    """Run `fn` when the program ends, before the stdlib thread pools refuse new work.
-
-    `atexit` is too late: `concurrent.futures` shuts its pools down earlier, in
-    threading's own exit hook, which runs hooks newest first. We register there too
-    (the private hook concurrent.futures itself uses), falling back to `atexit`.
-    """
-    register = getattr(threading, "_register_atexit", None)
-    if register is None:
-        atexit.register(fn)
-    else:
-        register(fn)
-
-
 class QueueTasks:
     """The app, sync: `app.add_task(...)` blocks until the task is accepted.
 
@@ -175,7 +161,7 @@ class QueueTasks:
     def start(self) -> None:
         self._portal.call(self.core.start())
         if not self._atexit:
-            _at_exit(self._drain_at_exit)
+            atexit.register(self._drain_at_exit)
             self._atexit = True
 
     def stop(self) -> None:
