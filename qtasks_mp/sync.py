@@ -4,6 +4,22 @@ For plain programs (a script, a Flask view). Every method hands the core's corou
 to that loop and waits for it; there is no second implementation. With a store that
 only this process uses (the memory store), the first `add_task` starts the dispatcher
 in the background and the program's exit drains it (`config.shutdown_timeout`).
+
+Three hazards of threads and processes, and what this module does about them:
+
+- Threads whose first `add_task` calls race (a web server's workers) would each send
+  `core.start()` to the loop, and each could start a dispatcher. Starting and stopping
+  hold one lock per app: one thread starts the app, the others wait and find it running.
+- The program's end: an `atexit` hook lets queued and running tasks finish, then stops
+  the app. `atexit` runs after the main thread and every other non-daemon thread ended
+  (what they added is drained too) and after the standard library's thread pools
+  stopped taking work, so nothing on that path may use one (the thread executor keeps
+  threads of its own) or, on Python 3.12.0-3.12.1, start a thread (the loop thread and
+  the executors' threads exist by then).
+- `os.fork()` (and a fork-context `multiprocessing` pool, a forking server) copies the
+  app objects into the child but not the loop thread. An `os.register_at_fork` hook
+  takes each running app's exit hook out of the child, where it would wait forever on a
+  loop nobody runs, and makes its calls there raise `AppNotRunning` instead of hanging.
 """
 
 from __future__ import annotations
@@ -14,13 +30,15 @@ import logging
 import os
 import signal
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, TypeVar
 from uuid import UUID
 
 from .app import AppCore
 from .config import QueueConfig
+from .errors import AppNotRunning
 from .executors.base import Executor
 from .middleware.base import Middleware
 from .progress import ProgressCallback
@@ -32,7 +50,11 @@ log = logging.getLogger("qtasks_mp")
 
 
 class _Portal:
-    """An event loop running in a daemon thread, and a way to call into it."""
+    """An event loop running in a daemon thread, and a way to call into it.
+
+    Daemon, because the interpreter joins non-daemon threads before it runs `atexit`
+    hooks, and it is an `atexit` hook that stops this loop.
+    """
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -47,10 +69,11 @@ class _Portal:
                     target=self.loop.run_forever, name="qtasks_mp-loop", daemon=True
                 )
                 self._thread.start()
+            loop = self.loop
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("a blocking app call was made from inside the app's own loop")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     def close(self) -> None:
         with self._lock:
@@ -59,6 +82,18 @@ class _Portal:
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
             loop.close()
+
+
+# Every sync app of this process, for the fork hook below (weak: apps may be dropped).
+_apps: weakref.WeakSet[QueueTasks] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for app in list(_apps):
+        app._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class QueueTasks:
@@ -80,7 +115,12 @@ class QueueTasks:
             name, store=store, config=config, middlewares=middlewares, executors=executors
         )
         self._portal = _Portal()
-        self._atexit = False
+        # Held while starting or stopping, never while a task runs: see the module doc.
+        self._lifecycle = threading.Lock()
+        self._atexit = False  # whether our exit hook is registered
+        self._exiting = False  # the exit hook ran: no more starts
+        self._parent_pid: int | None = None  # set in a forked child of a running app
+        _apps.add(self)
 
     # The core's own objects, typed: registration and configuration are not async.
     @property
@@ -101,7 +141,7 @@ class QueueTasks:
 
     @property
     def running(self) -> bool:
-        return self.core.running
+        return self._parent_pid is None and self.core.running
 
     def stats(self) -> dict[str, Any]:
         return self.core.stats()
@@ -109,6 +149,9 @@ class QueueTasks:
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a core coroutine where the core runs: our background loop, or the loop of
         a program that started the core itself (e.g. `AsyncTimer(app).run_forever()`)."""
+        if self._parent_pid is not None:
+            coro.close()
+            raise self._forked_error()
         loop = self.core.loop
         if self.core.running and loop is not None and loop is not self._portal.loop:
             return self.core.call_from_thread(coro)
@@ -159,22 +202,67 @@ class QueueTasks:
         return self._call(self.core.wait_idle(timeout))
 
     def start(self) -> None:
-        self._portal.call(self.core.start())
-        if not self._atexit:
-            atexit.register(self._drain_at_exit)
-            self._atexit = True
+        """Start the app, or return once it runs. A failed start raises its error here.
+
+        Calls from several threads at once start it once: the others wait for that
+        start and return (or raise its error if it failed, after trying again).
+        """
+        if self._parent_pid is not None:
+            raise self._forked_error()
+        with self._lifecycle:
+            if self._exiting:
+                raise AppNotRunning(
+                    f"app {self.core.name!r} was drained and stopped at the program's exit; "
+                    "it cannot start again"
+                )
+            if not self.core.running:
+                self._portal.call(self.core.start())
+            if not self._atexit:
+                atexit.register(self._drain_at_exit)
+                self._atexit = True
 
     def stop(self) -> None:
-        """Stop: running tasks get `config.shutdown_timeout`; queued ones are not run."""
-        if self.core.running:
-            self._call(self.core.stop())
-        self._portal.close()
+        """Stop: running tasks get `config.shutdown_timeout`; queued ones are not run.
+
+        In a forked child of the process that runs the app, it does nothing: the app
+        does not run there.
+        """
+        if self._parent_pid is not None:
+            return
+        # Under the lock: closing the loop while another thread's start() waits on it
+        # would leave that thread waiting forever.
+        with self._lifecycle:
+            if self.core.running:
+                self._call(self.core.stop())
+            self._portal.close()
 
     def _drain_at_exit(self) -> None:
         """The program is ending: let queued and running tasks finish, within shutdown_timeout."""
-        if self.core.running:
+        with self._lifecycle:
+            self._exiting = True
+        if self.running:
             self.wait_idle(timeout=self.core.config.shutdown_timeout)
             self.stop()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (the only thread there): disown an app the parent runs."""
+        self._lifecycle = threading.Lock()  # another thread may have held it at the fork
+        if self._portal.loop is None and not self.core.running:
+            self._portal = _Portal()  # not running: usable here like a new app
+            return
+        # The copied loop, its thread gone, is left alone: closing it here could only
+        # touch the parent's objects in our copy of them.
+        self._parent_pid = os.getppid()
+        if self._atexit:
+            atexit.unregister(self._drain_at_exit)
+            self._atexit = False
+
+    def _forked_error(self) -> AppNotRunning:
+        return AppNotRunning(
+            f"app {self.core.name!r} runs in process {self._parent_pid}, and this process "
+            "is a fork of it: the app's event loop thread does not exist here. Create the "
+            "app in the child, or start children with the 'spawn' or 'forkserver' method"
+        )
 
     def __enter__(self) -> QueueTasks:
         self.start()
@@ -188,17 +276,13 @@ class QueueTasks:
     def run_forever(self) -> None:
         """Run until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly. Call from the main thread."""
         stop = threading.Event()
-        previous = {
-            s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)
-        }
         got: list[str] = []
 
-        def on_signal(signum: int, frame: object) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
             got.append(signal.Signals(signum).name)
             stop.set()
 
-        for s in previous:
-            signal.signal(s, on_signal)
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
             log.info("running; press Ctrl-C to stop")

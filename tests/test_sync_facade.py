@@ -7,7 +7,9 @@ import sys
 import threading
 import time
 
-from qtasks_mp import QueueTasks, SyncTask
+import pytest
+
+from qtasks_mp import QueueTasks, SyncTask, ThreadExecutor
 
 
 def test_add_task_auto_starts_and_waits() -> None:
@@ -98,3 +100,121 @@ def test_a_script_that_exits_drains_its_tasks_at_exit() -> None:
     assert out.returncode == 0, out.stderr
     assert sorted(out.stdout.split("\n")[:3]) == ["ran 0", "ran 1", "ran 2"]
     assert "Traceback" not in out.stderr and time.monotonic() - t0 < 25
+
+
+RACE = """\
+import asyncio, gc, logging, sys, threading
+from qtasks_mp import QueueTasks, ThreadExecutor
+
+records = []
+handler = logging.Handler()
+handler.emit = records.append
+for name in ("asyncio", "qtasks_mp"):
+    logging.getLogger(name).addHandler(handler)
+
+starts = 0
+
+
+class SlowStart(ThreadExecutor):
+    async def start(self):
+        global starts
+        starts += 1
+        await asyncio.sleep(0.05)  # holds the first start open while the others arrive
+        await super().start()
+
+
+app = QueueTasks("race", executors={"slow": SlowStart(2)})
+done = []
+
+
+@app.task(executor="slow")
+def job(i):
+    done.append(i)
+
+
+barrier = threading.Barrier(8)
+
+
+def producer(k):
+    barrier.wait()  # all eight make their first call at once
+    for i in range(25):
+        app.add_task("job", k * 25 + i)
+
+
+threads = [threading.Thread(target=producer, args=(k,)) for k in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert app.wait_idle(timeout=20)
+app.stop()
+gc.collect()
+messages = [r.getMessage() for r in records]
+print("executor starts", starts)
+print("app runs", sum(m.startswith("app 'race' started") for m in messages))
+print("tasks done", len(done), len(set(done)))
+print("pending destroyed", sum("destroyed but it is pending" in m for m in messages))
+print("threads left", [t.name for t in threading.enumerate() if t.name.startswith("qtasks_mp")])
+"""
+
+
+def test_eight_threads_racing_to_the_first_add_task_start_one_app() -> None:
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", RACE], capture_output=True, text=True, timeout=50
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "executor starts 1" in lines, lines
+    assert "app runs 1" in lines, lines
+    assert "tasks done 200 200" in lines, lines
+    assert "pending destroyed 0" in lines, lines
+    assert "threads left []" in lines, lines  # stop() ended every thread of the app
+    assert "Traceback" not in out.stderr, out.stderr
+
+
+class NoThreads(ThreadExecutor):
+    """An executor whose start fails until `fixed` is set."""
+
+    fixed = False
+
+    async def start(self) -> None:
+        if not self.fixed:
+            raise OSError("cannot start threads: resource limit")
+        await super().start()
+
+
+def test_a_failed_start_raises_to_every_caller_and_a_later_call_starts_it() -> None:
+    executor = NoThreads(2)
+    app = QueueTasks("failing", executors={"thread": executor})
+    errors: list[BaseException] = []
+    accepted: list[object] = []
+
+    @app.task
+    def job() -> int:
+        return 1
+
+    barrier = threading.Barrier(4)
+
+    def first_call() -> None:
+        barrier.wait()
+        try:
+            accepted.append(app.add_task("job"))
+        except OSError as e:
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=first_call) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert accepted == [] and len(errors) == 4  # nobody was told "accepted"
+        assert all("resource limit" in str(e) for e in errors)
+        with pytest.raises(OSError, match="resource limit"):
+            app.add_task("job", timeout=5)
+        assert not app.running
+        executor.fixed = True
+        done = app.add_task("job", timeout=5)
+        assert done is not None and done.returning == 1
+    finally:
+        app.stop()
