@@ -10,61 +10,92 @@ Three hazards of threads and processes, and what this module does about them:
 - Threads whose first `add_task` calls race (a web server's workers) would each send
   `core.start()` to the loop, and each could start a dispatcher. Starting and stopping
   hold one lock per app: one thread starts the app, the others wait and find it running.
-- The program's end: an `atexit` hook lets queued and running tasks finish, then stops
-  the app. `atexit` runs after the main thread and every other non-daemon thread ended
-  (what they added is drained too) and after the standard library's thread pools
-  stopped taking work, so nothing on that path may use one (the thread executor keeps
-  threads of its own) or, on Python 3.12.0-3.12.1, start a thread (the loop thread and
-  the executors' threads exist by then).
+- The program's end. A watcher thread (one per process, not a daemon) waits for the
+  main thread to end and then for every other non-daemon thread, as the interpreter
+  does, and drains the running apps: queued and running tasks get `shutdown_timeout`,
+  then each app stops. This runs before any `atexit` hook (yours, multiprocessing's,
+  the process executor's), as it must for a process pool that is still draining.
+  By then the standard library's thread pools refuse work and no new one can be made
+  (and Python 3.12.0-3.12.1 start no thread at all), so the loop's default executor
+  (`run_in_executor(None, ...)`, `asyncio.to_thread`) is `Threads` of our own, started
+  with the loop, as are the thread executor's.
 - `os.fork()` (and a fork-context `multiprocessing` pool, a forking server) copies the
-  app objects into the child but not the loop thread. An `os.register_at_fork` hook
-  takes each running app's exit hook out of the child, where it would wait forever on a
-  loop nobody runs, and makes its calls there raise `AppNotRunning` instead of hanging.
+  app objects into the child, but no thread: not the loop, not the watcher. An
+  `os.register_at_fork` hook marks each running app as the parent's in the child, where
+  its calls raise `AppNotRunning` instead of waiting forever on a loop nobody runs,
+  and resets this module's state, so the child exits normally and its own apps work.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import os
 import signal
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType, TracebackType
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 from .app import AppCore
 from .config import QueueConfig
 from .errors import AppNotRunning
 from .executors.base import Executor
+from .executors.thread import Threads
 from .middleware.base import Middleware
 from .progress import ProgressCallback
 from .stores.base import Store
 from .task import Task
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger("qtasks_mp")
+
+LOOP_EXECUTOR_THREADS = 4  # calls past this many at once wait their turn
+
+
+class _LoopExecutor(ThreadPoolExecutor):
+    """The portal loop's default executor, on `Threads` that nothing else shuts down.
+
+    A `ThreadPoolExecutor` by type only, since `loop.set_default_executor` takes no
+    other: `submit` and `shutdown` are replaced, and none of its own threads start.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(LOOP_EXECUTOR_THREADS)
+        self._own = Threads(LOOP_EXECUTOR_THREADS, "qtasks_mp-loop-executor")
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        return self._own.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._own.close(cancel_futures)
+        if wait:
+            self._own.join()
 
 
 class _Portal:
     """An event loop running in a daemon thread, and a way to call into it.
 
-    Daemon, because the interpreter joins non-daemon threads before it runs `atexit`
-    hooks, and it is an `atexit` hook that stops this loop.
+    Daemon, because the exit watcher waits for every non-daemon thread before it
+    drains the app and stops this loop.
     """
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._executor: _LoopExecutor | None = None
         self._lock = threading.Lock()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         with self._lock:
             if self.loop is None:
                 self.loop = asyncio.new_event_loop()
+                self._executor = _LoopExecutor()
+                self.loop.set_default_executor(self._executor)
                 self._thread = threading.Thread(
                     target=self.loop.run_forever, name="qtasks_mp-loop", daemon=True
                 )
@@ -78,17 +109,57 @@ class _Portal:
     def close(self) -> None:
         with self._lock:
             loop, thread, self.loop, self._thread = self.loop, self._thread, None, None
+            executor, self._executor = self._executor, None
         if loop is not None and thread is not None:
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
             loop.close()
+        if executor is not None:
+            executor.shutdown(wait=True)
 
 
-# Every sync app of this process, for the fork hook below (weak: apps may be dropped).
+# Every sync app of this process (weak: apps may be dropped), and the exit watcher.
 _apps: weakref.WeakSet[QueueTasks] = weakref.WeakSet()
+_exit_lock = threading.Lock()  # guards the three (a WeakSet is not safe to iterate while added to)
+_exit_watcher: threading.Thread | None = None
+_program_ending = False  # the watcher drains now: no app starts any more
+
+
+def _watch_for_exit() -> None:
+    global _exit_watcher
+    with _exit_lock:
+        if _exit_watcher is None:
+            _exit_watcher = threading.Thread(target=_drain_all_at_exit, name="qtasks_mp-exit")
+            _exit_watcher.start()
+
+
+def _drain_all_at_exit() -> None:
+    """The exit watcher: wait until the program's threads have ended, then drain."""
+    global _program_ending
+    main, me = threading.main_thread(), threading.current_thread()
+    main.join()  # returns once the main thread has finished the program
+    while True:  # a thread we join may start another: look again until none is left
+        others = [t for t in threading.enumerate() if not t.daemon and t not in (main, me)]
+        if not others:
+            break
+        for t in others:
+            t.join()
+    with _exit_lock:
+        _program_ending = True
+        apps = list(_apps)
+    for app in apps:
+        try:
+            app._drain_at_exit()
+        except Exception:
+            log.exception("app %r: draining at exit failed", app.core.name)
 
 
 def _after_fork_in_child() -> None:
+    """In the child (its only thread): no watcher, no loop, fresh locks."""
+    global _exit_lock, _exit_watcher, _program_ending
+    _exit_lock = threading.Lock()
+    _exit_watcher = None
+    _program_ending = False
     for app in list(_apps):
         app._after_fork_in_child()
 
@@ -117,10 +188,9 @@ class QueueTasks:
         self._portal = _Portal()
         # Held while starting or stopping, never while a task runs: see the module doc.
         self._lifecycle = threading.Lock()
-        self._atexit = False  # whether our exit hook is registered
-        self._exiting = False  # the exit hook ran: no more starts
         self._parent_pid: int | None = None  # set in a forked child of a running app
-        _apps.add(self)
+        with _exit_lock:
+            _apps.add(self)
 
     # The core's own objects, typed: registration and configuration are not async.
     @property
@@ -210,16 +280,14 @@ class QueueTasks:
         if self._parent_pid is not None:
             raise self._forked_error()
         with self._lifecycle:
-            if self._exiting:
+            if _program_ending:
                 raise AppNotRunning(
-                    f"app {self.core.name!r} was drained and stopped at the program's exit; "
-                    "it cannot start again"
+                    f"app {self.core.name!r} cannot start: the program is ending (its apps "
+                    "have been drained and stopped)"
                 )
             if not self.core.running:
+                _watch_for_exit()
                 self._portal.call(self.core.start())
-            if not self._atexit:
-                atexit.register(self._drain_at_exit)
-                self._atexit = True
 
     def stop(self) -> None:
         """Stop: running tasks get `config.shutdown_timeout`; queued ones are not run.
@@ -238,9 +306,9 @@ class QueueTasks:
 
     def _drain_at_exit(self) -> None:
         """The program is ending: let queued and running tasks finish, within shutdown_timeout."""
-        with self._lifecycle:
-            self._exiting = True
-        if self.running:
+        with self._lifecycle:  # a start under way ends first
+            running = self.running
+        if running:
             self.wait_idle(timeout=self.core.config.shutdown_timeout)
             self.stop()
 
@@ -253,9 +321,6 @@ class QueueTasks:
         # The copied loop, its thread gone, is left alone: closing it here could only
         # touch the parent's objects in our copy of them.
         self._parent_pid = os.getppid()
-        if self._atexit:
-            atexit.unregister(self._drain_at_exit)
-            self._atexit = False
 
     def _forked_error(self) -> AppNotRunning:
         return AppNotRunning(

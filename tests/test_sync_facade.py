@@ -154,7 +154,8 @@ print("executor starts", starts)
 print("app runs", sum(m.startswith("app 'race' started") for m in messages))
 print("tasks done", len(done), len(set(done)))
 print("pending destroyed", sum("destroyed but it is pending" in m for m in messages))
-print("threads left", [t.name for t in threading.enumerate() if t.name.startswith("qtasks_mp")])
+ours = [t.name for t in threading.enumerate() if t.name.startswith("qtasks_mp")]
+print("threads left", [name for name in ours if name != "qtasks_mp-exit"])  # one per process
 """
 
 
@@ -218,3 +219,93 @@ def test_a_failed_start_raises_to_every_caller_and_a_later_call_starts_it() -> N
         assert done is not None and done.returning == 1
     finally:
         app.stop()
+
+
+def run_script(code: str, timeout_s: float = 40) -> list[str]:
+    """Run a program that ends while its app runs; its stdout lines (exit 0, no traceback)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "ERROR" not in out.stderr, out.stderr
+    return out.stdout.splitlines()
+
+
+EXIT_PRELUDE = """\
+import asyncio, atexit, sys, threading
+from qtasks_mp import QueueTasks
+app = QueueTasks()
+def say(text):
+    sys.stdout.write(text + "\\n")  # one write: threads do not interleave it
+    sys.stdout.flush()
+"""
+
+
+def test_the_exit_drain_runs_before_atexit_hooks_registered_after_the_start() -> None:
+    """Yours (a database closed at exit) and the process executor's worker kill alike."""
+    lines = run_script(
+        EXIT_PRELUDE
+        + "gate = threading.Event()\n"
+        + "@app.task\n"
+        + "def job():\n"
+        + "    gate.wait(10)\n"
+        + "    say('job ran')\n"
+        + "app.add_task('job')\n"
+        + "atexit.register(lambda: say('atexit hook'))\n"
+        + "gate.set()\n"
+    )
+    assert lines == ["job ran", "atexit hook"], lines
+
+
+def test_work_added_by_a_non_daemon_thread_after_main_ends_is_drained() -> None:
+    lines = run_script(
+        EXIT_PRELUDE
+        + "@app.task\n"
+        + "def job(i):\n"
+        + "    say(f'job {i}')\n"
+        + "def late_producer():\n"
+        + "    threading.main_thread().join()  # the main thread has ended\n"
+        + "    for i in range(3):\n"
+        + "        app.add_task('job', i)\n"
+        + "threading.Thread(target=late_producer).start()\n"
+        + "app.start()\n"
+    )
+    assert sorted(lines) == ["job 0", "job 1", "job 2"], lines
+
+
+def test_the_loops_default_executor_still_runs_calls_during_the_exit_drain() -> None:
+    """`asyncio.to_thread` / `run_in_executor(None, ...)` (the process executor starts
+    workers that way): the stdlib's pools refuse work by then; the app's loop has its own."""
+    lines = run_script(
+        EXIT_PRELUDE
+        + "import concurrent.futures\n"
+        + "main_ended = concurrent.futures.Future()\n"
+        + "def watch():\n"
+        + "    threading.main_thread().join()\n"
+        + "    main_ended.set_result(None)\n"
+        + "threading.Thread(target=watch, daemon=True).start()\n"
+        + "@app.task\n"
+        + "async def job(i):\n"
+        + "    await asyncio.wrap_future(main_ended)  # the program is ending\n"
+        + "    await asyncio.to_thread(say, f'to_thread {i}')\n"
+        + "for i in range(6):\n"  # more than the loop executor's threads: they queue
+        + "    app.add_task('job', i)\n"
+    )
+    assert sorted(lines) == [f"to_thread {i}" for i in range(6)], lines
+
+
+def test_process_tasks_registered_after_the_start_are_drained_at_exit() -> None:
+    """The process executor is imported (and registers its own atexit hook) only then."""
+    lines = run_script(
+        EXIT_PRELUDE
+        + "@app.task\n"
+        + "def first():\n"
+        + "    pass\n"
+        + "app.add_task('first', timeout=5)  # the app runs\n"
+        + "@app.task(executor='process')\n"
+        + "def cube(x):\n"
+        + "    say(f'cube {x ** 3}')  # in a worker process, on the same stdout\n"
+        + "for x in range(3):\n"
+        + "    app.add_task('cube', x)\n"
+    )
+    assert sorted(lines) == ["cube 0", "cube 1", "cube 8"], lines

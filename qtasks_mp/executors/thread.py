@@ -1,36 +1,115 @@
-"""`ThreadExecutor`: runs blocking functions in threads of its own.
+"""`ThreadExecutor`: runs blocking functions in threads of its own (`Threads`).
 
 ```text
- run(call) ──(future, call, loop)──> SimpleQueue ──> N daemon threads: run_in_thread(call)
-     ^                                                   │
-     └───── asyncio.wrap_future(future) <── future.set_result / set_exception
- aclose() ──(one stop marker per thread)──> each thread ends, tells the loop ──> aclose returns
+ run(call) ──submit──> Threads: one SimpleQueue ──> N daemon threads: run_in_thread(call)
+     ^                                                  │
+     └──── asyncio.wrap_future(future) <── future.set_result / set_exception
+ aclose() ──close()──> one stop marker per thread, behind the queued calls ──> on_gone()
 ```
 
-Why not `concurrent.futures.ThreadPoolExecutor`: the standard library shuts its pools
-down as the program ends, before any `atexit` hook runs, and refuses new work from then
-on. The sync facade drains its app from an `atexit` hook, so the pool it drains into
-must be one that nothing else shuts down. The threads are all started in `start()`:
-Python 3.12.0 and 3.12.1 refuse to start a thread once the interpreter is finalizing,
-which is when that hook runs (3.10, 3.11 and 3.13 allow it).
+Why not `concurrent.futures.ThreadPoolExecutor`: the standard library shuts every such
+pool down as the program ends, before the sync facade's exit drain runs, and refuses
+new work (and new pools) from then on. Python 3.12.0 and 3.12.1 also refuse to start
+a thread by then (3.10, 3.11 and 3.13 allow it), so `Threads` starts all of its
+threads at once, up front.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import TaskTimeout
 from ..registries import Kind
 from .base import Call, Executor, run_in_thread, within
 
-# A job, or a stop marker: what a thread calls on its way out.
-_Item = tuple[Future[Any], Call, asyncio.AbstractEventLoop] | Callable[[], None]
+T = TypeVar("T")
+
+# A call and its future, or a stop marker: what a thread calls on its way out.
+_Item = tuple[Future[Any], Callable[[], Any]] | Callable[[], None]
+
+
+class Threads:
+    """`n` daemon threads, all started now, running calls from one queue.
+
+    Daemon threads, because the interpreter joins every non-daemon thread before the
+    sync facade's exit drain can tell these to stop: the program would never end.
+    """
+
+    def __init__(self, n: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=_work, args=(self._jobs,), name=f"{name}-{i}", daemon=True)
+            for i in range(n)
+        ]
+        for t in self._threads:
+            t.start()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Queue `fn(*args, **kwargs)`; its future. Cancelling it before it starts skips it."""
+        if self._closed:
+            raise RuntimeError("these threads were closed")
+        # A stdlib Future, as the handle an Executor implementation gives: it settles,
+        # under its own lock, the race between a thread starting the call and the caller
+        # cancelling it (`set_running_or_notify_cancel`).
+        future: Future[T] = Future()
+        self._jobs.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def close(
+        self, cancel_pending: bool = False, on_gone: Callable[[], None] = lambda: None
+    ) -> None:
+        """Stop: each thread ends after the calls queued before (cancelled if
+        `cancel_pending`); the last one to end calls `on_gone`. Returns at once."""
+        if self._closed:
+            return
+        self._closed = True
+        while cancel_pending and not self._jobs.empty():
+            with contextlib.suppress(queue.Empty):  # threads may take some meanwhile
+                item = self._jobs.get_nowait()
+                if isinstance(item, tuple):
+                    item[0].cancel()
+        left = len(self._threads)
+        lock = threading.Lock()
+
+        def one_gone() -> None:  # runs in each thread as it ends
+            nonlocal left
+            with lock:
+                left -= 1
+                last = left == 0
+            if last:
+                on_gone()
+
+        for _ in self._threads:
+            self._jobs.put(one_gone)
+
+    def join(self) -> None:
+        for t in self._threads:
+            t.join()
+
+
+def _work(jobs: queue.SimpleQueue[_Item]) -> None:
+    """A thread of `Threads`: run calls until a stop marker comes."""
+    while True:
+        item = jobs.get()
+        if not isinstance(item, tuple):
+            item()
+            return
+        future, fn = item
+        del item
+        if future.set_running_or_notify_cancel():  # False: cancelled before it started
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # as concurrent.futures does: the caller gets it
+                future.set_exception(e)
+        del future, fn  # hold no result or traceback while idle
 
 
 class ThreadExecutor(Executor):
@@ -48,8 +127,7 @@ class ThreadExecutor(Executor):
         super().__init__()
         self.max_workers = max_workers or 8
         self.overrun = 0  # timed-out calls whose thread is still running
-        self._jobs: queue.SimpleQueue[_Item] | None = None
-        self._threads: list[threading.Thread] = []
+        self._threads: Threads | None = None
 
     @property
     def slots(self) -> int:
@@ -60,29 +138,14 @@ class ThreadExecutor(Executor):
         return self.max_workers - self.active - self.overrun
 
     async def start(self) -> None:
-        if self._jobs is not None:
-            return
-        jobs: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        # Daemon threads: the interpreter joins every non-daemon thread *before* it runs
-        # the atexit hooks, so an idle non-daemon worker would wait forever for the stop
-        # marker that the sync facade's at-exit drain (an atexit hook) sends it.
-        threads = [
-            threading.Thread(target=_work, args=(jobs,), name=f"qtasks_mp-thread-{i}", daemon=True)
-            for i in range(self.max_workers)
-        ]
-        for t in threads:
-            t.start()
-        self._jobs, self._threads = jobs, threads
+        if self._threads is None:
+            self._threads = Threads(self.max_workers, "qtasks_mp-thread")
 
     async def run(self, call: Call) -> Any:
         loop = asyncio.get_running_loop()
-        assert self._jobs is not None, "ThreadExecutor.run before start()"
-        # A stdlib Future is the handle because it settles, under its own lock, the race
-        # between a thread starting the call and the loop cancelling it
-        # (`set_running_or_notify_cancel`); `wrap_future` carries a cancel across.
-        job: Future[Any] = Future()
-        self._jobs.put((job, call, loop))
-        fut = asyncio.wrap_future(job, loop=loop)
+        assert self._threads is not None, "ThreadExecutor.run before start()"
+        job = self._threads.submit(run_in_thread, call, loop)
+        fut = asyncio.wrap_future(job, loop=loop)  # cancelling it cancels a job not started
         timeout = call.spec.timeout
         try:
             if timeout is None or await within(fut, timeout):
@@ -112,28 +175,17 @@ class ThreadExecutor(Executor):
         self.wakeup()
 
     async def aclose(self, cancel_pending: bool = False) -> None:
-        jobs, threads = self._jobs, self._threads
-        if jobs is None:
+        threads, self._threads = self._threads, None
+        if threads is None:
             return
-        self._jobs, self._threads = None, []
-        if cancel_pending:
-            while not jobs.empty():  # threads may take some meanwhile: each goes one way
-                with contextlib.suppress(queue.Empty):
-                    item = jobs.get_nowait()
-                    if isinstance(item, tuple):
-                        item[0].cancel()
         loop = asyncio.get_running_loop()
         gone = loop.create_future()
-        left = len(threads)
 
-        def one_gone() -> None:
-            nonlocal left
-            left -= 1
-            if left == 0 and not gone.done():
+        def set_gone() -> None:
+            if not gone.done():
                 gone.set_result(None)
 
-        for _ in threads:  # behind the calls still queued: those run first
-            jobs.put(lambda: _call_soon(loop, one_gone))
+        threads.close(cancel_pending, on_gone=lambda: _call_soon(loop, set_gone))
         # Threads that overran their timeout, or were cancelled at shutdown, may run on:
         # do not wait for them (as daemon threads they end with the program at the latest).
         if self.overrun == 0:
@@ -141,23 +193,6 @@ class ThreadExecutor(Executor):
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "overrun": self.overrun}
-
-
-def _work(jobs: queue.SimpleQueue[_Item]) -> None:
-    """A worker thread: run jobs until a stop marker comes."""
-    while True:
-        item = jobs.get()
-        if not isinstance(item, tuple):
-            item()
-            return
-        job, call, loop = item
-        del item
-        if job.set_running_or_notify_cancel():  # False: cancelled before it started
-            try:
-                job.set_result(run_in_thread(call, loop))
-            except BaseException as e:  # as concurrent.futures does: the caller gets it
-                job.set_exception(e)
-        del job, call, loop  # hold no result or traceback while idle
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
