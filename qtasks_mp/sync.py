@@ -164,7 +164,8 @@ def _after_fork_in_child() -> None:
         app._after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX: where a process can fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class QueueTasks:

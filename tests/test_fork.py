@@ -17,7 +17,9 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "fork") or not hasattr(os, "pidfd_open"), reason="needs os.fork, pidfd"
+)
 
 PRELUDE = """\
 import os, select, signal, sys, time

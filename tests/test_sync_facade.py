@@ -309,3 +309,18 @@ def test_process_tasks_registered_after_the_start_are_drained_at_exit() -> None:
         + "    app.add_task('cube', x)\n"
     )
     assert sorted(lines) == ["cube 0", "cube 1", "cube 8"], lines
+
+
+def test_a_thread_stuck_past_its_timeout_does_not_keep_the_program_alive() -> None:
+    """Its thread cannot be stopped; it is a daemon thread, so the program still ends."""
+    code = EXIT_PRELUDE + (
+        "@app.task(timeout=0.2)\n"
+        "def stuck():\n"
+        "    threading.Event().wait()  # never returns\n"
+        "done = app.add_task('stuck', timeout=10)\n"
+        'say(f\'{done.status} {app.stats()["executors"]["thread"]["overrun"]}\')\n'
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["error 1"], out.stdout
+    assert "TaskTimeout" in out.stderr  # logged as the task's failure; nothing else went wrong
