@@ -13,8 +13,9 @@ Three hazards of threads and processes, and what this module does about them:
 - The program's end. A watcher thread (one per process, not a daemon) waits for the
   main thread to end and then for every other non-daemon thread, as the interpreter
   does, and drains the running apps: queued and running tasks get `shutdown_timeout`,
-  then each app stops. This runs before any `atexit` hook (yours, multiprocessing's,
-  the process executor's), as it must for a process pool that is still draining.
+  then each app stops. This runs before any `atexit` hook (yours, or multiprocessing's,
+  which would stop process workers that still have tasks to finish), as the hook of
+  `threading` that this replaces did, without that private hook.
   By then the standard library's thread pools refuse work and no new one can be made
   (and Python 3.12.0-3.12.1 start no thread at all), so the loop's default executor
   (`run_in_executor(None, ...)`, `asyncio.to_thread`) is `Threads` of our own, started
