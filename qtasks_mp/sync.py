@@ -4,75 +4,169 @@ For plain programs (a script, a Flask view). Every method hands the core's corou
 to that loop and waits for it; there is no second implementation. With a store that
 only this process uses (the memory store), the first `add_task` starts the dispatcher
 in the background and the program's exit drains it (`config.shutdown_timeout`).
+
+Three hazards of threads and processes, and what this module does about them:
+
+- Threads whose first `add_task` calls race (a web server's workers) would each send
+  `core.start()` to the loop, and each could start a dispatcher. Starting and stopping
+  hold one lock per app: one thread starts the app, the others wait and find it running.
+- The program's end. A watcher thread (one per process, not a daemon) waits for the
+  main thread to end and then for every other non-daemon thread, as the interpreter
+  does, and drains the running apps: queued and running tasks get `shutdown_timeout`,
+  then each app stops. This runs before any `atexit` hook (yours, or multiprocessing's,
+  which would stop process workers that still have tasks to finish), as the hook of
+  `threading` that this replaces did, without that private hook.
+  By then the standard library's thread pools refuse work and no new one can be made
+  (and Python 3.12.0-3.12.1 start no thread at all), so the loop's default executor
+  (`run_in_executor(None, ...)`, `asyncio.to_thread`) is `Threads` of our own, started
+  with the loop, as are the thread executor's.
+- `os.fork()` (and a fork-context `multiprocessing` pool, a forking server) copies the
+  app objects into the child, but no thread: not the loop, not the watcher. An
+  `os.register_at_fork` hook marks each running app as the parent's in the child, where
+  its calls raise `AppNotRunning` instead of waiting forever on a loop nobody runs,
+  and resets this module's state, so the child exits normally and its own apps work.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import os
 import signal
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import FrameType, TracebackType
+from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 from .app import AppCore
 from .config import QueueConfig
+from .errors import AppNotRunning
 from .executors.base import Executor
+from .executors.thread import Threads
 from .middleware.base import Middleware
 from .progress import ProgressCallback
 from .stores.base import Store
 from .task import Task
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger("qtasks_mp")
+
+LOOP_EXECUTOR_THREADS = 4  # calls past this many at once wait their turn
+
+
+class _LoopExecutor(ThreadPoolExecutor):
+    """The portal loop's default executor, on `Threads` that nothing else shuts down.
+
+    A `ThreadPoolExecutor` by type only, since `loop.set_default_executor` takes no
+    other: `submit` and `shutdown` are replaced, and none of its own threads start.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(LOOP_EXECUTOR_THREADS)
+        self._own = Threads(LOOP_EXECUTOR_THREADS, "qtasks_mp-loop-executor")
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        return self._own.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._own.close(cancel_futures)
+        if wait:
+            self._own.join()
 
 
 class _Portal:
-    """An event loop running in a daemon thread, and a way to call into it."""
+    """An event loop running in a daemon thread, and a way to call into it.
+
+    Daemon, because the exit watcher waits for every non-daemon thread before it
+    drains the app and stops this loop.
+    """
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._executor: _LoopExecutor | None = None
         self._lock = threading.Lock()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         with self._lock:
             if self.loop is None:
                 self.loop = asyncio.new_event_loop()
+                self._executor = _LoopExecutor()
+                self.loop.set_default_executor(self._executor)
                 self._thread = threading.Thread(
                     target=self.loop.run_forever, name="qtasks_mp-loop", daemon=True
                 )
                 self._thread.start()
+            loop = self.loop
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("a blocking app call was made from inside the app's own loop")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     def close(self) -> None:
         with self._lock:
             loop, thread, self.loop, self._thread = self.loop, self._thread, None, None
+            executor, self._executor = self._executor, None
         if loop is not None and thread is not None:
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
             loop.close()
+        if executor is not None:
+            executor.shutdown(wait=True)
 
 
-def _at_exit(fn: Callable[[], None]) -> None:
-    """Run `fn` when the program ends, before the stdlib thread pools refuse new work.
+# Every sync app of this process (weak: apps may be dropped), and the exit watcher.
+_apps: weakref.WeakSet[QueueTasks] = weakref.WeakSet()
+_exit_lock = threading.Lock()  # guards the three (a WeakSet is not safe to iterate while added to)
+_exit_watcher: threading.Thread | None = None
+_program_ending = False  # the watcher drains now: no app starts any more
 
-    `atexit` is too late: `concurrent.futures` shuts its pools down earlier, in
-    threading's own exit hook, which runs hooks newest first. We register there too
-    (the private hook concurrent.futures itself uses), falling back to `atexit`.
-    """
-    register = getattr(threading, "_register_atexit", None)
-    if register is None:
-        atexit.register(fn)
-    else:
-        register(fn)
+
+def _watch_for_exit() -> None:
+    global _exit_watcher
+    with _exit_lock:
+        if _exit_watcher is None:
+            _exit_watcher = threading.Thread(target=_drain_all_at_exit, name="qtasks_mp-exit")
+            _exit_watcher.start()
+
+
+def _drain_all_at_exit() -> None:
+    """The exit watcher: wait until the program's threads have ended, then drain."""
+    global _program_ending
+    main, me = threading.main_thread(), threading.current_thread()
+    main.join()  # returns once the main thread has finished the program
+    while True:  # a thread we join may start another: look again until none is left
+        others = [t for t in threading.enumerate() if not t.daemon and t not in (main, me)]
+        if not others:
+            break
+        for t in others:
+            t.join()
+    with _exit_lock:
+        _program_ending = True
+        apps = list(_apps)
+    for app in apps:
+        try:
+            app._drain_at_exit()
+        except Exception:
+            log.exception("app %r: draining at exit failed", app.core.name)
+
+
+def _after_fork_in_child() -> None:
+    """In the child (its only thread): no watcher, no loop, fresh locks."""
+    global _exit_lock, _exit_watcher, _program_ending
+    _exit_lock = threading.Lock()
+    _exit_watcher = None
+    _program_ending = False
+    for app in list(_apps):
+        app._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: where a process can fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class QueueTasks:
@@ -94,7 +188,11 @@ class QueueTasks:
             name, store=store, config=config, middlewares=middlewares, executors=executors
         )
         self._portal = _Portal()
-        self._atexit = False
+        # Held while starting or stopping, never while a task runs: see the module doc.
+        self._lifecycle = threading.Lock()
+        self._parent_pid: int | None = None  # set in a forked child of a running app
+        with _exit_lock:
+            _apps.add(self)
 
     # The core's own objects, typed: registration and configuration are not async.
     @property
@@ -115,7 +213,7 @@ class QueueTasks:
 
     @property
     def running(self) -> bool:
-        return self.core.running
+        return self._parent_pid is None and self.core.running
 
     def stats(self) -> dict[str, Any]:
         return self.core.stats()
@@ -123,6 +221,9 @@ class QueueTasks:
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a core coroutine where the core runs: our background loop, or the loop of
         a program that started the core itself (e.g. `AsyncTimer(app).run_forever()`)."""
+        if self._parent_pid is not None:
+            coro.close()
+            raise self._forked_error()
         loop = self.core.loop
         if self.core.running and loop is not None and loop is not self._portal.loop:
             return self.core.call_from_thread(coro)
@@ -173,22 +274,62 @@ class QueueTasks:
         return self._call(self.core.wait_idle(timeout))
 
     def start(self) -> None:
-        self._portal.call(self.core.start())
-        if not self._atexit:
-            _at_exit(self._drain_at_exit)
-            self._atexit = True
+        """Start the app, or return once it runs. A failed start raises its error here.
+
+        Calls from several threads at once start it once: the others wait for that
+        start and return (or raise its error if it failed, after trying again).
+        """
+        if self._parent_pid is not None:
+            raise self._forked_error()
+        with self._lifecycle:
+            if _program_ending:
+                raise AppNotRunning(
+                    f"app {self.core.name!r} cannot start: the program is ending (its apps "
+                    "have been drained and stopped)"
+                )
+            if not self.core.running:
+                _watch_for_exit()
+                self._portal.call(self.core.start())
 
     def stop(self) -> None:
-        """Stop: running tasks get `config.shutdown_timeout`; queued ones are not run."""
-        if self.core.running:
-            self._call(self.core.stop())
-        self._portal.close()
+        """Stop: running tasks get `config.shutdown_timeout`; queued ones are not run.
+
+        In a forked child of the process that runs the app, it does nothing: the app
+        does not run there.
+        """
+        if self._parent_pid is not None:
+            return
+        # Under the lock: closing the loop while another thread's start() waits on it
+        # would leave that thread waiting forever.
+        with self._lifecycle:
+            if self.core.running:
+                self._call(self.core.stop())
+            self._portal.close()
 
     def _drain_at_exit(self) -> None:
         """The program is ending: let queued and running tasks finish, within shutdown_timeout."""
-        if self.core.running:
+        with self._lifecycle:  # a start under way ends first
+            running = self.running
+        if running:
             self.wait_idle(timeout=self.core.config.shutdown_timeout)
             self.stop()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (the only thread there): disown an app the parent runs."""
+        self._lifecycle = threading.Lock()  # another thread may have held it at the fork
+        if self._portal.loop is None and not self.core.running:
+            self._portal = _Portal()  # not running: usable here like a new app
+            return
+        # The copied loop, its thread gone, is left alone: closing it here could only
+        # touch the parent's objects in our copy of them.
+        self._parent_pid = os.getppid()
+
+    def _forked_error(self) -> AppNotRunning:
+        return AppNotRunning(
+            f"app {self.core.name!r} runs in process {self._parent_pid}, and this process "
+            "is a fork of it: the app's event loop thread does not exist here. Create the "
+            "app in the child, or start children with the 'spawn' or 'forkserver' method"
+        )
 
     def __enter__(self) -> QueueTasks:
         self.start()
@@ -202,17 +343,13 @@ class QueueTasks:
     def run_forever(self) -> None:
         """Run until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly. Call from the main thread."""
         stop = threading.Event()
-        previous = {
-            s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)
-        }
         got: list[str] = []
 
-        def on_signal(signum: int, frame: object) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
             got.append(signal.Signals(signum).name)
             stop.set()
 
-        for s in previous:
-            signal.signal(s, on_signal)
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
             log.info("running; press Ctrl-C to stop")

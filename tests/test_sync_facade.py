@@ -7,7 +7,9 @@ import sys
 import threading
 import time
 
-from qtasks_mp import QueueTasks, SyncTask
+import pytest
+
+from qtasks_mp import QueueTasks, SyncTask, ThreadExecutor
 
 
 def test_add_task_auto_starts_and_waits() -> None:
@@ -98,3 +100,227 @@ def test_a_script_that_exits_drains_its_tasks_at_exit() -> None:
     assert out.returncode == 0, out.stderr
     assert sorted(out.stdout.split("\n")[:3]) == ["ran 0", "ran 1", "ran 2"]
     assert "Traceback" not in out.stderr and time.monotonic() - t0 < 25
+
+
+RACE = """\
+import asyncio, gc, logging, sys, threading
+from qtasks_mp import QueueTasks, ThreadExecutor
+
+records = []
+handler = logging.Handler()
+handler.emit = records.append
+for name in ("asyncio", "qtasks_mp"):
+    logging.getLogger(name).addHandler(handler)
+
+starts = 0
+
+
+class SlowStart(ThreadExecutor):
+    async def start(self):
+        global starts
+        starts += 1
+        await asyncio.sleep(0.05)  # holds the first start open while the others arrive
+        await super().start()
+
+
+app = QueueTasks("race", executors={"slow": SlowStart(2)})
+done = []
+
+
+@app.task(executor="slow")
+def job(i):
+    done.append(i)
+
+
+barrier = threading.Barrier(8)
+
+
+def producer(k):
+    barrier.wait()  # all eight make their first call at once
+    for i in range(25):
+        app.add_task("job", k * 25 + i)
+
+
+threads = [threading.Thread(target=producer, args=(k,)) for k in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert app.wait_idle(timeout=20)
+app.stop()
+gc.collect()
+messages = [r.getMessage() for r in records]
+print("executor starts", starts)
+print("app runs", sum(m.startswith("app 'race' started") for m in messages))
+print("tasks done", len(done), len(set(done)))
+print("pending destroyed", sum("destroyed but it is pending" in m for m in messages))
+ours = [t.name for t in threading.enumerate() if t.name.startswith("qtasks_mp")]
+print("threads left", [name for name in ours if name != "qtasks_mp-exit"])  # one per process
+"""
+
+
+def test_eight_threads_racing_to_the_first_add_task_start_one_app() -> None:
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", RACE], capture_output=True, text=True, timeout=50
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "executor starts 1" in lines, lines
+    assert "app runs 1" in lines, lines
+    assert "tasks done 200 200" in lines, lines
+    assert "pending destroyed 0" in lines, lines
+    assert "threads left []" in lines, lines  # stop() ended every thread of the app
+    assert "Traceback" not in out.stderr, out.stderr
+
+
+class NoThreads(ThreadExecutor):
+    """An executor whose start fails until `fixed` is set."""
+
+    fixed = False
+
+    async def start(self) -> None:
+        if not self.fixed:
+            raise OSError("cannot start threads: resource limit")
+        await super().start()
+
+
+def test_a_failed_start_raises_to_every_caller_and_a_later_call_starts_it() -> None:
+    executor = NoThreads(2)
+    app = QueueTasks("failing", executors={"thread": executor})
+    errors: list[BaseException] = []
+    accepted: list[object] = []
+
+    @app.task
+    def job() -> int:
+        return 1
+
+    barrier = threading.Barrier(4)
+
+    def first_call() -> None:
+        barrier.wait()
+        try:
+            accepted.append(app.add_task("job"))
+        except OSError as e:
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=first_call) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert accepted == [] and len(errors) == 4  # nobody was told "accepted"
+        assert all("resource limit" in str(e) for e in errors)
+        with pytest.raises(OSError, match="resource limit"):
+            app.add_task("job", timeout=5)
+        assert not app.running
+        executor.fixed = True
+        done = app.add_task("job", timeout=5)
+        assert done is not None and done.returning == 1
+    finally:
+        app.stop()
+
+
+def run_script(code: str, timeout_s: float = 40) -> list[str]:
+    """Run a program that ends while its app runs; its stdout lines (exit 0, no traceback)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "ERROR" not in out.stderr, out.stderr
+    return out.stdout.splitlines()
+
+
+EXIT_PRELUDE = """\
+import asyncio, atexit, sys, threading
+from qtasks_mp import QueueTasks
+app = QueueTasks()
+def say(text):
+    sys.stdout.write(text + "\\n")  # one write: threads do not interleave it
+    sys.stdout.flush()
+"""
+
+
+def test_the_exit_drain_runs_before_atexit_hooks_registered_after_the_start() -> None:
+    """Yours (a database closed at exit) and the process executor's worker kill alike."""
+    lines = run_script(
+        EXIT_PRELUDE
+        + "gate = threading.Event()\n"
+        + "@app.task\n"
+        + "def job():\n"
+        + "    gate.wait(10)\n"
+        + "    say('job ran')\n"
+        + "app.add_task('job')\n"
+        + "atexit.register(lambda: say('atexit hook'))\n"
+        + "gate.set()\n"
+    )
+    assert lines == ["job ran", "atexit hook"], lines
+
+
+def test_work_added_by_a_non_daemon_thread_after_main_ends_is_drained() -> None:
+    lines = run_script(
+        EXIT_PRELUDE
+        + "@app.task\n"
+        + "def job(i):\n"
+        + "    say(f'job {i}')\n"
+        + "def late_producer():\n"
+        + "    threading.main_thread().join()  # the main thread has ended\n"
+        + "    for i in range(3):\n"
+        + "        app.add_task('job', i)\n"
+        + "threading.Thread(target=late_producer).start()\n"
+        + "app.start()\n"
+    )
+    assert sorted(lines) == ["job 0", "job 1", "job 2"], lines
+
+
+def test_the_loops_default_executor_still_runs_calls_during_the_exit_drain() -> None:
+    """`asyncio.to_thread` / `run_in_executor(None, ...)` (the process executor starts
+    workers that way): the stdlib's pools refuse work by then; the app's loop has its own."""
+    lines = run_script(
+        EXIT_PRELUDE
+        + "import concurrent.futures\n"
+        + "main_ended = concurrent.futures.Future()\n"
+        + "def watch():\n"
+        + "    threading.main_thread().join()\n"
+        + "    main_ended.set_result(None)\n"
+        + "threading.Thread(target=watch, daemon=True).start()\n"
+        + "@app.task\n"
+        + "async def job(i):\n"
+        + "    await asyncio.wrap_future(main_ended)  # the program is ending\n"
+        + "    await asyncio.to_thread(say, f'to_thread {i}')\n"
+        + "for i in range(6):\n"  # more than the loop executor's threads: they queue
+        + "    app.add_task('job', i)\n"
+    )
+    assert sorted(lines) == [f"to_thread {i}" for i in range(6)], lines
+
+
+def test_process_tasks_registered_after_the_start_are_drained_at_exit() -> None:
+    """The process executor is imported (and registers its own atexit hook) only then."""
+    lines = run_script(
+        EXIT_PRELUDE
+        + "@app.task\n"
+        + "def first():\n"
+        + "    pass\n"
+        + "app.add_task('first', timeout=5)  # the app runs\n"
+        + "@app.task(executor='process')\n"
+        + "def cube(x):\n"
+        + "    say(f'cube {x ** 3}')  # in a worker process, on the same stdout\n"
+        + "for x in range(3):\n"
+        + "    app.add_task('cube', x)\n"
+    )
+    assert sorted(lines) == ["cube 0", "cube 1", "cube 8"], lines
+
+
+def test_a_thread_stuck_past_its_timeout_does_not_keep_the_program_alive() -> None:
+    """Its thread cannot be stopped; it is a daemon thread, so the program still ends."""
+    code = EXIT_PRELUDE + (
+        "@app.task(timeout=0.2)\n"
+        "def stuck():\n"
+        "    threading.Event().wait()  # never returns\n"
+        "done = app.add_task('stuck', timeout=10)\n"
+        'say(f\'{done.status} {app.stats()["executors"]["thread"]["overrun"]}\')\n'
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["error 1"], out.stdout
+    assert "TaskTimeout" in out.stderr  # logged as the task's failure; nothing else went wrong

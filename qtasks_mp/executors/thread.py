@@ -1,14 +1,115 @@
-"""`ThreadExecutor`: runs blocking functions in a bounded thread pool."""
+"""`ThreadExecutor`: runs blocking functions in threads of its own (`Threads`).
+
+```text
+ run(call) ──submit──> Threads: one SimpleQueue ──> N daemon threads: run_in_thread(call)
+     ^                                                  │
+     └──── asyncio.wrap_future(future) <── future.set_result / set_exception
+ aclose() ──close()──> one stop marker per thread, behind the queued calls ──> on_gone()
+```
+
+Why not `concurrent.futures.ThreadPoolExecutor`: the standard library shuts every such
+pool down as the program ends, before the sync facade's exit drain runs, and refuses
+new work (and new pools) from then on. Python 3.12.0 and 3.12.1 also refuse to start
+a thread by then (3.10, 3.11 and 3.13 allow it), so `Threads` starts all of its
+threads at once, up front.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+import contextlib
+import functools
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from ..errors import TaskTimeout
 from ..registries import Kind
 from .base import Call, Executor, run_in_thread, within
+
+T = TypeVar("T")
+
+# A call and its future, or a stop marker: what a thread calls on its way out.
+_Item = tuple[Future[Any], Callable[[], Any]] | Callable[[], None]
+
+
+class Threads:
+    """`n` daemon threads, all started now, running calls from one queue.
+
+    Daemon threads, because the interpreter joins every non-daemon thread before the
+    sync facade's exit drain can tell these to stop: the program would never end.
+    """
+
+    def __init__(self, n: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=_work, args=(self._jobs,), name=f"{name}-{i}", daemon=True)
+            for i in range(n)
+        ]
+        for t in self._threads:
+            t.start()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Queue `fn(*args, **kwargs)`; its future. Cancelling it before it starts skips it."""
+        if self._closed:
+            raise RuntimeError("these threads were closed")
+        # A stdlib Future, as the handle an Executor implementation gives: it settles,
+        # under its own lock, the race between a thread starting the call and the caller
+        # cancelling it (`set_running_or_notify_cancel`).
+        future: Future[T] = Future()
+        self._jobs.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def close(
+        self, cancel_pending: bool = False, on_gone: Callable[[], None] = lambda: None
+    ) -> None:
+        """Stop: each thread ends after the calls queued before (cancelled if
+        `cancel_pending`); the last one to end calls `on_gone`. Returns at once."""
+        if self._closed:
+            return
+        self._closed = True
+        while cancel_pending and not self._jobs.empty():
+            with contextlib.suppress(queue.Empty):  # threads may take some meanwhile
+                item = self._jobs.get_nowait()
+                if isinstance(item, tuple):
+                    item[0].cancel()
+        left = len(self._threads)
+        lock = threading.Lock()
+
+        def one_gone() -> None:  # runs in each thread as it ends
+            nonlocal left
+            with lock:
+                left -= 1
+                last = left == 0
+            if last:
+                on_gone()
+
+        for _ in self._threads:
+            self._jobs.put(one_gone)
+
+    def join(self) -> None:
+        for t in self._threads:
+            t.join()
+
+
+def _work(jobs: queue.SimpleQueue[_Item]) -> None:
+    """A thread of `Threads`: run calls until a stop marker comes."""
+    while True:
+        item = jobs.get()
+        if not isinstance(item, tuple):
+            item()
+            return
+        future, fn = item
+        del item
+        if future.set_running_or_notify_cancel():  # False: cancelled before it started
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # as concurrent.futures does: the caller gets it
+                future.set_exception(e)
+        del future, fn  # hold no result or traceback while idle
 
 
 class ThreadExecutor(Executor):
@@ -26,7 +127,7 @@ class ThreadExecutor(Executor):
         super().__init__()
         self.max_workers = max_workers or 8
         self.overrun = 0  # timed-out calls whose thread is still running
-        self._pool: ThreadPoolExecutor | None = None
+        self._threads: Threads | None = None
 
     @property
     def slots(self) -> int:
@@ -37,14 +138,14 @@ class ThreadExecutor(Executor):
         return self.max_workers - self.active - self.overrun
 
     async def start(self) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="qtasks_mp")
+        if self._threads is None:
+            self._threads = Threads(self.max_workers, "qtasks_mp-thread")
 
     async def run(self, call: Call) -> Any:
         loop = asyncio.get_running_loop()
-        assert self._pool is not None, "ThreadExecutor.run before start()"
-        job = self._pool.submit(run_in_thread, call, loop)
-        fut = asyncio.wrap_future(job, loop=loop)
+        assert self._threads is not None, "ThreadExecutor.run before start()"
+        job = self._threads.submit(run_in_thread, call, loop)
+        fut = asyncio.wrap_future(job, loop=loop)  # cancelling it cancels a job not started
         timeout = call.spec.timeout
         try:
             if timeout is None or await within(fut, timeout):
@@ -67,23 +168,36 @@ class ThreadExecutor(Executor):
         fut.add_done_callback(_retrieve)  # its outcome no longer matters to anyone
         if not job.done():  # (cancelling `fut` cancelled `job` if it had not started)
             self.overrun += 1
-            job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._thread_returned))
+            job.add_done_callback(lambda _: _call_soon(loop, self._thread_returned))
 
     def _thread_returned(self) -> None:
         self.overrun -= 1
         self.wakeup()
 
     async def aclose(self, cancel_pending: bool = False) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            # Threads that overran their timeout or were cancelled at shutdown may still run:
-            # do not wait for them (the interpreter joins them when the program exits).
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: pool.shutdown(wait=self.overrun == 0, cancel_futures=True)
-            )
+        threads, self._threads = self._threads, None
+        if threads is None:
+            return
+        loop = asyncio.get_running_loop()
+        gone = loop.create_future()
+
+        def set_gone() -> None:
+            if not gone.done():
+                gone.set_result(None)
+
+        threads.close(cancel_pending, on_gone=lambda: _call_soon(loop, set_gone))
+        # Threads that overran their timeout, or were cancelled at shutdown, may run on:
+        # do not wait for them (as daemon threads they end with the program at the latest).
+        if self.overrun == 0:
+            await gone
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "overrun": self.overrun}
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+        loop.call_soon_threadsafe(fn)
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
