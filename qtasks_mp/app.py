@@ -29,7 +29,7 @@ from .errors import (
     TaskNotFound,
 )
 from .executors.base import Executor
-from .lifecycle import RunState, wait_for_stop_signal
+from .lifecycle import RunState, defer_run_forever, run_forever_deferred, wait_for_stop_signal
 from .middleware.base import Middleware
 from .middleware.call_logging import CallLogging
 from .middleware.retries import Retries
@@ -41,9 +41,11 @@ from .stores import store_from
 from .stores.base import Store
 from .task import FINISHED, Task, TaskRecord, new_uuid
 
-__all__ = ["AppCore", "wait_for_stop_signal"]
+__all__ = ["AppCore", "defer_run_forever", "run_forever_deferred", "wait_for_stop_signal"]
 
 log = logging.getLogger("qtasks_mp")
+
+
 T = TypeVar("T")
 
 
@@ -465,6 +467,8 @@ class AppCore:
 
     def run_forever(self) -> None:
         """Run the app in this thread until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly."""
+        if run_forever_deferred(self):
+            return
         with contextlib.suppress(KeyboardInterrupt):  # platforms without loop signal handlers
             asyncio.run(self.serve())
 

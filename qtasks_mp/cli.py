@@ -23,14 +23,13 @@ import re
 import statistics
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from types import ModuleType
 from typing import Any, NoReturn
 from uuid import UUID
 
-from .app import AppCore, wait_for_stop_signal
+from .app import AppCore, defer_run_forever, wait_for_stop_signal
 from .errors import QTasksError
 from .stats import _ms
 from .stores import store_from
@@ -223,8 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    with _no_run_forever():
+    # While the module is imported, a `run_forever()` it calls returns at once (and logs
+    # that it did): the app and its timers run below, once the overrides are applied.
+    token = defer_run_forever.set(True)
+    try:
         module, obj = load_target(args.target)
+    finally:
+        defer_run_forever.reset(token)
     core: AppCore = obj.core if hasattr(obj, "core") else obj
     config = core.config
     if args.log_level is not None:
@@ -334,32 +338,6 @@ def _import_failed(what: str, e: BaseException) -> NoReturn:
         raise UsageError(f"importing {what!r} called sys.exit({e.code!r})") from None
     traceback.print_exception(type(e), e, e.__traceback__)  # their bug: show where
     raise UsageError(f"importing {what!r} failed: {type(e).__name__}: {e}") from None
-
-
-@contextmanager
-def _no_run_forever() -> Iterator[None]:
-    """While the user's module is imported, `run_forever()` of apps and timers returns
-    at once: `qtasks-mp run` runs them itself once the import is done."""
-    from .sync import QueueTasks
-    from .timers import AsyncTimer
-
-    classes: list[type[Any]] = [AppCore, QueueTasks, AsyncTimer]
-    originals = [cls.__dict__["run_forever"] for cls in classes]
-
-    def skip(self: Any) -> None:
-        log.warning(
-            "qtasks-mp run: %s.run_forever() at import skipped (qtasks-mp runs the app and "
-            'its timers itself; put that call under `if __name__ == "__main__":`)',
-            type(self).__name__,
-        )
-
-    for cls in classes:
-        setattr(cls, "run_forever", skip)  # noqa: B010  (mypy: no method assignment)
-    try:
-        yield
-    finally:
-        for cls, original in zip(classes, originals, strict=True):
-            setattr(cls, "run_forever", original)  # noqa: B010
 
 
 def _timers_of(module: ModuleType, core: AppCore) -> list[Any]:

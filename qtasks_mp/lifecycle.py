@@ -11,6 +11,7 @@ traceback, and handed to the owner's `on_failure`. Nothing dies silently.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import logging
 import signal
@@ -100,3 +101,22 @@ async def wait_for_stop_signal() -> None:
         for sig in installed:
             loop.remove_signal_handler(sig)
     log.info("%s received: stopping", got[0] if got else "stop")
+
+
+#: True while `qtasks-mp run` imports the user's module: a `run_forever()` called then
+#: returns at once, since the CLI runs the app and its timers itself after the import.
+defer_run_forever: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "qtasks_mp_defer_run_forever", default=False
+)
+
+
+def run_forever_deferred(runner: object) -> bool:
+    """Whether `runner.run_forever()` must return at once; logs why when it must."""
+    if not defer_run_forever.get():
+        return False
+    log.warning(
+        "qtasks-mp run: %s.run_forever() at import skipped (qtasks-mp runs the app and its "
+        'timers itself; put that call under `if __name__ == "__main__":`)',
+        type(runner).__name__,
+    )
+    return True

@@ -41,7 +41,7 @@ from types import FrameType, TracebackType
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
-from .app import AppCore
+from .app import AppCore, run_forever_deferred
 from .config import QueueConfig
 from .errors import AppNotRunning
 from .executors.base import Executor
@@ -342,6 +342,8 @@ class QueueTasks:
 
     def run_forever(self) -> None:
         """Run until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly. Call from the main thread."""
+        if run_forever_deferred(self):
+            return
         stop = threading.Event()
         got: list[str] = []
 

@@ -17,7 +17,7 @@ from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from .app import AppCore, wait_for_stop_signal
+from .app import AppCore, run_forever_deferred, wait_for_stop_signal
 from .errors import QTasksError
 
 log = logging.getLogger("qtasks_mp.timers")
@@ -111,6 +111,8 @@ class AsyncTimer:
 
     def run_forever(self) -> None:
         """Run the app and the timers in this thread until Ctrl-C; returns after a clean stop."""
+        if run_forever_deferred(self):
+            return
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(self.serve())
 
