@@ -29,7 +29,7 @@ from .errors import (
     TaskNotFound,
 )
 from .executors.base import Executor
-from .lifecycle import RunState, defer_run_forever, run_forever_deferred, wait_for_stop_signal
+from .lifecycle import RunState, run_forever_deferred, wait_for_stop_signal
 from .middleware.base import Middleware
 from .middleware.call_logging import CallLogging
 from .middleware.retries import Retries
@@ -41,7 +41,7 @@ from .stores import store_from
 from .stores.base import Store
 from .task import FINISHED, Task, TaskRecord, new_uuid
 
-__all__ = ["AppCore", "defer_run_forever", "run_forever_deferred", "wait_for_stop_signal"]
+__all__ = ["AppCore", "wait_for_stop_signal"]
 
 log = logging.getLogger("qtasks_mp")
 

@@ -4,6 +4,8 @@
     qtasks-mp stats --store tasks.db             queue depth, per-task counts and timings
     qtasks-mp tasks --store tasks.db --status error
     qtasks-mp purge --store tasks.db --older-than 7d
+    qtasks-mp web --store tasks.db               the live dashboard (extra `web`)
+    qtasks-mp top --store tasks.db               the live terminal view (extra `web`)
 
 Every mistake a user can make here (a module that is not there, no app in it, a store
 that cannot be opened) ends in one line on stderr and exit status 2 (1 for a store
@@ -29,12 +31,14 @@ from types import ModuleType
 from typing import Any, NoReturn
 from uuid import UUID
 
-from .app import AppCore, defer_run_forever, wait_for_stop_signal
+from .app import AppCore
 from .errors import QTasksError
+from .lifecycle import defer_run_forever, wait_for_stop_signal
 from .stats import _ms
 from .stores import store_from
 from .stores.base import Store
 from .task import TaskStatus
+from .web import live_command
 
 log = logging.getLogger("qtasks_mp.cli")
 
@@ -204,6 +208,9 @@ def _duration(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `qtasks-mp` and `python -m qtasks_mp`; returns the exit status."""
+    live = live_command(sys.argv[1:] if argv is None else argv)
+    if live is not None:
+        return live  # `web` and `top` (extra `web`) parse their own options
     args = build_parser().parse_args(argv)
     try:
         status: int = args.func(args)

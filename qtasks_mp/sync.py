@@ -41,13 +41,15 @@ from types import FrameType, TracebackType
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
-from .app import AppCore, run_forever_deferred
+from .app import AppCore
 from .config import QueueConfig
 from .errors import AppNotRunning
 from .executors.base import Executor
 from .executors.thread import Threads
+from .lifecycle import run_forever_deferred
 from .middleware.base import Middleware
 from .progress import ProgressCallback
+from .registration import TaskDecorator
 from .stores.base import Store
 from .task import Task
 
@@ -183,9 +185,15 @@ class QueueTasks:
         config: QueueConfig | None = None,
         middlewares: Sequence[Middleware] | None = None,
         executors: Mapping[str, Executor] | None = None,
+        dashboard: int | Mapping[str, Any] | None = None,
     ) -> None:
         self.core = AppCore(
-            name, store=store, config=config, middlewares=middlewares, executors=executors
+            name,
+            store=store,
+            config=config,
+            middlewares=middlewares,
+            executors=executors,
+            dashboard=dashboard,
         )
         self._portal = _Portal()
         # Held while starting or stopping, never while a task runs: see the module doc.
@@ -196,7 +204,7 @@ class QueueTasks:
 
     # The core's own objects, typed: registration and configuration are not async.
     @property
-    def task(self) -> Callable[..., Any]:
+    def task(self) -> TaskDecorator:
         return self.core.task
 
     @property
@@ -242,6 +250,8 @@ class QueueTasks:
         **kwargs: Any,
     ) -> Task | None:
         """Queue a task; with `timeout=` wait for the finished `Task` (None on timeout)."""
+        if not self.core.running:  # bad input is refused before the app starts for it
+            self.core.check_call(task_name, *args, priority=priority, **kwargs)
         self._auto_start()
         return self._call(
             self.core.add_task(task_name, *args, priority=priority, timeout=timeout, **kwargs)
@@ -260,7 +270,7 @@ class QueueTasks:
         self._auto_start()
         return self._call(
             self.core.map(
-                task_name, list(iterable), chunksize=chunksize, timeout=timeout, progress=progress
+                task_name, iterable, chunksize=chunksize, timeout=timeout, progress=progress
             )
         )
 

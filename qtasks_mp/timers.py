@@ -17,8 +17,9 @@ from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from .app import AppCore, run_forever_deferred, wait_for_stop_signal
+from .app import AppCore
 from .errors import QTasksError
+from .lifecycle import run_forever_deferred, wait_for_stop_signal
 
 log = logging.getLogger("qtasks_mp.timers")
 
