@@ -60,13 +60,15 @@ async def test_a_burst_grows_the_pool_to_max_and_the_idle_tail_shrinks_it_to_min
         reaction_s = time.monotonic() - burst_at
         assert await pool.wait_ready(8), "the new workers did not start"
         assert len(pool.stats()["pids"]) == 3
+        # at max now: on a busy machine a worker that runs out of calls first may be
+        # retired before the slowest call of the burst returns
+        grown = set(pool.stats()["pids"])
         results = await asyncio.gather(*calls)
         assert all(isinstance(n, int) and n > 0 for n in results)
         assert await asyncio.gather(*probe) == [2 * i for i in range(6)]
         assert decisions[0].action == "grow" and decisions[0].before == 1
         assert reaction_s < 2.0, decisions
 
-        grown = set(pool.stats()["pids"])
         await _until(at_min, "the idle pool to shrink back to min_workers")
         shrinks = [d for d in decisions if d.action == "shrink"]
         assert [d.target for d in shrinks] == [2, 1]  # one at a time
