@@ -7,11 +7,11 @@ import itertools
 import logging
 import pickle
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ... import wire
 from ...errors import SerializationError
+from ..thread import Threads
 
 log = logging.getLogger("qtasks_mp.process")
 T = TypeVar("T")
@@ -30,15 +30,26 @@ class Offload:
     """
 
     def __init__(self, name: str) -> None:
-        self._threads = ThreadPoolExecutor(2, thread_name_prefix=f"qtasks_mp-{name}-io")
+        self._name = name
+        self._threads: Threads | None = None  # from start()
+        self.jobs = 0  # calls run in the threads (stats: "offloaded")
         self._unlinking: set[asyncio.Future[bool]] = set()
 
+    def start(self) -> None:
+        """Start the threads, all at once: threads of our own, since the stdlib pools
+        refuse work once the interpreter shuts down, while the sync facade still drains
+        the app (and Python 3.12 starts no thread then)."""
+        if self._threads is None:
+            self._threads = Threads(2, f"qtasks_mp-{self._name}-io")
+
     def __call__(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """`fn(*args)` in a thread. At interpreter shutdown no thread can start any more
-        (Python 3.12+): then here, on the loop."""
+        """`fn(*args)` in one of our threads (here, on the loop, once they are closed)."""
         loop = asyncio.get_running_loop()
+        self.jobs += 1
         try:
-            return loop.run_in_executor(self._threads, fn, *args)
+            if self._threads is None:
+                raise RuntimeError("not started")
+            return asyncio.wrap_future(self._threads.submit(fn, *args), loop=loop)
         except RuntimeError:
             fut: asyncio.Future[T] = loop.create_future()
             try:
@@ -78,7 +89,8 @@ class Offload:
         """Wait for the unlinking still under way; let the threads go."""
         if self._unlinking:
             await asyncio.wait(list(self._unlinking))
-        self._threads.shutdown(wait=False)  # nothing else waits for them any more
+        if self._threads is not None:
+            self._threads.close()  # nothing else waits for them any more
 
 
 _arg_segments = itertools.count(1)  # numbers the names of argument segments

@@ -169,6 +169,7 @@ class ProcessExecutor(Executor):
         self._quiet = asyncio.Event()
         self._quiet.set()
         self._offload = Offload(self.name)
+        self._offload.start()
         roster = self.roster = Roster(self)
         first = self.max_workers if self.policy is None else self.min_workers
         try:
@@ -357,6 +358,7 @@ class ProcessExecutor(Executor):
             **workers,
             "queued": len(self.scheduler.pending) + workers["queued"],
             "calls_done": self.calls_done,
+            "offloaded": self._offload.jobs,  # large-buffer work done off the loop
             "crashes": self.crashes,
             "timeouts": self.timeouts,
             "recycles": self.recycles,
