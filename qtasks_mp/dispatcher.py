@@ -228,7 +228,10 @@ class Dispatcher:
             self.offer(record.lane)
             return None
         try:
-            taken = await self.store.take(lane.name, 1, time.time())
+            if self.store.shared:  # its take suspends: the caller may be cancelled there
+                taken = await self._take_for_caller(lane)
+            else:
+                taken = await self.store.take(lane.name, 1, time.time())
         except Exception as e:
             self._store_failed("taking a task", e)
             self.wake_event.set()  # the loop tries again, with its backoff
@@ -249,6 +252,23 @@ class Dispatcher:
             deadline.cancel()
             self._eager.discard(eager)
         return mine if ran else None
+
+    async def _take_for_caller(self, lane: _Lane) -> list[TaskRecord]:
+        """`store.take` for a waiting caller, shielded: if the caller is cancelled while
+        the store takes (and leases) a task, the task goes to the lane's workers, not
+        nowhere (it would stay leased, renewed by this live app, and never run)."""
+        take = asyncio.ensure_future(self.store.take(lane.name, 1, time.time()))
+        try:
+            return await asyncio.shield(take)
+        except asyncio.CancelledError:
+            take.add_done_callback(lambda fut: self._hand_to_lane(lane, fut))
+            raise
+
+    def _hand_to_lane(self, lane: _Lane, fut: asyncio.Future[list[TaskRecord]]) -> None:
+        if fut.cancelled() or fut.exception() is not None or not fut.result():
+            return
+        lane.inbox.extend(fut.result())
+        self._recruit(lane)
 
     def _adopt(self, task: asyncio.Task[None]) -> None:
         self.supervisor.adopt(task)

@@ -416,3 +416,38 @@ async def test_a_dead_sqlite_thread_fails_every_call_instead_of_hanging(
             await asyncio.wait_for(app.add_task("f"), 5)  # at once, not a hang
         assert app.stats()["unfinished"] == 0
     assert "its thread stopped on an error" in caplog.text
+
+
+class GatedSQLiteStore(SQLiteStore):
+    """A SQLite store whose single-task takes (a waiting caller's) return only once a
+    gate opens, after the task was taken."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def take(self, lane: str, limit: int, now: float) -> list[TaskRecord]:
+        records = await super().take(lane, limit, now)  # committed: leased to this app
+        if limit == 1:  # ... and the reply is on its way (as over a network) when:
+            self.entered.set()
+            await self.gate.wait()
+        return records
+
+
+async def test_a_caller_cancelled_while_its_task_is_taken_does_not_strand_the_task(
+    tmp_path: Path,
+) -> None:
+    store = GatedSQLiteStore(tmp_path / "tasks.db")
+    app = QueueTasks(store=store)
+    ran: list[int] = []
+    app.task(name="f")(lambda i: ran.append(i))
+    async with app:
+        caller = asyncio.create_task(app.add_task("f", 1, timeout=10))
+        await asyncio.wait_for(store.entered.wait(), 5)  # the caller's task is taken
+        caller.cancel()  # ... and the caller cancelled before the reply reaches it
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        store.gate.set()
+        assert await app.wait_idle(10)  # the task still runs
+    assert ran == [1]
