@@ -186,3 +186,19 @@ def wait_for(check: object, timeout_s: float, what: str) -> object:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.02)
+
+
+def query(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
+    """Rows of one statement, on a connection of our own (as another program would)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> list[tuple[object, ...]]:
+        conn = await asyncpg.connect(url)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
