@@ -391,16 +391,22 @@ class PostgresStore(Store):
         version = await self._version(conn, schema, sql)
         if version == SCHEMA_VERSION:
             return str(schema)
-        async with conn.transaction():
-            # One creator at a time, per schema; the others find it done.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"qtasks_mp:{schema}")
-            if self.schema is not None:
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-            version = await self._version(conn, schema, sql)
-            if version == 0:
-                for statement in sql.create:
-                    await conn.execute(statement)
-                log.info("task store %s: created its tables in schema %r", self, schema)
+        # One creator at a time, per schema; the others find it done. A session lock,
+        # taken before the transaction: a transaction begun earlier could still see the
+        # catalog as it was before the creator committed.
+        key = f"qtasks_mp:{schema}"
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+        try:
+            async with conn.transaction():
+                if self.schema is not None:
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+                version = await self._version(conn, schema, sql)
+                if version == 0:
+                    for statement in sql.create:
+                        await conn.execute(statement)
+                    log.info("task store %s: created its tables in schema %r", self, schema)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
         return str(schema)
 
     async def _version(self, conn: Any, schema: str, sql: Statements) -> int:

@@ -131,6 +131,13 @@ class Cluster:
         self._pg_ctl("stop", "-w", "-m", mode)
         self._pg_ctl("start", "-w", "-t", "60")
 
+    def pause(self) -> None:
+        """Stop the server (clients cut off) until `resume()`."""
+        self._pg_ctl("stop", "-w", "-m", "fast")
+
+    def resume(self) -> None:
+        self._pg_ctl("start", "-w", "-t", "60")
+
     def stop(self) -> None:
         if self.root.exists():
             if (self.data / "postmaster.pid").exists():
@@ -189,8 +196,12 @@ def wait_for(check: object, timeout_s: float, what: str) -> object:
 
 
 def query(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
-    """Rows of one statement, on a connection of our own (as another program would)."""
+    """Rows of one statement, on a connection of our own (as another program would).
+
+    Blocking; called from a running loop (an async test), it runs in a thread of its own.
+    """
     import asyncio
+    import concurrent.futures
 
     import asyncpg
 
@@ -201,4 +212,9 @@ def query(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
         finally:
             await conn.close()
 
-    return asyncio.run(run())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
