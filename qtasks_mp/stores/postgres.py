@@ -53,7 +53,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 from uuid import UUID
 
 import psutil
@@ -350,6 +350,7 @@ class PostgresStore(Store):
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
+                server_settings=self._settings(),
                 min_size=1,
                 max_size=self.pool_size,
                 timeout=self.connect_timeout_s,
@@ -370,6 +371,13 @@ class PostgresStore(Store):
         except Exception as e:
             raise self._error(e, "cannot open") from e
         self._upkeep = asyncio.get_running_loop().create_task(self._keep_up())
+
+    def _settings(self) -> dict[str, str] | None:
+        """`application_name` naming this process in `pg_stat_activity`, unless the URL
+        names one (asyncpg lets ours win over the URL's)."""
+        if "application_name" in parse_qs(urlsplit(self.url).query):
+            return None
+        return {"application_name": f"qtasks_mp {socket.gethostname()} pid {os.getpid()}"[:63]}
 
     async def _init_connection(self, conn: Any) -> None:
         pid = conn.get_server_pid()
@@ -437,7 +445,9 @@ class PostgresStore(Store):
         return version
 
     async def _listen(self) -> None:
-        listener = await asyncpg.connect(self.url, timeout=self.connect_timeout_s)
+        listener = await asyncpg.connect(
+            self.url, timeout=self.connect_timeout_s, server_settings=self._settings()
+        )
         try:
             await listener.add_listener(self.channel, self._notified)
         except BaseException:
