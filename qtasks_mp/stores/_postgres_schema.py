@@ -128,10 +128,14 @@ class Statements:
                   ORDER BY priority, seq LIMIT $4 FOR UPDATE SKIP LOCKED) AS picked
             WHERE old.ctid = picked.ctid
             RETURNING {", ".join("old." + c.strip() for c in COLUMNS.split(","))}"""
-        # Delayed tasks now due join the ready ones, keeping their arrival order.
-        self.promote = (
-            f"UPDATE {t} SET eta = 0 WHERE lane = $1 AND status = 'new' AND eta > 0 AND eta <= $2"
-        )
+        # Delayed tasks now due join the ready ones, keeping their arrival order; the
+        # earliest ETA of those left (the snapshot still shows the due ones delayed).
+        self.promote = f"""
+            WITH due AS (
+                UPDATE {t} SET eta = 0
+                WHERE lane = $1 AND status = 'new' AND eta > 0 AND eta <= $2
+            )
+            SELECT min(eta) FROM {t} WHERE lane = $1 AND status = 'new' AND eta > $2"""
         self.broken = (
             f"UPDATE {t} SET status = 'error', traceback = x.tb, updated_at = $2, "
             "finished_at = $2, lease_owner = NULL, lease_until = NULL "

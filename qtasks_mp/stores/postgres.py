@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import random
 import socket
@@ -91,6 +90,7 @@ _MAX_BATCH = 4096
 _RECLAIM_EVERY_S = 1.0
 _TRIM_EVERY_S = 0.5
 _TICK_S = 0.1
+_FINISH_WAKE_S = 0.01
 
 
 class StoreUnavailable(StoreError):
@@ -304,7 +304,13 @@ class PostgresStore(Store):
         self._wake_soon = False
         self._own_pids: set[int] = set()
         self._held: set[UUID] = set()
-        self._due_at: dict[str, float] = {}  # per lane: no delayed task due before this
+        # Per lane, the earliest ETA of its delayed tasks (None: there are none), as far as
+        # this store knows for sure; a lane missing is unknown. Spares next_eta() and the
+        # promotion of due tasks a statement each on every pass (see _forget_etas).
+        self._etas: dict[str, float | None] = {}
+        self._eta_gen = 0
+        self._last_wake = 0.0
+        self._wake_timer: asyncio.TimerHandle | None = None
         self._finished_since_trim = 0
         self._outage: float | None = None  # monotonic time the current outage began
         self._puts: _Batcher[tuple[Any, ...]] = _Batcher(self._flush_puts, 2)
@@ -344,7 +350,7 @@ class PostgresStore(Store):
 
     async def _open(self) -> None:
         self._held.clear()
-        self._due_at.clear()
+        self._forget_etas()
         self._own_pids.clear()
         self.owner = make_owner()
         try:
@@ -461,8 +467,17 @@ class PostgresStore(Store):
         if pid in self._own_pids:
             return
         if "d" in payload:
-            self._due_at.clear()
-        self._wake_later()
+            self._forget_etas()
+        if payload == "f":
+            self._wake_throttled()
+        else:
+            self._wake_later()
+
+    def _forget_etas(self) -> None:
+        """Delayed tasks may have come or gone unseen (another process's put, a lost
+        listener): ask the server again."""
+        self._etas.clear()
+        self._eta_gen += 1
 
     def _wake_later(self) -> None:
         """One wake-up per loop turn, however many notifications arrived in it."""
@@ -470,8 +485,24 @@ class PostgresStore(Store):
             self._wake_soon = True
             asyncio.get_running_loop().call_soon(self._wake_now)
 
+    def _wake_throttled(self) -> None:
+        """Finishes elsewhere matter only to waiters here, and every wake-up costs the
+        dispatcher a pass: at most one per `_FINISH_WAKE_S`, the first one at once."""
+        if self._wake_timer is not None or self._wake_soon:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last_wake + _FINISH_WAKE_S - loop.time()
+        if wait <= 0:
+            self._wake_later()
+        else:
+            self._wake_timer = loop.call_later(wait, self._wake_now)
+
     def _wake_now(self) -> None:
         self._wake_soon = False
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
+        self._last_wake = asyncio.get_running_loop().time()
         self._wake()
 
     async def close(self) -> None:
@@ -500,6 +531,9 @@ class PostgresStore(Store):
     async def _discard(self) -> None:
         pool, self._pool = self._pool, None
         listener, self._listener = self._listener, None
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
         self._opening = None
         self._held.clear()
         if listener is not None:
@@ -609,8 +643,11 @@ class PostgresStore(Store):
         )
         record.status = TaskStatus.NEW
         self._held.discard(record.uuid)
-        if record.eta > 0 and record.lane in self._due_at:
-            self._due_at[record.lane] = min(self._due_at[record.lane], record.eta)
+        if record.eta > 0:
+            self._eta_gen += 1  # a promotion on its way must not overwrite this
+            if record.lane in self._etas:
+                known = self._etas[record.lane]
+                self._etas[record.lane] = record.eta if known is None else min(known, record.eta)
 
     async def _flush_puts(self, items: list[tuple[Any, ...]]) -> list[BaseException | None]:
         sql = self._statements()
@@ -645,22 +682,21 @@ class PostgresStore(Store):
         if limit <= 0:
             return []
         sql = self._statements()
-        promote = now >= self._due_at.get(lane, 0.0)
-        if promote:  # before the round trip: a put or notice meanwhile lowers it again
-            self._due_at[lane] = math.inf
+        eta = self._etas.get(lane, 0.0)
+        promote = eta is not None and eta <= now  # due, or unknown
+        gen = self._eta_gen
 
         async def run(conn: Any) -> list[Any]:
             if promote:
-                await conn.execute(sql.promote, lane, now)
+                earliest = await conn.fetchval(sql.promote, lane, now)
+                if gen == self._eta_gen:  # else a delayed put came meanwhile: unknown
+                    self._etas[lane] = earliest
+                else:
+                    self._etas.pop(lane, None)
             rows: list[Any] = await conn.fetch(sql.take, self.owner, self.lease_s, lane, limit)
             return rows
 
-        try:
-            rows = await self._call(run)
-        except BaseException:
-            if promote:
-                self._due_at.pop(lane, None)
-            raise
+        rows = await self._call(run)
         if not rows:
             return []
         rows.sort(key=lambda r: (r[5], r[0]))  # (priority, seq): RETURNING has no order
@@ -692,14 +728,17 @@ class PostgresStore(Store):
 
     async def next_eta(self, lane: str) -> float | None:
         sql = self._statements()
+        if lane in self._etas:
+            return self._etas[lane]
+        gen = self._eta_gen
 
         async def run(conn: Any) -> float | None:
             eta: float | None = await conn.fetchval(sql.next_eta, lane)
             return eta
 
         eta = await self._call(run)
-        if eta is not None and lane in self._due_at:
-            self._due_at[lane] = min(self._due_at[lane], eta)
+        if gen == self._eta_gen:
+            self._etas[lane] = eta
         return eta
 
     async def finish(self, record: TaskRecord) -> None:
@@ -771,7 +810,9 @@ class PostgresStore(Store):
         async def run(conn: Any) -> int:
             return _rowcount(await conn.execute(sql.drop_queued, time.time()))
 
-        return await self._call(run)
+        dropped = await self._call(run)
+        self._forget_etas()
+        return dropped
 
     # ------------------------------------------------------------ upkeep
 
@@ -800,7 +841,7 @@ class PostgresStore(Store):
                     await self._trim()
                 if mono >= next_poll:
                     next_poll = mono + self.poll_s
-                    self._due_at.clear()
+                    self._forget_etas()
                     self._wake_later()
             except Exception as e:  # the server is away: the next tick tries again
                 if not failing:  # once per streak, not every tick
@@ -818,7 +859,7 @@ class PostgresStore(Store):
         if old is not None and not old.is_closed():
             old.terminate()
         await self._listen()
-        self._due_at.clear()
+        self._forget_etas()
         self._wake_later()
 
     async def _renew(self) -> None:
