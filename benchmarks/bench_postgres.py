@@ -201,7 +201,8 @@ class Bench:
         self.databases += 1
         url = self.cluster.fresh_database(f"bench{self.databases}")
         if system.install:
-            self._python(system, f"import asyncio, {system.module} as m; asyncio.run(m.install())", url)
+            code = f"import asyncio, {system.module} as m; asyncio.run(m.install())"
+            self._python(system, code, url)
         return url
 
     def _env(self, url: str) -> dict[str, str]:

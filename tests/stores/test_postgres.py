@@ -300,3 +300,24 @@ async def test_calls_wait_for_a_server_that_comes_back_and_give_up_after_reconne
         pg_cluster.resume()
     await asyncio.wait_for(waiting, 15)
     assert sorted(a for (a,) in pg.rows("SELECT retry FROM {t}")) == [0, 0]
+
+
+async def test_a_delayed_task_from_another_store_is_seen_and_runs_at_its_eta(pg: Opened) -> None:
+    """What this store knows of ETAs (to spare a statement per pass) is forgotten when
+    another process puts a delayed task: its NOTIFY says so."""
+    woken = asyncio.Event()
+    mine = PostgresStore(pg.url, schema=pg.schema)
+    pg.stores.append(mine)
+    await mine.open(QueueConfig(), woken.set)
+    other = await pg()
+    assert await mine.next_eta("inline") is None  # known now: no statement next time
+    assert await mine.take("inline", 10, time.time()) == []
+    later = record(1)
+    later.eta = time.time() + 0.3
+    await other.put(later)
+    await asyncio.wait_for(woken.wait(), 5)
+    assert await mine.next_eta("inline") == later.eta
+    assert await mine.take("inline", 10, time.time()) == []
+    [due] = await mine.take("inline", 10, later.eta + 0.01)
+    assert due.uuid == later.uuid and due.eta == 0
+    assert await mine.next_eta("inline") is None
