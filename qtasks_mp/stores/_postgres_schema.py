@@ -87,29 +87,32 @@ class Statements:
             f"CREATE INDEX tasks_finished ON {t} (finished_at) WHERE {FINISHED_SQL}",
             f"INSERT INTO {m} VALUES ('schema_version', '{SCHEMA_VERSION}')",
         ]
-        # New tasks, and tasks put back (a retry, an interrupted run, an inbox at stop).
-        # A row that exists is replaced only while it is leased to us ($12): a put whose
-        # reply was lost and is tried again must not bring back a task that another
-        # dispatcher took or finished since, and a put-back of a task whose lease we
-        # lost (it was reclaimed, with the attempt counted) leaves the reclaimer's copy.
-        # The NOTIFY rides in the same statement: sent at commit, never before.
+        # New tasks (their uuid is new: ON CONFLICT only meets a put tried again after its
+        # reply was lost, which then changes nothing). The NOTIFY rides in the same
+        # statement: sent at commit, never before. Seven arrays, not eleven: encoding
+        # them is most of a put's cost in the client.
         self.put = f"""
             WITH put AS (
-                INSERT INTO {t} AS old (uuid, task_name, lane, status, priority, eta, retry,
-                    created_at, updated_at, started_at, finished_at, args, traceback)
-                SELECT u, n, l, 'new', p, e, r, c, up, st, 0, a, tb
+                INSERT INTO {t} (uuid, task_name, lane, status, priority, eta, retry,
+                    created_at, updated_at, started_at, finished_at, args)
+                SELECT u, n, l, 'new', p, e, 0, c, c, 0, 0, a
                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::float8[],
-                            $6::int4[], $7::float8[], $8::float8[], $9::float8[],
-                            $10::bytea[], $11::text[]) AS x(u, n, l, p, e, r, c, up, st, a, tb)
-                ON CONFLICT (uuid) DO UPDATE SET
-                    seq = excluded.seq, status = 'new', priority = excluded.priority,
-                    eta = excluded.eta, retry = excluded.retry, updated_at = excluded.updated_at,
-                    started_at = excluded.started_at, finished_at = 0, args = excluded.args,
-                    result = NULL, traceback = excluded.traceback,
-                    lease_owner = NULL, lease_until = NULL
-                WHERE old.status = 'process' AND old.lease_owner = $12
+                            $6::float8[], $7::bytea[]) AS x(u, n, l, p, e, c, a)
+                ON CONFLICT (uuid) DO NOTHING
             )
-            SELECT pg_notify($13, $14)"""
+            SELECT pg_notify($8, $9)"""
+        # A task we hold put back (a retry, an interrupted run, an inbox at stop). It
+        # replaces the row only while the row is still leased to us ($12): if our lease
+        # was lost meanwhile, the reclaimer already put it back, attempt counted.
+        self.put_back = f"""
+            WITH put AS (
+                UPDATE {t} SET seq = nextval(pg_get_serial_sequence('{t}', 'seq')),
+                    status = 'new', priority = $2, eta = $3, retry = $4, updated_at = $5,
+                    started_at = $6, finished_at = 0, args = $7, result = NULL,
+                    traceback = $8, lease_owner = NULL, lease_until = NULL
+                WHERE uuid = $1 AND status = 'process' AND lease_owner = $9
+            )
+            SELECT pg_notify($10, $11)"""
         self.finish = f"""
             WITH done AS (
                 UPDATE {t} AS old SET status = x.s, retry = x.r, updated_at = x.up,

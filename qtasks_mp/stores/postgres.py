@@ -618,7 +618,7 @@ class PostgresStore(Store):
         return sql
 
     async def put(self, record: TaskRecord) -> None:
-        self._statements()
+        sql = self._statements()
         try:
             args = encode_call(record.args, record.kwargs)
         except EncodeError as e:
@@ -626,28 +626,48 @@ class PostgresStore(Store):
                 f"task {record.task_name!r} cannot be stored in {self}: {e}. Pass plain data "
                 "(numbers, strings, bytes, lists, dicts) or picklable objects"
             ) from e
-        await self._puts.submit(
-            (
-                record.uuid,
-                record.task_name,
-                record.lane,
-                record.priority,
-                record.eta,
-                record.retry,
-                record.created_at,
-                record.updated_at,
-                record.started_at,
-                args,
-                record.traceback,
+        if record.uuid in self._held:  # ours, taken from the store: put back
+            await self._put_back(sql, record, args)
+        else:
+            await self._puts.submit(
+                (
+                    record.uuid,
+                    record.task_name,
+                    record.lane,
+                    record.priority,
+                    record.eta,
+                    record.created_at,
+                    args,
+                )
             )
-        )
         record.status = TaskStatus.NEW
-        self._held.discard(record.uuid)
         if record.eta > 0:
             self._eta_gen += 1  # a promotion on its way must not overwrite this
             if record.lane in self._etas:
                 known = self._etas[record.lane]
                 self._etas[record.lane] = record.eta if known is None else min(known, record.eta)
+
+    async def _put_back(self, sql: Statements, record: TaskRecord, args: bytes) -> None:
+        payload = "d" if record.eta > 0 else "n"
+
+        async def run(conn: Any) -> None:
+            await conn.fetchrow(
+                sql.put_back,
+                record.uuid,
+                record.priority,
+                record.eta,
+                record.retry,
+                record.updated_at,
+                record.started_at,
+                args,
+                record.traceback,
+                self.owner,
+                self.channel,
+                payload,
+            )
+
+        await self._call(run)
+        self._held.discard(record.uuid)
 
     async def _flush_puts(self, items: list[tuple[Any, ...]]) -> list[BaseException | None]:
         sql = self._statements()
@@ -655,7 +675,7 @@ class PostgresStore(Store):
         payload = "d" if any(e > 0 for e in columns[4]) else "n"
 
         async def run(conn: Any) -> None:
-            await conn.fetchrow(sql.put, *columns, self.owner, self.channel, payload)
+            await conn.fetchrow(sql.put, *columns, self.channel, payload)
 
         return await self._batch(run, items, self._flush_puts)
 
