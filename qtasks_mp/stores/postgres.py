@@ -50,6 +50,7 @@ import os
 import random
 import socket
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -91,6 +92,19 @@ _RECLAIM_EVERY_S = 1.0
 _TRIM_EVERY_S = 0.5
 _TICK_S = 0.1
 _FINISH_WAKE_S = 0.01
+
+
+#: Stores with connections open in this process: a forked child must forget them.
+_open_stores: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    for store in list(_open_stores):
+        store._forget_connections()
+    _open_stores.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class StoreUnavailable(StoreError):
@@ -377,6 +391,18 @@ class PostgresStore(Store):
         except Exception as e:
             raise self._error(e, "cannot open") from e
         self._upkeep = asyncio.get_running_loop().create_task(self._keep_up())
+        _open_stores.add(self)
+
+    def _forget_connections(self) -> None:
+        """In a forked child: the sockets are the parent's. Drop them unclosed (closing
+        would end the parent's sessions) and stand closed; `open()` connects anew."""
+        self._pool = self._listener = self._upkeep = self._opening = self._wake_timer = None
+        self._puts = _Batcher(self._flush_puts, 2)
+        self._finishes = _Batcher(self._flush_finishes, 2)
+        self._held.clear()
+        self._forget_etas()
+        self._own_pids.clear()
+        self._wake_soon = False
 
     def _settings(self) -> dict[str, str] | None:
         """`application_name` naming this process in `pg_stat_activity`, unless the URL
@@ -529,6 +555,7 @@ class PostgresStore(Store):
         await self._discard()
 
     async def _discard(self) -> None:
+        _open_stores.discard(self)
         pool, self._pool = self._pool, None
         listener, self._listener = self._listener, None
         if self._wake_timer is not None:

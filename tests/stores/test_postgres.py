@@ -5,9 +5,11 @@ again after a lost reply, and connection loss (a server restart, a server gone t
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -321,3 +323,39 @@ async def test_a_delayed_task_from_another_store_is_seen_and_runs_at_its_eta(pg:
     [due] = await mine.take("inline", 10, later.eta + 0.01)
     assert due.uuid == later.uuid and due.eta == 0
     assert await mine.next_eta("inline") is None
+
+
+def test_a_forked_child_leaves_the_parents_connections_alone(pg_cluster: Cluster) -> None:
+    """gunicorn --preload, multiprocessing's fork: the child connects anew when its app
+    opens the store; the parent's sessions (the same sockets) go on undisturbed."""
+    url, schema = pg_cluster.url(), f"fork{os.getpid()}"
+    store = PostgresStore(url, schema=schema)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(store.open(QueueConfig(), lambda: None))
+        loop.run_until_complete(store.put(record(0)))
+        with warnings.catch_warnings():  # 3.12+: fork() of a process with threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+
+                async def child() -> None:
+                    assert store._pool is None  # forgotten, not closed
+                    await store.open(QueueConfig(), lambda: None)
+                    await store.put(record(1))
+                    await store.close()
+
+                asyncio.run(child())
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        loop.run_until_complete(store.put(record(2)))  # the parent's pool still works
+        counts = loop.run_until_complete(store.counts())
+        assert counts["new"] == 3
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
