@@ -345,22 +345,22 @@ class PostgresStore(Store):
         """
         self._config = config
         self._wake = wake
-        if self._pool is not None:
-            return
-        if self._opening is not None and not self._opening.done():
+        opening = self._opening
+        if opening is not None:
             # Concurrent first calls (a gather of add_task) all open: one connection
             # pool, and every caller returns only once it is ready (or raises its error).
-            await asyncio.shield(self._opening)
+            if not opening.done():
+                await asyncio.shield(opening)
             return
-        self._opening = asyncio.get_running_loop().create_future()
+        opening = self._opening = asyncio.get_running_loop().create_future()
         try:
             await self._open()
         except BaseException as e:
-            self._opening.set_exception(e)
-            self._opening.exception()  # retrieved here: the other openers get it too
-            await self._discard()
+            opening.set_exception(e)
+            opening.exception()  # retrieved here: the openers waiting get it too
+            await self._discard()  # and a later open() tries afresh
             raise
-        self._opening.set_result(None)
+        opening.set_result(None)
 
     async def _open(self) -> None:
         self._held.clear()
