@@ -3,8 +3,11 @@
 `QueueTasks(store="postgresql://user@host/db")` selects it (extra `postgres`: asyncpg).
 It keeps every promise of the SQLite store, across hosts:
 
-- `put()` (so `add_task`) returns once the task is committed. Concurrent puts share one
-  statement and one commit (group commit), and so do concurrent finishes.
+- `put()` (so `add_task`) returns once the task is committed (and on the server's disk,
+  as its `synchronous_commit` says). Concurrent puts share one statement and one commit
+  (group commit), and so do concurrent finishes. Outcomes do not wait for the disk
+  unless `synchronous="FULL"`: a server crash may undo the last moments' of them, and
+  those tasks run again (at-least-once), never lost.
 - `take()` claims a batch with `SELECT ... FOR UPDATE SKIP LOCKED`: dispatchers on many
   hosts never wait for each other and never take the same task.
 - Each task taken is leased to this store (owner, expiry on the server's clock) and the
@@ -276,7 +279,14 @@ class PostgresStore(Store):
     runs it again (renewed every `lease_s / 3` while its owner lives and its loop runs).
     `poll_s`: the safety poll (wake-ups come by LISTEN/NOTIFY; this only guards against
     a missed one). `reconnect_s`: how long a call waits for a lost server before it
-    raises `StoreUnavailable`. `pool_size`: connections for calls (one more listens).
+    raises `StoreUnavailable`. `pool_size`: connections for calls (two more record
+    outcomes, one listens).
+
+    `synchronous`: "NORMAL" (default): outcomes (finished tasks) commit without waiting
+    for the disk (PostgreSQL's asynchronous commit), so a crash of the *server* may undo
+    the last moments' outcomes: those tasks run again once their lease expires, attempt
+    counted, as tasks in flight at a crash do. "FULL": outcomes wait for the disk too.
+    Everything else (`add_task` above all) follows the server's `synchronous_commit`.
     """
 
     shared = True
@@ -291,7 +301,11 @@ class PostgresStore(Store):
         reconnect_s: float = 30.0,
         connect_timeout_s: float = 10.0,
         pool_size: int = 4,
+        synchronous: str = "NORMAL",
     ) -> None:
+        mode = synchronous.upper()
+        if mode not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"a PostgreSQL URL starts with postgresql://, got {redact(url)!r}")
         if min(lease_s, poll_s, connect_timeout_s) <= 0 or reconnect_s < 0 or pool_size < 2:
@@ -306,10 +320,12 @@ class PostgresStore(Store):
         self.reconnect_s = reconnect_s
         self.connect_timeout_s = connect_timeout_s
         self.pool_size = pool_size
+        self.synchronous = mode
         self.owner = ""
         self.channel = ""
         self.sql: Statements | None = None
         self._pool: Any = None
+        self._outcomes: Any = None  # finishes: asynchronous commit, unless "FULL"
         self._listener: Any = None
         self._opening: asyncio.Future[None] | None = None
         self._upkeep: asyncio.Task[None] | None = None
@@ -368,15 +384,8 @@ class PostgresStore(Store):
         self._own_pids.clear()
         self.owner = make_owner()
         try:
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                server_settings=self._settings(),
-                min_size=1,
-                max_size=self.pool_size,
-                timeout=self.connect_timeout_s,
-                command_timeout=max(60.0, self.reconnect_s),
-                init=self._init_connection,
-            )
+            self._pool = await self._create_pool(self.pool_size, durable=True)
+            self._outcomes = await self._create_pool(2, durable=self.synchronous == "FULL")
             async with self._pool.acquire() as conn:
                 schema = await self._ensure_schema(conn)
         except StoreError:
@@ -396,7 +405,8 @@ class PostgresStore(Store):
     def _forget_connections(self) -> None:
         """In a forked child: the sockets are the parent's. Drop them unclosed (closing
         would end the parent's sessions) and stand closed; `open()` connects anew."""
-        self._pool = self._listener = self._upkeep = self._opening = self._wake_timer = None
+        self._pool = self._outcomes = self._listener = None
+        self._upkeep = self._opening = self._wake_timer = None
         self._puts = _Batcher(self._flush_puts, 2)
         self._finishes = _Batcher(self._flush_finishes, 2)
         self._held.clear()
@@ -404,11 +414,30 @@ class PostgresStore(Store):
         self._own_pids.clear()
         self._wake_soon = False
 
-    def _settings(self) -> dict[str, str] | None:
+    async def _create_pool(self, size: int, *, durable: bool) -> Any:
+        settings = self._settings()
+        if not durable:
+            # Outcomes: their commit does not wait for the WAL to reach the disk
+            # (PostgreSQL's asynchronous commit). A server crash may undo the last
+            # moments' of them, never corrupt anything: such a task is back to `process`,
+            # leased to a dispatcher that no longer holds it, so its lease expires and it
+            # runs again, attempt counted. Everything else keeps the server's setting.
+            settings = {**(settings or {}), "synchronous_commit": "off"}
+        return await asyncpg.create_pool(
+            self.url,
+            server_settings=settings or None,
+            min_size=1,
+            max_size=size,
+            timeout=self.connect_timeout_s,
+            command_timeout=max(60.0, self.reconnect_s),
+            init=self._init_connection,
+        )
+
+    def _settings(self) -> dict[str, str]:
         """`application_name` naming this process in `pg_stat_activity`, unless the URL
         names one (asyncpg lets ours win over the URL's)."""
         if "application_name" in parse_qs(urlsplit(self.url).query):
-            return None
+            return {}
         return {"application_name": f"qtasks_mp {socket.gethostname()} pid {os.getpid()}"[:63]}
 
     async def _init_connection(self, conn: Any) -> None:
@@ -478,7 +507,7 @@ class PostgresStore(Store):
 
     async def _listen(self) -> None:
         listener = await asyncpg.connect(
-            self.url, timeout=self.connect_timeout_s, server_settings=self._settings()
+            self.url, timeout=self.connect_timeout_s, server_settings=self._settings() or None
         )
         try:
             await listener.add_listener(self.channel, self._notified)
@@ -556,7 +585,8 @@ class PostgresStore(Store):
 
     async def _discard(self) -> None:
         _open_stores.discard(self)
-        pool, self._pool = self._pool, None
+        pools = [p for p in (self._pool, self._outcomes) if p is not None]
+        self._pool = self._outcomes = None
         listener, self._listener = self._listener, None
         if self._wake_timer is not None:
             self._wake_timer.cancel()
@@ -568,7 +598,7 @@ class PostgresStore(Store):
                 await asyncio.wait_for(listener.close(), 5)
             if not listener.is_closed():
                 listener.terminate()
-        if pool is not None:
+        for pool in pools:
             try:
                 await asyncio.wait_for(pool.close(), 10)
             except Exception:
@@ -596,12 +626,12 @@ class PostgresStore(Store):
         err.__cause__ = e
         return err
 
-    async def _call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Run `fn(connection)`; on a lost connection, try again on a new one until
-        `reconnect_s` has passed."""
+    async def _call(self, fn: Callable[[Any], Awaitable[T]], *, outcome: bool = False) -> T:
+        """Run `fn(connection)` (of the outcomes' pool if `outcome`); on a lost
+        connection, try again on a new one until `reconnect_s` has passed."""
         delay = 0.02
         while True:
-            pool = self._pool
+            pool = self._outcomes if outcome else self._pool
             if pool is None:
                 raise StoreError(f"the task store {redact(self.url)} is not open")
             try:
@@ -707,11 +737,16 @@ class PostgresStore(Store):
         return await self._batch(run, items, self._flush_puts)
 
     async def _batch(
-        self, run: Callable[[Any], Awaitable[None]], items: list[tuple[Any, ...]], one: Any
+        self,
+        run: Callable[[Any], Awaitable[None]],
+        items: list[tuple[Any, ...]],
+        one: Any,
+        *,
+        outcome: bool = False,
     ) -> list[BaseException | None]:
         """Run one batch statement; per item, None or the error that item gets."""
         try:
-            await self._call(run)
+            await self._call(run, outcome=outcome)
             self.batches += 1
             return [None] * len(items)
         except StoreUnavailable:
@@ -823,7 +858,7 @@ class PostgresStore(Store):
         async def run(conn: Any) -> None:
             await conn.fetchrow(sql.finish, *columns, self.channel)
 
-        return await self._batch(run, items, self._flush_finishes)
+        return await self._batch(run, items, self._flush_finishes, outcome=True)
 
     async def get(self, uuid: UUID) -> TaskRecord | None:
         sql = self._statements()

@@ -370,3 +370,15 @@ def test_a_forked_child_leaves_the_parents_connections_alone(pg_cluster: Cluster
     finally:
         loop.run_until_complete(store.close())
         loop.close()
+
+
+async def test_only_outcomes_skip_the_wait_for_the_disk_unless_full(pg: Opened) -> None:
+    async def setting(pool: Any) -> str:
+        async with pool.acquire() as conn:
+            return str(await conn.fetchval("SHOW synchronous_commit"))
+
+    normal, full = await pg(), await pg(synchronous="full")
+    assert (await setting(normal._pool), await setting(normal._outcomes)) == ("on", "off")
+    assert (await setting(full._pool), await setting(full._outcomes)) == ("on", "on")
+    with pytest.raises(ValueError, match="synchronous"):
+        PostgresStore(pg.url, synchronous="SOMETIMES")
