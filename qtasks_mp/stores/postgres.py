@@ -23,20 +23,22 @@ It keeps every promise of the SQLite store, across hosts:
 - Finished tasks are kept within the app's `result_retention_count` / `_s`.
 - The schema is created, and versioned, by the store itself; see `_postgres_schema`.
 
-    event loop                                   PostgreSQL
-    ──────────                                   ──────────
-    put ──┐                                      INSERT ... unnest(arrays) ON CONFLICT
-    put ──┼─> _Batcher (group commit) ─> pool ──> + pg_notify, one statement per batch
-    finish┘                                      UPDATE ... FROM unnest(arrays) + pg_notify
-    take ───────────────────────────────> pool ──> UPDATE ... (SELECT ... SKIP LOCKED)
-    wake() <── coalesced <── listener connection <── NOTIFY from other processes
+    event loop                                       PostgreSQL
+    ──────────                                       ──────────
+    put ───┬─> _Batcher (group commit) ──> pool ─────> INSERT ... unnest(arrays) + pg_notify
+    put ───┘                                           one statement per batch
+    finish ┬─> _Batcher ──> outcomes' pool (async) ──> UPDATE ... FROM unnest(arrays) + pg_notify
+    finish ┘
+    take ────────────────────────────────> pool ─────> UPDATE ... (SELECT ... SKIP LOCKED)
+    wake() <── coalesced <── listener connection <──── NOTIFY from other processes
     upkeep task: renew our leases · reclaim dead or expired ones · retention · safety poll
 
 Hazards, and what we do:
-- A reply lost with its connection after the commit: a put tried again is an upsert that
-  only replaces a row still leased to us (never a task taken or finished elsewhere since);
-  a take tried again may leave rows leased to us that we never received: they are not in
-  `_held`, so they are not renewed, and their lease expires (retry + 1) like a dead one's.
+- A reply lost with its connection after the commit: a new task's put tried again meets
+  its own row and changes nothing (never bringing back a task taken or finished since); a
+  put-back only replaces a row still leased to us; a take tried again may leave rows
+  leased to us that we never received: they are not in `_held`, so they are not renewed,
+  and their lease expires (retry + 1) like a dead one's.
 - Our own commits notify our listener too: notifications from our own connections'
   backends are ignored (the app already knows), as the SQLite store ignores its own.
 - A loop blocked longer than `lease_s` (a blocking call run inline) renews nothing: its
