@@ -138,9 +138,9 @@ def test_a_sigkilled_consumer_loses_nothing_and_reruns_only_what_it_held(
     pg_url: str, tmp_path: Path
 ) -> None:
     n = 2000
+    assert _accepted(_produce(pg_url, n), 30) == n  # accepted before any consumer runs
     a, b, runs, _ = _start_two(pg_url, tmp_path, QTASKS_TEST_TASK_S="0.02")
     try:
-        assert _accepted(_produce(pg_url, n), 30) == n
         wait_for(lambda: sum(_runs(runs).values()) >= 300, 20, "the consumers to get going")
         b.proc.send_signal(signal.SIGSTOP)  # B must not put A's tasks back before we look
         try:
