@@ -907,13 +907,21 @@ class PostgresStore(Store):
         next_reclaim = mono + _RECLAIM_EVERY_S * random.random()  # stores out of step
         next_trim = mono + _TRIM_EVERY_S
         next_poll = mono + self.poll_s
+        next_listen, listen_delay = mono, _TICK_S
         failing = False
         while True:
             await asyncio.sleep(min(_TICK_S, self.lease_s / 6))
             mono = time.monotonic()
-            try:
-                if self._listener is None or self._listener.is_closed():
+            if (self._listener is None or self._listener.is_closed()) and mono >= next_listen:
+                try:  # apart from the rest: renewals must not wait for the listener
                     await self._relisten()
+                    listen_delay = _TICK_S
+                except Exception as e:
+                    if listen_delay == _TICK_S:
+                        log.warning("task store %s: cannot listen again yet: %s", self, e)
+                    listen_delay = min(listen_delay * 2, 2.0)
+                    next_listen = mono + listen_delay
+            try:
                 if self._held and mono >= next_renew:
                     next_renew = mono + self.lease_s / 3
                     await self._renew()
