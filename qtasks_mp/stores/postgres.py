@@ -428,7 +428,9 @@ class PostgresStore(Store):
         return await asyncpg.create_pool(
             self.url,
             server_settings=settings or None,
-            min_size=1,
+            # 0: connections are made when needed; asyncpg's task that restores a floor
+            # would otherwise retry (and log a traceback) through every outage
+            min_size=0,
             max_size=size,
             timeout=self.connect_timeout_s,
             command_timeout=max(60.0, self.reconnect_s),
@@ -725,8 +727,10 @@ class PostgresStore(Store):
                 payload,
             )
 
-        await self._call(run)
-        self._held.discard(record.uuid)
+        try:
+            await self._call(run)
+        finally:
+            self._held.discard(record.uuid)  # failed: the lease runs out, it comes back
 
     async def _flush_puts(self, items: list[tuple[Any, ...]]) -> list[BaseException | None]:
         sql = self._statements()
@@ -838,19 +842,23 @@ class PostgresStore(Store):
                 f"cannot be stored in {self}: {e}\n"
             )
             returning = None
-        await self._finishes.submit(
-            (
-                record.uuid,
-                record.status.value,
-                record.retry,
-                record.updated_at,
-                record.started_at,
-                record.finished_at or time.time(),
-                returning,
-                record.traceback,
+        try:
+            await self._finishes.submit(
+                (
+                    record.uuid,
+                    record.status.value,
+                    record.retry,
+                    record.updated_at,
+                    record.started_at,
+                    record.finished_at or time.time(),
+                    returning,
+                    record.traceback,
+                )
             )
-        )
-        self._held.discard(record.uuid)
+        finally:
+            # Saved, or not (the dispatcher then ends the task `error` here): either way
+            # its lease is no longer renewed, so a row left `process` comes back later.
+            self._held.discard(record.uuid)
         self._finished_since_trim += 1
 
     async def _flush_finishes(self, items: list[tuple[Any, ...]]) -> list[BaseException | None]:
