@@ -13,7 +13,8 @@ __all__ = ["MemoryStore", "Store", "store_from"]
 
 def store_from(value: Any) -> Store:
     """The store `QueueTasks(store=...)` means: None (memory), a Store, a path to a SQLite
-    file, or a URL (`sqlite:///relative.db`, `sqlite:////absolute.db`, `memory://`)."""
+    file, or a URL (`sqlite:///relative.db`, `sqlite:////absolute.db`, `memory://`,
+    `postgresql://user@host/db` or `postgres://...`)."""
     if value is None:
         return MemoryStore()
     if isinstance(value, Store):
@@ -23,6 +24,10 @@ def store_from(value: Any) -> Store:
     if isinstance(value, str):
         if value in ("memory://", ":memory:"):
             return MemoryStore()
+        if value.startswith(("postgresql://", "postgres://")):
+            from .postgres import PostgresStore  # imported only by apps that use it (asyncpg)
+
+            return PostgresStore(value)
         path = value.removeprefix("sqlite:///") if value.startswith("sqlite:///") else None
         if path is None and "://" not in value:
             path = value
@@ -31,5 +36,6 @@ def store_from(value: Any) -> Store:
 
             return SQLiteStore(path)
     raise TypeError(
-        f"store= takes a Store, a path to a SQLite file or 'sqlite:///path.db', got {value!r}"
+        "store= takes a Store, a path to a SQLite file, 'sqlite:///path.db' or "
+        f"'postgresql://user@host/db', got {value!r}"
     )

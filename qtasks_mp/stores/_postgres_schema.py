@@ -1,0 +1,204 @@
+"""The PostgreSQL tables of `PostgresStore`, their versions, and every statement it runs.
+
+Two tables in one schema (the connection's current schema, or the one given):
+
+    qtasks_mp_meta    key -> value: 'schema_version'
+    qtasks_mp_tasks   one row per task; `uuid` is the key, `seq` the arrival order
+                      (a task put back for a retry gets a new one, like the memory store)
+
+Partial indexes keep each question the store asks a short index walk, whatever the
+table holds (the same cut as the SQLite store's):
+
+    tasks_ready     (lane, priority, seq)  status 'new', eta 0   -> take()
+    tasks_delayed   (lane, eta)            status 'new', eta > 0 -> take(), next_eta()
+    tasks_leased    (lease_owner)          status 'process'      -> renew, reclaim
+    tasks_finished  (finished_at)          finished statuses     -> retention
+
+Times are float seconds since the epoch (`time.time()` of the process that wrote them),
+except leases: `lease_until` is on the *server's* clock, so hosts whose clocks disagree
+never take each other's tasks early.
+
+The schema is created by the first store that opens the database, under an advisory
+lock (two processes starting at once create it once). A later version upgrades in place
+from the version it finds; a database written by a newer version is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from ..task import TaskRecord, TaskStatus
+from ._sqlite_codec import decode_call, decode_value
+
+SCHEMA_VERSION = 1
+
+META = "qtasks_mp_meta"
+TASKS = "qtasks_mp_tasks"
+
+#: The server's clock, in the unit of every time column.
+SERVER_NOW = "extract(epoch from clock_timestamp())::float8"
+
+FINISHED_SQL = "status IN ('success', 'error', 'cancel')"  # matches tasks_finished's WHERE
+
+COLUMNS = (
+    "seq, uuid, task_name, lane, status, priority, eta, retry, created_at, updated_at, "
+    "started_at, finished_at, args, result, traceback"
+)
+
+
+def quote(name: str) -> str:
+    """`name` as a quoted SQL identifier (a schema name given by the user)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Statements:
+    """Every SQL text the store runs, for tables in `schema` (already quoted)."""
+
+    def __init__(self, schema: str) -> None:
+        t = f"{schema}.{TASKS}"
+        m = f"{schema}.{META}"
+        self.tasks, self.meta = t, m
+        self.create = [
+            f"CREATE TABLE IF NOT EXISTS {m} (key text PRIMARY KEY, value text NOT NULL)",
+            f"""CREATE TABLE {t} (
+                uuid uuid PRIMARY KEY,
+                seq bigserial NOT NULL,
+                task_name text NOT NULL,
+                lane text NOT NULL,
+                status text NOT NULL,
+                priority bigint NOT NULL,
+                eta float8 NOT NULL,
+                retry integer NOT NULL,
+                created_at float8 NOT NULL,
+                updated_at float8 NOT NULL,
+                started_at float8 NOT NULL,
+                finished_at float8 NOT NULL,
+                lease_owner text,
+                lease_until float8,
+                args bytea NOT NULL,
+                result bytea,
+                traceback text
+            )""",
+            f"CREATE INDEX tasks_ready ON {t} (lane, priority, seq) "
+            "WHERE status = 'new' AND eta = 0",
+            f"CREATE INDEX tasks_delayed ON {t} (lane, eta) WHERE status = 'new' AND eta > 0",
+            f"CREATE INDEX tasks_leased ON {t} (lease_owner) WHERE status = 'process'",
+            f"CREATE INDEX tasks_finished ON {t} (finished_at) WHERE {FINISHED_SQL}",
+            f"INSERT INTO {m} VALUES ('schema_version', '{SCHEMA_VERSION}')",
+        ]
+        # New tasks (their uuid is new: ON CONFLICT only meets a put tried again after its
+        # reply was lost, which then changes nothing). The NOTIFY rides in the same
+        # statement: sent at commit, never before. Seven arrays, not eleven: encoding
+        # them is most of a put's cost in the client.
+        self.put = f"""
+            WITH put AS (
+                INSERT INTO {t} (uuid, task_name, lane, status, priority, eta, retry,
+                    created_at, updated_at, started_at, finished_at, args)
+                SELECT u, n, l, 'new', p, e, 0, c, c, 0, 0, a
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::float8[],
+                            $6::float8[], $7::bytea[]) AS x(u, n, l, p, e, c, a)
+                ON CONFLICT (uuid) DO NOTHING
+            )
+            SELECT pg_notify($8, $9)"""
+        # A task we hold put back (a retry, an interrupted run, an inbox at stop). It
+        # replaces the row only while the row is still leased to us ($12): if our lease
+        # was lost meanwhile, the reclaimer already put it back, attempt counted.
+        self.put_back = f"""
+            WITH put AS (
+                UPDATE {t} SET seq = nextval(pg_get_serial_sequence('{t}', 'seq')),
+                    status = 'new', priority = $2, eta = $3, retry = $4, updated_at = $5,
+                    started_at = $6, finished_at = 0, args = $7, result = NULL,
+                    traceback = $8, lease_owner = NULL, lease_until = NULL
+                WHERE uuid = $1 AND status = 'process' AND lease_owner = $9
+            )
+            SELECT pg_notify($10, $11)"""
+        self.finish = f"""
+            WITH done AS (
+                UPDATE {t} AS old SET status = x.s, retry = x.r, updated_at = x.up,
+                    started_at = x.st, finished_at = x.f, result = x.res, traceback = x.tb,
+                    lease_owner = NULL, lease_until = NULL
+                FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::float8[], $5::float8[],
+                            $6::float8[], $7::bytea[], $8::text[]) AS x(u, s, r, up, st, f, res, tb)
+                WHERE old.uuid = x.u
+            )
+            SELECT pg_notify($9, 'f')"""
+        # ctid: the row version the subquery locked; no index on seq needed to find it.
+        self.take = f"""
+            UPDATE {t} AS old SET status = 'process', lease_owner = $1,
+                lease_until = {SERVER_NOW} + $2
+            FROM (SELECT ctid FROM {t} WHERE lane = $3 AND status = 'new' AND eta = 0
+                  ORDER BY priority, seq LIMIT $4 FOR UPDATE SKIP LOCKED) AS picked
+            WHERE old.ctid = picked.ctid
+            RETURNING {", ".join("old." + c.strip() for c in COLUMNS.split(","))}"""
+        # Delayed tasks now due join the ready ones, keeping their arrival order; the
+        # earliest ETA of those left (the snapshot still shows the due ones delayed).
+        self.promote = f"""
+            WITH due AS (
+                UPDATE {t} SET eta = 0
+                WHERE lane = $1 AND status = 'new' AND eta > 0 AND eta <= $2
+            )
+            SELECT min(eta) FROM {t} WHERE lane = $1 AND status = 'new' AND eta > $2"""
+        self.broken = (
+            f"UPDATE {t} SET status = 'error', traceback = x.tb, updated_at = $2, "
+            "finished_at = $2, lease_owner = NULL, lease_until = NULL "
+            "FROM unnest($1::uuid[], $3::text[]) AS x(u, tb) WHERE uuid = x.u"
+        )
+        self.next_eta = f"SELECT min(eta) FROM {t} WHERE lane = $1 AND status = 'new' AND eta > 0"
+        self.get = f"SELECT {COLUMNS} FROM {t} WHERE uuid = $1"
+        self.counts = f"SELECT status, count(*) FROM {t} GROUP BY status"
+        self.drop_queued = (
+            f"UPDATE {t} SET status = 'cancel', updated_at = $1, finished_at = $1, "
+            "traceback = 'cancelled: the app stopped before the task started' "
+            "WHERE status = 'new'"
+        )
+        self.renew = (
+            f"UPDATE {t} SET lease_until = {SERVER_NOW} + $1 "
+            "WHERE uuid = ANY($2::uuid[]) AND status = 'process' AND lease_owner = $3"
+        )
+        self.owners = (
+            f"SELECT lease_owner, min(lease_until), {SERVER_NOW} FROM {t} "
+            "WHERE status = 'process' GROUP BY lease_owner"
+        )
+        # $4: the owner, or NULL for "every owner whose lease expired"
+        self.reclaim = f"""
+            WITH back AS (
+                UPDATE {t} SET status = 'new', eta = 0, retry = retry + 1,
+                    lease_owner = NULL, lease_until = NULL, updated_at = $1, traceback = $2
+                WHERE status = 'process' AND lease_owner = $3
+                    AND ($4 OR lease_until < {SERVER_NOW})
+                RETURNING 1
+            )
+            SELECT pg_notify($5, 'n'), (SELECT count(*) FROM back)"""
+        self.release = (
+            f"UPDATE {t} SET status = 'new', eta = 0, retry = retry + 1, lease_owner = NULL, "
+            "lease_until = NULL, traceback = 'put back: its dispatcher closed the store "
+            "while holding it; attempt counted' WHERE status = 'process' AND lease_owner = $1"
+        )
+        self.trim_age = f"DELETE FROM {t} WHERE {FINISHED_SQL} AND finished_at < $1"
+        self.trim_count_mark = (
+            f"SELECT finished_at FROM {t} WHERE {FINISHED_SQL} "
+            "ORDER BY finished_at DESC LIMIT 1 OFFSET $1"
+        )
+        self.trim_count = f"DELETE FROM {t} WHERE {FINISHED_SQL} AND finished_at <= $1"
+        self.task_rows = (
+            f"SELECT task_name, status, retry, created_at, eta, started_at, finished_at FROM {t}"
+        )
+
+
+def record_from_row(row: Any) -> TaskRecord:
+    """A `TaskRecord` from a row of `COLUMNS`. Raises what decoding the values raises."""
+    (seq, uuid, name, lane, status, priority, eta, retry, created, updated, started,
+     finished, args_blob, returning, traceback) = row  # fmt: skip
+    args, kwargs = decode_call(args_blob)
+    record = TaskRecord(UUID(bytes=uuid.bytes), name, lane, priority, args, kwargs, created)
+    record.seq = seq
+    record.status = TaskStatus(status)
+    record.eta = eta
+    record.retry = retry
+    record.updated_at = updated
+    record.started_at = started
+    record.finished_at = finished
+    record.returning = decode_value(returning)
+    record.traceback = traceback
+    return record
