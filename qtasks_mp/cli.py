@@ -171,15 +171,16 @@ def _store_option(parser: argparse.ArgumentParser, *, required: bool, what: str)
         "--store",
         default=default,
         required=required and default is None,
-        metavar="PATH",
-        help=f"{what}: a file path or sqlite:///path.db (env {STORE_ENV})",
+        metavar="STORE",
+        help=f"{what}: a file path, sqlite:///path.db or postgresql://user@host/db "
+        f"(env {STORE_ENV})",
     )
     parser.add_argument(
         "--busy-timeout",
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="how long to wait for another program's lock on the store (default 10)",
+        help="SQLite only: how long to wait for another program's lock on the file (default 10)",
     )
 
 
@@ -374,8 +375,8 @@ def _sqlite_store(value: str, busy_timeout_s: float, *, must_exist: bool = False
         raise UsageError(str(e)) from None
     if not store.shared:
         raise UsageError(
-            f"--store {value!r} is not a SQLite file: the memory store lives inside the "
-            "running app only"
+            f"--store {value!r} is neither a SQLite file nor a PostgreSQL URL: the memory "
+            "store lives inside the running app only"
         )
     from .stores.sqlite import SQLiteStore
 
@@ -386,12 +387,19 @@ def _sqlite_store(value: str, busy_timeout_s: float, *, must_exist: bool = False
     return store
 
 
+def _shown(value: str) -> str:
+    """A --store value fit to print: a PostgreSQL URL without its password."""
+    if "://" in value and not value.startswith("sqlite:"):
+        from .stores.postgres import redact
+
+        return redact(value)
+    return value
+
+
 def _with_store(args: argparse.Namespace, job: Any) -> Any:
     from .config import QueueConfig
-    from .stores.sqlite import SQLiteStore
 
     store = _sqlite_store(args.store, args.busy_timeout, must_exist=True)
-    assert isinstance(store, SQLiteStore)
 
     async def run() -> Any:
         config = QueueConfig()
@@ -411,7 +419,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         return await store.counts(), await store.task_rows()
 
     counts, rows = _with_store(args, job)
-    print(f"store: {args.store}  ({sum(counts.values())} tasks)\n")
+    print(f"store: {_shown(args.store)}  ({sum(counts.values())} tasks)\n")
     print(render_table([("status", "tasks"), *((s, str(n)) for s, n in counts.items())]))
     print()
     if rows:
@@ -497,5 +505,5 @@ def _cmd_purge(args: argparse.Namespace) -> int:
 
     count = _with_store(args, job)
     age = f" last updated over {args.older_than:g}s ago" if args.older_than else ""
-    print(f"deleted {count} tasks ({', '.join(statuses)}){age} from {args.store}")
+    print(f"deleted {count} tasks ({', '.join(statuses)}){age} from {_shown(args.store)}")
     return 0
