@@ -78,7 +78,9 @@ def test_a_module_that_raises_shows_its_traceback_then_one_line(tmp_path: Path) 
 
 def test_store_that_cannot_be_opened(tmp_path: Path) -> None:
     one_line_error(cli("stats", "--store", str(tmp_path / "nope.db")), "no task store at")
-    one_line_error(cli("stats", "--store", "memory://"), "neither a SQLite file nor a PostgreSQL URL")
+    one_line_error(
+        cli("stats", "--store", "memory://"), "neither a SQLite file nor a PostgreSQL URL"
+    )
     bad = tmp_path / "corrupt.db"
     bad.write_bytes(b"\x00garbage" * 1000)
     for command in ("stats", "tasks", "purge"):

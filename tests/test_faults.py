@@ -398,8 +398,12 @@ async def test_sqlite_locked_past_the_busy_timeout(tmp_path: Path) -> None:
         done = await app.wait(task.uuid, timeout=10)
         assert done is not None and done.status == "success" and done.returning == "late"
     other.close()
-    rows = sqlite3.connect(path).execute("SELECT status, count(*) FROM tasks GROUP BY status")
-    assert dict(rows.fetchall()) == {"success": 2}
+    reader = sqlite3.connect(path)
+    try:
+        rows = reader.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()
+    finally:
+        reader.close()
+    assert dict(rows) == {"success": 2}
 
 
 async def test_a_dead_sqlite_thread_fails_every_call_instead_of_hanging(
