@@ -70,17 +70,7 @@ class Route:
 
 
 class _Lane:
-    __slots__ = (
-        "executor",
-        "idle",
-        "inbox",
-        "name",
-        "recruiting",
-        "starved",
-        "take_again",
-        "taking",
-        "workers",
-    )
+    __slots__ = ("executor", "idle", "inbox", "name", "recruiting", "starved", "workers")
 
     def __init__(self, name: str, executor: Executor) -> None:
         self.name = name
@@ -90,8 +80,6 @@ class _Lane:
         self.workers: set[asyncio.Task[None]] = set()
         self.recruiting = False
         self.starved = False  # a worker parked because the executor had no room
-        self.taking = False  # a take from the store is under way: one at a time
-        self.take_again = False  # someone wanted to take meanwhile
 
 
 class Dispatcher:
@@ -171,7 +159,7 @@ class Dispatcher:
         for name, lane in list(self.lanes.items()):
             room = lane.executor.capacity - len(lane.inbox)
             if room > 0:
-                taken = await self._take(lane, room)
+                taken = await store.take(name, room, now)
                 if taken:
                     lane.inbox.extend(taken)
                     self._recruit(lane)
@@ -265,25 +253,6 @@ class Dispatcher:
             self._eager.discard(eager)
         return mine if ran else None
 
-    async def _take(self, lane: _Lane, room: int) -> list[TaskRecord] | None:
-        """Take up to `room` tasks for `lane`, one take at a time per lane: workers that
-        each took their own `room` at once held several times the lane's slots (a
-        durable store leases what it hands out). None when a take is under way; that
-        one takes again for us if it comes back empty."""
-        if lane.taking:
-            lane.take_again = True
-            return None
-        lane.taking = True
-        try:
-            while True:
-                lane.take_again = False
-                taken = await self.store.take(lane.name, room, time.time())
-                room = lane.executor.capacity - len(lane.inbox)
-                if taken or not lane.take_again or room <= 0:
-                    return taken
-        finally:
-            lane.taking = False
-
     async def _take_for_caller(self, lane: _Lane) -> list[TaskRecord]:
         """`store.take` for a waiting caller, shielded: if the caller is cancelled while
         the store takes (and leases) a task, the task goes to the lane's workers, not
@@ -340,7 +309,7 @@ class Dispatcher:
                 room = executor.capacity
                 if room > 0:  # serve ourselves before parking: saves a loop turn per batch
                     try:
-                        taken = await self._take(lane, room)
+                        taken = await self.store.take(lane.name, room, time.time())
                     except Exception as e:  # the loop tries again, with its backoff
                         self._store_failed("taking tasks", e)
                         self.wake_event.set()
