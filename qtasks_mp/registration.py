@@ -14,7 +14,7 @@ import difflib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Protocol, overload
+from typing import Any, Protocol, cast, overload
 
 from . import checks
 from .config import QueueConfig
@@ -108,31 +108,12 @@ class TaskRegistry:
     def on_registered(self, callback: Callable[[TaskSpec], None]) -> None:
         self._on_registered = callback
 
-    @overload
-    def task(self, fn: Callable[P, R], /) -> RegisteredTask[P, R]: ...
+    @property
+    def task(self) -> TaskDecorator:
+        """`@app.task`, typed by `TaskDecorator` (its overloads keep the signature)."""
+        return cast(TaskDecorator, self._task)
 
-    @overload
-    def task(
-        self,
-        name: str | None = None,
-        /,
-        *,
-        priority: int | None = None,
-        echo: bool = False,
-        retry: int | None = None,
-        retry_on_exc: Iterable[type[BaseException]] | None = None,
-        retry_backoff: float | None = None,
-        generate_handler: Callable[[Any], Any] | None = None,
-        executor: str | Executor | None = None,
-        timeout: float | None = None,
-        max_time: float | None = None,
-        middlewares: Sequence[Middleware] | None = None,
-        tags: Iterable[str] | None = None,
-        description: str | None = None,
-        **options: Any,
-    ) -> Callable[[Callable[P, R]], RegisteredTask[P, R]]: ...
-
-    def task(self, fn_or_name: Any = None, /, **opts: Any) -> Any:
+    def _task(self, fn_or_name: Any = None, /, **opts: Any) -> Any:
         """Register a task: `@app.task`, `@app.task("name")` or `@app.task(name=..., ...)`.
 
         Every option is checked here (`checks.py`, and each middleware's `check_options`):
