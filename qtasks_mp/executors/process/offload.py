@@ -58,14 +58,16 @@ class Offload:
                 fut.set_exception(e)
             return fut
 
-    async def encode(
-        self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    async def place(
+        self,
+        task_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        payload: bytes,
+        buffers: list[pickle.PickleBuffer],
     ) -> tuple[bytes, list[Any] | None]:
-        """The payload of a call, and its segment (`[name, lengths]`, ours to unlink) if
-        it has large buffers. Pickling stays here: protocol-5 buffers are not copied."""
-        payload, buffers = encode_args(task_name, args, kwargs)
-        if buffers is None:
-            return payload, None
+        """Copy a call's large buffers (from `encode_args`) into a segment, in a thread:
+        the payload and the segment (`[name, lengths]`, ours to unlink)."""
         fut = self(place_args, task_name, args, kwargs, payload, buffers)
         try:
             return await asyncio.shield(fut)

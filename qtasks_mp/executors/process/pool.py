@@ -17,7 +17,7 @@ from ...errors import AppNotRunning, QTasksError
 from ...registries import Kind
 from ..base import Call, Executor
 from .calls import END, PendingCall
-from .offload import Offload
+from .offload import Offload, encode_args
 from .roster import Roster, worker_stats
 from .schedule import Scheduler
 
@@ -254,7 +254,13 @@ class ProcessExecutor(Executor):
         shm = None
         p: PendingCall | None = None
         try:
-            payload, shm = await self._offload.encode(call.task_name, args, call.kwargs)
+            # Pickled here (protocol-5 buffers are not copied); only calls with large
+            # buffers take the hop to a thread, to copy them into shared memory.
+            payload, buffers = encode_args(call.task_name, args, call.kwargs)
+            if buffers is not None:
+                payload, shm = await self._offload.place(
+                    call.task_name, args, call.kwargs, payload, buffers
+                )
             p = PendingCall(call, next(self._ids), key, payload, shm, ctx)
             self.scheduler.submit(p)
             if p.items is None:
