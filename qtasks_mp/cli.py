@@ -34,7 +34,7 @@ from uuid import UUID
 from .app import AppCore
 from .errors import QTasksError
 from .lifecycle import defer_run_forever, wait_for_stop_signal
-from .stats import _ms
+from .stats import format_duration
 from .stores import store_from
 from .stores.base import Store
 from .task import TaskStatus
@@ -450,9 +450,9 @@ def task_summary(rows: list[tuple[str, str, int, float, float, float, float]]) -
                 str(status.count("error")),
                 str(status.count("cancel")),
                 str(sum(r[2] for r in group)),
-                _ms(_pct(runs, 0.50)),
-                _ms(_pct(runs, 0.95)),
-                _ms(statistics.median(waits) if waits else None),
+                format_duration(_pct(runs, 0.50)),
+                format_duration(_pct(runs, 0.95)),
+                format_duration(statistics.median(waits) if waits else None),
             )
         )
     return out

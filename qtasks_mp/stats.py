@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def _ms(value: float | None) -> str:
+def format_duration(value: float | None) -> str:
+    """Seconds as a person reads them: `512µs`, `3.4ms`, `1.25s`; `-` for None."""
     if value is None:
         return "-"
     if value < 0.001:
@@ -28,9 +29,9 @@ def format_table(tasks: Mapping[str, Mapping[str, Any]]) -> str:
                 str(t["ok"]),
                 str(t["failed"]),
                 str(t["retried"]),
-                _ms(t["run_p50_s"]),
-                _ms(t["run_p95_s"]),
-                _ms(t["wait_p50_s"]),
+                format_duration(t["run_p50_s"]),
+                format_duration(t["run_p95_s"]),
+                format_duration(t["wait_p50_s"]),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -27,6 +27,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .stats import format_duration
 from .web.source import AppSource, Filter, Overview, Source, StoreSource
 
 __all__ = ["Snapshot", "main_top", "render", "render_text", "snapshot", "watch"]
@@ -60,16 +61,6 @@ async def snapshot(source: Source, rows: int = 10) -> Snapshot:
         source.workers(),
         source.in_process,
     )
-
-
-def _dur(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 0.001:
-        return f"{value * 1e6:.0f}µs"
-    if value < 1:
-        return f"{value * 1e3:.1f}ms"
-    return f"{value:.2f}s"
 
 
 def _ago(ts: float, now: float) -> str:
@@ -122,10 +113,10 @@ def render(snap: Snapshot) -> RenderableType:
     for t in ov.timing:
         timing.add_row(
             t["task"],
-            _dur(t["run_p50_s"]),
-            _dur(t["run_p95_s"]),
-            _dur(t["wait_p50_s"]),
-            _dur(t["wait_p95_s"]),
+            format_duration(t["run_p50_s"]),
+            format_duration(t["run_p95_s"]),
+            format_duration(t["wait_p50_s"]),
+            format_duration(t["wait_p95_s"]),
         )
 
     running = Table(title="running", title_justify="left")
