@@ -5,7 +5,7 @@ The states and their transitions are `Runtime`'s (`qtasks_mp/runtime.py`), their
 owner. Every background coroutine of a running app (the dispatcher's loop, its lane
 workers, calls that went on after their caller stopped waiting) runs in a
 `Supervisor`: when one ends with an exception, the failure is logged once, with its
-traceback, and handed to the owner's `on_failure`. Nothing dies silently.
+traceback, where its owner's log shows it. Nothing dies silently.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import contextvars
 import enum
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 log = logging.getLogger("qtasks_mp")
@@ -32,12 +32,10 @@ class RunState(str, enum.Enum):
 
 
 class Supervisor:
-    """Background tasks whose failures are seen: logged once, reported to `on_failure`."""
+    """Background tasks whose failures are seen: each is retrieved and logged once."""
 
-    def __init__(self, on_failure: Callable[[str, BaseException], None] | None = None) -> None:
+    def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._on_failure = on_failure
-        self.failures = 0
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -59,14 +57,11 @@ class Supervisor:
         exc = task.exception()  # retrieved here: never "Task exception was never retrieved"
         if exc is None:
             return
-        self.failures += 1
         log.error(
-            "background task %r failed; what it was doing is failed with it",
+            "background task %r failed (a bug: please report it with this traceback)",
             task.get_name(),
             exc_info=exc,
         )
-        if self._on_failure is not None:
-            self._on_failure(task.get_name(), exc)
 
     async def cancel_all(self) -> None:
         """Cancel every task of the group and wait for them to end."""
