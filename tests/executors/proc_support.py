@@ -93,3 +93,11 @@ def grandchildren() -> set[int]:
     me = psutil.Process()
     direct = {p.pid for p in me.children()}
     return {p.pid for p in me.children(recursive=True)} - direct
+
+
+def assert_roster_counts(pool: Any) -> None:
+    """The roster's kept counts (read per task by `slots`) match its handles' states."""
+    roster = pool.roster
+    assert roster is not None
+    assert roster.live == sum(h.state.live for h in roster.workers)
+    assert roster.lent == sum(1 for h in roster.workers if h.lent and h.state.live)

@@ -20,7 +20,15 @@ import procfuncs
 import psutil
 import pytest
 import pytest_asyncio
-from proc_support import fifo, gone, grandchildren, make_call, read_fifo, write_fifo
+from proc_support import (
+    assert_roster_counts,
+    fifo,
+    gone,
+    grandchildren,
+    make_call,
+    read_fifo,
+    write_fifo,
+)
 
 from qtasks_mp import SerializationError, TaskStatus
 from qtasks_mp.asyncio import QueueTasks
@@ -246,6 +254,8 @@ async def test_nested_waits_on_the_same_pool_never_deadlock(
             break
         await asyncio.sleep(0.01)
     assert pool.stats()["workers"] == 2
+    assert_roster_counts(pool)
+    assert pool.roster is not None and (pool.roster.live, pool.roster.lent) == (2, 0)
 
 
 async def test_a_lone_waiting_worker_lends_its_slot_and_hands_on_what_it_holds(
@@ -270,6 +280,7 @@ async def test_a_lone_waiting_worker_lends_its_slot_and_hands_on_what_it_holds(
                 break
             await asyncio.sleep(0.01)
         assert executor.stats()["per_worker"][lone]["held"] == 2
+        assert_roster_counts(executor)
         await write_fifo(path, "go")
         done, ran = await asyncio.wait_for(asyncio.gather(outer, behind), 15)
         assert done is not None and done.returning == ["success", 6]
@@ -282,6 +293,11 @@ async def test_a_lone_waiting_worker_lends_its_slot_and_hands_on_what_it_holds(
                 break
             await asyncio.sleep(0.01)
         assert executor.stats()["workers"] == 1
+        assert_roster_counts(executor)
+        assert executor.roster is not None and (executor.roster.live, executor.roster.lent) == (
+            1,
+            0,
+        )
 
 
 async def test_worker_log_records_reach_parent_logging(

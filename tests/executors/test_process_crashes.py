@@ -22,7 +22,7 @@ import procfuncs
 import psutil
 import pytest
 import pytest_asyncio
-from proc_support import fifo, gone, make_call, read_fifo
+from proc_support import assert_roster_counts, fifo, gone, make_call, read_fifo
 
 from qtasks_mp import SerializationError, TaskFailed, TaskStatus, TaskTimeout, WorkerCrashed
 from qtasks_mp.asyncio import QueueTasks
@@ -107,6 +107,7 @@ async def test_crash_table(
     # the pool healed: a normal call succeeds, and it is back to full strength
     assert await asyncio.wait_for(pool.run(make_call(procfuncs.add, 1, 2)), 10) == 3
     assert pool.stats()["workers"] == 2
+    assert_roster_counts(pool)
     assert await pool.wait_ready(10)
 
 
@@ -162,6 +163,7 @@ async def test_timeout_kills_only_the_overrunning_worker(pool: ProcessExecutor) 
     (killed,) = before - set(pool.stats()["pids"])
     assert gone([killed])
     assert pool.stats()["workers"] == 2  # its replacement is ready or starting
+    assert_roster_counts(pool)
     assert pool.timeouts == timeouts + 1
 
 
@@ -262,6 +264,7 @@ async def test_retries_survive_random_sigkills() -> None:
         assert [r.status for r in results if r is not None] == [TaskStatus.SUCCESS] * 200
         assert kills > 0 and executor.crashes == kills
         assert executor.stats()["workers"] == 2
+        assert_roster_counts(executor)
         assert (await app.add_task("cpu", 1, timeout=10)).status == "success"  # type: ignore[union-attr]
 
 
@@ -311,6 +314,7 @@ async def test_a_killed_fork_server_fails_running_calls_and_the_pool_heals(
         assert await asyncio.wait_for(executor.run(make_call(procfuncs.add, 1, 2)), 10) == 3
         assert await executor.wait_ready(10)
         assert executor.stats()["workers"] == 2
+        assert_roster_counts(executor)
         assert not set(executor.stats()["pids"]) & set(old)
         assert gone([*old, server])
     finally:

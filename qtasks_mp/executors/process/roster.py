@@ -37,9 +37,11 @@ READY, RETIRING, DOOMED, GONE = (
 class Roster:
     """Every worker handle of one running pool, whatever its state.
 
-    The pool's size is derived from the handles' states (`live`), never counted by
-    hand: a handle exists, in state STARTING, from the moment a worker is wanted, before
-    its process is started.
+    A handle exists, in state STARTING, from the moment a worker is wanted, before its
+    process is started. The roster is the one owner of the handles' states and lent
+    marks (`set_state`, `lend`, `give_back`), so it keeps the pool's size (`live`) and
+    the lent count as two numbers changed only there: `ProcessExecutor.slots` reads
+    them several times per task.
     """
 
     def __init__(self, pool: ProcessExecutor) -> None:
@@ -51,16 +53,24 @@ class Roster:
         self.spawners: set[asyncio.Task[None]] = set()
         self.failed_starts = 0
         self.server = ForkServer(self._on_exit, self._server_lost)
+        self.live = 0  # workers starting or ready: the pool's size
+        self.lent = 0  # live workers whose running call waits for a nested task
 
-    @property
-    def live(self) -> int:
-        """Workers starting or ready: the pool's size."""
-        return sum(h.state.live for h in self.workers)
+    def lend(self, h: WorkerHandle) -> bool:
+        """One more nested wait in `h`'s running call; True if its slot was not lent yet."""
+        h.lent += 1
+        if h.lent > 1:
+            return False
+        self.lent += h.state.live
+        return True
 
-    @property
-    def lent(self) -> int:
-        """Live workers whose running call waits for a nested task (`Scheduler.lend`)."""
-        return sum(1 for h in self.workers if h.lent and h.state.live)
+    def give_back(self, h: WorkerHandle) -> bool:
+        """One nested wait of `h`'s running call ended; True if its slot is its own again."""
+        h.lent -= 1
+        if h.lent:
+            return False
+        self.lent -= h.state.live
+        return True
 
     def surplus(self) -> int:
         """Workers beyond `max_workers` and the lent slots: retire them once idle."""
@@ -83,7 +93,11 @@ class Roster:
         return [h for h in self.workers if h.state is READY]
 
     def set_state(self, h: WorkerHandle, state: WorkerState) -> None:
+        change = state.live - h.state.live
         h.state = state
+        if change:
+            self.live += change
+            self.lent += change if h.lent else 0
         self.check_full()
 
     def check_full(self) -> None:
@@ -100,6 +114,7 @@ class Roster:
         for h in handles:
             h.on_gone = self.finalize
         self.workers += handles
+        self.live += n  # STARTING counts
         self.all_gone.clear()
         self.check_full()
         return handles
@@ -138,7 +153,7 @@ class Roster:
 
     def drop(self, h: WorkerHandle) -> None:
         """Forget a handle whose process never started."""
-        h.state = GONE
+        self.set_state(h, GONE)
         self.workers.remove(h)
         if not self.workers:
             self.all_gone.set()
@@ -303,6 +318,7 @@ class Roster:
         finally:
             os.close(null)
         self.workers.clear()
+        self.live = self.lent = 0
 
     # ---------------------------------------------------------------- reporting
 

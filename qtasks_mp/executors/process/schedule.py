@@ -189,8 +189,7 @@ class Scheduler:
         workers deadlock. So: the calls pipelined behind it go to other workers (it is
         told to skip them), it gets no new one, and the pool may run one more worker
         than `max_workers` per lent slot (`Roster.surplus`)."""
-        h.lent += 1
-        if h.lent > 1:
+        if not self.roster.lend(h):
             return
         behind = list(itertools.islice(h.calls, 1, None))
         if behind:
@@ -225,8 +224,7 @@ class Scheduler:
 
     def give_back(self, h: WorkerHandle) -> None:
         """The nested wait of `h`'s running call ended: its slot is its own again."""
-        h.lent -= 1
-        if h.lent or self.pool.roster is None:
+        if self.pool.roster is None or not self.pool.roster.give_back(h):
             return
         self.roster.shed_surplus()
         if self.pending:
