@@ -207,13 +207,20 @@ def app_queued(app: Any) -> dict[str, int]:
 
 
 class StoreGauges:
-    """Queue gauges of a SQLite store that other processes run (`qtasks-mp web --store`)."""
+    """Queue gauges of a store that other processes run (`qtasks-mp web --store`): a
+    SQLite file read at collection, or {lane: (queued, running)} counted beforehand (a
+    PostgreSQL store is read by the dashboard's async reader)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self, path: str | None = None, counted: Mapping[str, tuple[int, int]] | None = None
+    ) -> None:
         self.path = path
+        self.counted = counted
 
-    def lanes(self) -> dict[str, tuple[int, int]]:
-        return sqlite_lane_counts(self.path)
+    def lanes(self) -> Mapping[str, tuple[int, int]]:
+        if self.counted is not None:
+            return self.counted
+        return sqlite_lane_counts(self.path) if self.path is not None else {}
 
 
 # ------------------------------------------------------------------ exposition
@@ -314,20 +321,31 @@ class _Collector:
 
 
 def collector(
-    app: Any = None, *, store_path: str | None = None, queued: Mapping[str, int] | None = None
+    app: Any = None,
+    *,
+    store_path: str | None = None,
+    queued: Mapping[str, int] | None = None,
+    lanes: Mapping[str, tuple[int, int]] | None = None,
 ) -> Any:
     """A prometheus_client collector: register it in your own `CollectorRegistry`.
 
     `queued`: {lane: count} counted beforehand (see `metrics_async`); None counts them
-    at collection."""
-    store = StoreGauges(store_path) if store_path is not None else None
+    at collection. `store_path` (a SQLite file) or `lanes` ({lane: (queued, running)}
+    counted beforehand): the gauges of a store that other processes run."""
+    store = None
+    if store_path is not None or lanes is not None:
+        store = StoreGauges(store_path, lanes)
     return _Collector(getattr(app, "core", app), store, queued)
 
 
 def metrics(
-    app: Any = None, *, store_path: str | None = None, queued: Mapping[str, int] | None = None
+    app: Any = None,
+    *,
+    store_path: str | None = None,
+    queued: Mapping[str, int] | None = None,
+    lanes: Mapping[str, tuple[int, int]] | None = None,
 ) -> bytes:
-    """The app's metrics (or a SQLite store's queue gauges) in Prometheus' text format.
+    """The app's metrics (or a store's queue gauges) in Prometheus' text format.
 
     Call it in the app's loop, or from a thread of a sync program (a Flask view): it
     reads counters and executor figures that the loop owns. With a SQLite store it
@@ -340,7 +358,7 @@ def metrics(
     except ImportError as e:
         raise ImportError("metrics need prometheus_client: pip install 'qtasks-mp[web]'") from e
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector(app, store_path=store_path, queued=queued))
+    registry.register(collector(app, store_path=store_path, queued=queued, lanes=lanes))
     body: bytes = generate_latest(registry)
     return body
 

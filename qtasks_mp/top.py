@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .stats import format_duration
-from .web.source import AppSource, Filter, Overview, Source, StoreSource
+from .web.source import AppSource, Filter, Overview, Source
 
 __all__ = ["Snapshot", "main_top", "render", "render_text", "snapshot", "watch"]
 
@@ -208,11 +208,14 @@ async def watch(
 
 def main_top(argv: Sequence[str] | None = None) -> int:
     """`qtasks-mp top`: 0 after Ctrl-C, 2 on a usage error (one line on stderr)."""
-    from .web.serve import check_store, store_path
+    from .web.serve import open_store_source
 
     parser = argparse.ArgumentParser(
         prog="qtasks-mp top",
-        description="Watch a SQLite task store in the terminal: lanes, tasks, failures.",
+        description=(
+            "Watch a task store (a SQLite file or a PostgreSQL URL) in the terminal: "
+            "lanes, tasks, failures."
+        ),
     )
     parser.add_argument(
         "--store", default=os.environ.get(STORE_ENV), help=f"the store (default ${STORE_ENV})"
@@ -226,23 +229,22 @@ def main_top(argv: Sequence[str] | None = None) -> int:
     if args.interval <= 0:
         print("qtasks-mp top: error: --interval must be > 0", file=sys.stderr)
         return 2
-    path = store_path(args.store)
-    problem = check_store(path)
-    if problem is not None:
-        print(f"qtasks-mp top: error: {problem}", file=sys.stderr)
-        return 2
 
-    async def run() -> None:
+    async def run() -> int:
         from .lifecycle import wait_for_stop_signal
 
-        source = StoreSource(path)
+        try:
+            source = await open_store_source(args.store)
+        except ValueError as e:
+            print(f"qtasks-mp top: error: {e}", file=sys.stderr)
+            return 2
         try:
             if args.once:
                 await source.overview()
                 if source.counted is not None:  # wait for the full count, once
                     await source.counted.get(wait_s=60.0)
                 print(render_text(await snapshot(source), width=Console().width), end="")
-                return
+                return 0
             view = asyncio.create_task(_loop(source, args.interval))
             stop = asyncio.create_task(wait_for_stop_signal())
             await asyncio.wait([view, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -251,9 +253,9 @@ def main_top(argv: Sequence[str] | None = None) -> int:
             await asyncio.gather(view, stop, return_exceptions=True)
         finally:
             await source.aclose()
+        return 0
 
-    asyncio.run(run())
-    return 0
+    return asyncio.run(run())
 
 
 if __name__ == "__main__":  # python -m qtasks_mp.top --store tasks.db

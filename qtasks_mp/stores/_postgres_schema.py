@@ -13,6 +13,7 @@ table holds (the same cut as the SQLite store's):
     tasks_delayed   (lane, eta)            status 'new', eta > 0 -> take(), next_eta()
     tasks_leased    (lease_owner)          status 'process'      -> renew, reclaim
     tasks_finished  (finished_at)          finished statuses     -> retention
+    tasks_seq       (seq)                  every row             -> the dashboard's pages
 
 Times are float seconds since the epoch (`time.time()` of the process that wrote them),
 except leases: `lease_until` is on the *server's* clock, so hosts whose clocks disagree
@@ -20,7 +21,8 @@ never take each other's tasks early.
 
 The schema is created by the first store that opens the database, under an advisory
 lock (two processes starting at once create it once). A later version upgrades in place
-from the version it finds; a database written by a newer version is refused.
+from the version it finds (`Statements.upgrades`: the steps from each version to the
+next, run in one transaction); a database written by a newer version is refused.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from uuid import UUID
 from ..task import TaskRecord, TaskStatus
 from ._sqlite_codec import decode_call, decode_value
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 META = "qtasks_mp_meta"
 TASKS = "qtasks_mp_tasks"
@@ -85,8 +87,13 @@ class Statements:
             f"CREATE INDEX tasks_delayed ON {t} (lane, eta) WHERE status = 'new' AND eta > 0",
             f"CREATE INDEX tasks_leased ON {t} (lease_owner) WHERE status = 'process'",
             f"CREATE INDEX tasks_finished ON {t} (finished_at) WHERE {FINISHED_SQL}",
-            f"INSERT INTO {m} VALUES ('schema_version', '{SCHEMA_VERSION}')",
+            f"INSERT INTO {m} VALUES ('schema_version', '1')",
         ]
+        # upgrades[v]: from version v to v + 1 (a new database runs `create`, then all)
+        self.upgrades: dict[int, list[str]] = {
+            1: [f"CREATE INDEX IF NOT EXISTS tasks_seq ON {t} (seq)"],
+        }
+        self.set_version = f"UPDATE {m} SET value = $1 WHERE key = 'schema_version'"
         # New tasks (their uuid is new: ON CONFLICT only meets a put tried again after its
         # reply was lost, which then changes nothing). The NOTIFY rides in the same
         # statement: sent at commit, never before. Seven arrays, not eleven: encoding

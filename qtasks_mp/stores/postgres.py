@@ -478,6 +478,12 @@ class PostgresStore(Store):
                     for statement in sql.create:
                         await conn.execute(statement)
                     log.info("task store %s: created its tables in schema %r", self, schema)
+                    version = 1
+                if version < SCHEMA_VERSION:
+                    for step in range(version, SCHEMA_VERSION):
+                        for statement in sql.upgrades[step]:
+                            await conn.execute(statement)
+                    await conn.execute(sql.set_version, str(SCHEMA_VERSION))
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
         return str(schema)

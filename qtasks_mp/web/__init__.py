@@ -26,7 +26,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .serve import DashboardServer, check_store, main_web, serve_dashboard, store_path
+    from .serve import (
+        DashboardServer,
+        check_store,
+        main_web,
+        open_store_source,
+        serve_dashboard,
+        store_path,
+    )
     from .server import Dashboard
     from .source import AppSource, StoreSource
 
@@ -38,6 +45,7 @@ __all__ = [
     "check_store",
     "live_command",
     "main_web",
+    "open_store_source",
     "serve_dashboard",
     "store_path",
 ]
@@ -49,6 +57,7 @@ _LAZY = {
     "DashboardServer": ".serve",
     "check_store": ".serve",
     "main_web": ".serve",
+    "open_store_source": ".serve",
     "serve_dashboard": ".serve",
     "store_path": ".serve",
 }

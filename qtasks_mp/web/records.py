@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from ..task import TaskStatus
 
@@ -61,6 +62,62 @@ class Overview:
     counted_cost_s: float = 0.0  # the last background count of the whole store
     count_error: str | None = None
     as_of: float = field(default_factory=time.time)
+
+
+#: The columns of a listed row, in the order `row_dict` takes them (the same in both
+#: SQL stores); a task's page adds `result`.
+ROW = (
+    "seq, uuid, task_name, lane, status, priority, retry, created_at, updated_at, "
+    "started_at, finished_at, eta, args, traceback"
+)
+
+
+def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A listed task from a row of `ROW` (`uuid` as 16 bytes, `args` as stored)."""
+    from ..stores._sqlite_codec import decode_call
+
+    (seq, uuid, name, lane, status, priority, retry, created, updated, started, finished,
+     eta, args_blob, tb) = row  # fmt: skip
+    try:
+        args, kwargs = decode_call(args_blob)
+        shown = short_repr(args, kwargs)
+    except Exception as e:  # a pickled class this program cannot import
+        shown = f"<cannot decode here: {type(e).__name__}>"
+    return {
+        "seq": seq,
+        "uuid": str(UUID(bytes=uuid)),
+        "task_name": name,
+        "lane": lane,
+        "status": status,
+        "priority": priority,
+        "retry": retry,
+        "created_at": created,
+        "updated_at": updated,
+        "started_at": started,
+        "finished_at": finished,
+        "eta": eta,
+        "args": shown,
+        "error": (tb or "").strip().splitlines()[-1] if tb else "",
+    }
+
+
+def detail_from_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A task's page from a row of `ROW` + `result`."""
+    from ..stores._sqlite_codec import decode_call, decode_value
+
+    detail = row_dict(row[:-1])
+    try:
+        args, kwargs = decode_call(row[12])
+        detail["args_full"] = long_repr(args)
+        detail["kwargs_full"] = long_repr(kwargs)
+    except Exception as e:
+        detail["args_full"] = detail["kwargs_full"] = f"<cannot decode here: {e!r}>"
+    try:
+        detail["result"] = long_repr(decode_value(row[14]))
+    except Exception as e:
+        detail["result"] = f"<cannot decode here: {e!r}>"
+    detail["traceback"] = row[13]
+    return with_timings(detail)
 
 
 def percentile(ordered: list[float], q: float) -> float | None:

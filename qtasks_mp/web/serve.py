@@ -22,9 +22,16 @@ from urllib.parse import quote
 import uvicorn
 
 from .server import Dashboard
-from .source import AppSource, Source, StoreSource
+from .source import AppSource, Source, StoreSource, is_postgres
 
-__all__ = ["DashboardServer", "check_store", "main_web", "serve_dashboard", "store_path"]
+__all__ = [
+    "DashboardServer",
+    "check_store",
+    "main_web",
+    "open_store_source",
+    "serve_dashboard",
+    "store_path",
+]
 
 TOKEN_ENV = "QTASKS_MP_WEB_TOKEN"
 STORE_ENV = "QTASKS_MP_STORE"
@@ -162,14 +169,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qtasks-mp web",
         description=(
-            "Serve the live dashboard over a SQLite task store that other processes run: "
+            "Serve the live dashboard over a task store that other processes run (a SQLite "
+            "file or a PostgreSQL database): "
             "counts, timings, tasks with filters, /metrics for Prometheus, purging."
         ),
     )
     parser.add_argument(
         "--store",
         default=os.environ.get(STORE_ENV),
-        help=f"the SQLite task store (a path or sqlite:///path; default ${STORE_ENV})",
+        help=(
+            "the task store: a SQLite file (a path or sqlite:///path) or a PostgreSQL URL "
+            f"(postgresql://user@host/db); default ${STORE_ENV}"
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
@@ -205,41 +216,76 @@ def check_store(path: str) -> str | None:
     return None if found else f"{path!r} is not a qtasks_mp task store (no tasks table)"
 
 
+async def open_store_source(value: str) -> StoreSource:
+    """The dashboard's source for `--store`: a SQLite file (a path, sqlite:///path) or a
+    PostgreSQL URL. Raises ValueError saying what is wrong (the password hidden)."""
+    if is_postgres(value):
+        from ..stores.postgres import redact
+
+        source = StoreSource(value)
+        try:
+            await source.check()
+        except Exception as e:
+            await source.aclose()
+            raise ValueError(
+                f"cannot read the task store {redact(value)}: {type(e).__name__}: {e}"
+            ) from e
+        return source
+    path = store_path(value)
+    problem = check_store(path)
+    if problem is not None:
+        raise ValueError(problem)
+    return StoreSource(path)
+
+
+def shown_store(value: str) -> str:
+    """`--store` as printed: a URL's password hidden."""
+    if is_postgres(value):
+        from ..stores.postgres import redact
+
+        return redact(value)
+    return store_path(value)
+
+
 def main_web(argv: Sequence[str] | None = None) -> int:
     """`qtasks-mp web`: 0 after Ctrl-C / SIGTERM, 2 on a usage error (one line on stderr)."""
     args = _parser().parse_args(argv)
     if not args.store:
         print(f"qtasks-mp web: error: give --store (or set {STORE_ENV})", file=sys.stderr)
         return 2
-    path = store_path(args.store)
-    problem = check_store(path)
-    if problem is None and not is_loopback(args.host) and not args.token:
-        problem = (
-            f"--host {args.host} can be reached from other machines: give --token "
-            f"(or set {TOKEN_ENV}), or bind 127.0.0.1"
+    if not is_loopback(args.host) and not args.token:
+        print(
+            f"qtasks-mp web: error: --host {args.host} can be reached from other machines: "
+            f"give --token (or set {TOKEN_ENV}), or bind 127.0.0.1",
+            file=sys.stderr,
         )
-    if problem is not None:
-        print(f"qtasks-mp web: error: {problem}", file=sys.stderr)
         return 2
 
-    async def run() -> None:
+    async def run() -> int:
         from ..lifecycle import wait_for_stop_signal
 
-        server = DashboardServer(
-            StoreSource(path), host=args.host, port=args.port, token=args.token
-        )
-        await server.start()
-        print(f"qtasks-mp web: serving {server.url} (store {path})", flush=True)
+        try:
+            source = await open_store_source(args.store)
+        except ValueError as e:
+            print(f"qtasks-mp web: error: {e}", file=sys.stderr)
+            return 2
+        server = DashboardServer(source, host=args.host, port=args.port, token=args.token)
+        try:
+            await server.start()
+        except BaseException:
+            await source.aclose()
+            raise
+        print(f"qtasks-mp web: serving {server.url} (store {shown_store(args.store)})", flush=True)
         try:
             await wait_for_stop_signal()
         finally:
             await server.stop()
+        return 0
 
     try:
-        asyncio.run(run())
+        return asyncio.run(run())
     except OSError as e:
         print(
             f"qtasks-mp web: error: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr
         )
         return 2
-    return 0

@@ -1,10 +1,11 @@
-"""Where the dashboard reads: a running app in this process, or a SQLite file.
+"""Where the dashboard reads: a running app in this process, or a store other processes run.
 
     AppSource(app)          the app's own loop: stats(), executors, the store
-      └─ SQLiteReader       if the app's store is a SQLite file (sqlite_reader.py)
+      └─ a Reader           if the app's store is a SQLite file or a PostgreSQL database
       └─ memory_reader.py   if it is the memory store (its records, read in the loop)
-    StoreSource(path)       `qtasks-mp web --store tasks.db`: a file other processes run
-      └─ SQLiteReader       its own read-only connection, in one thread of its own
+    StoreSource(store)      `qtasks-mp web --store tasks.db | postgresql://...`
+      └─ a Reader           SQLiteReader: a read-only connection in a thread of its own;
+                            PostgresReader: a read-only asyncpg pool of its own
 
 The readers never write: a dashboard left open cannot lock the store or take a task.
 The one write, purging finished tasks, goes through the store's own `purge()`.
@@ -18,12 +19,13 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from functools import partial
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from ..metrics import memory_lane_counts
 from .memory_reader import detail_from_record, memory_counts, memory_page
+from .postgres_reader import PostgresReader
 from .records import (
     FINISHED,
     SERIES_BUCKET_S,
@@ -44,11 +46,37 @@ __all__ = [
     "Filter",
     "Overview",
     "Page",
+    "Reader",
     "Refreshed",
     "Source",
     "StoreSource",
     "Throughput",
 ]
+
+
+class Reader(Protocol):
+    """The questions a page asks of a SQL store (sqlite_reader.py, postgres_reader.py)."""
+
+    def twin(self) -> Reader: ...
+    async def aclose(self) -> None: ...
+    async def data_version(self) -> int: ...
+    async def lane_counts(self) -> dict[str, tuple[int, int]]: ...
+    async def counts(self) -> list[tuple[str, str, str, int]]: ...
+    async def finished_series(self, now: float) -> list[tuple[float, int, int]]: ...
+    async def quick(self, now: float) -> tuple[dict[str, tuple[int, int]], int, list[Any]]: ...
+    async def page(self, filt: Filter, before: int | None, limit: int) -> Page: ...
+    async def task(self, uuid: UUID) -> dict[str, Any] | None: ...
+
+
+def is_postgres(store: str) -> bool:
+    return store.startswith(("postgresql://", "postgres://"))
+
+
+def reader_for(store: str, schema: str | None = None) -> Reader:
+    """The reader of a SQLite file (a path) or a PostgreSQL database (a URL)."""
+    if is_postgres(store):
+        return PostgresReader(store, schema)
+    return SQLiteReader(store)
 
 
 class Throughput:
@@ -142,11 +170,11 @@ class Source:
     title = "qtasks_mp"
     in_process = False
 
-    def __init__(self, reader: SQLiteReader | None) -> None:
+    def __init__(self, reader: Reader | None) -> None:
         self.reader = reader
         # Counting every row by task and status: in the background (see Refreshed), on
-        # a connection and thread of its own, so pages never queue behind it.
-        self._slow = SQLiteReader(reader.path) if reader is not None else None
+        # a connection of its own, so pages never queue behind it.
+        self._slow = reader.twin() if reader is not None else None
         self.counted = Refreshed(self._count) if reader is not None else None
 
     @property
@@ -194,10 +222,8 @@ class Source:
     async def aclose(self) -> None:
         if self.counted is not None:
             await self.counted.aclose()
-        loop = asyncio.get_running_loop()
-        for reader in (self.reader, self._slow):
-            if reader is not None:
-                await loop.run_in_executor(None, reader.close)
+        for reader in {id(r): r for r in (self.reader, self._slow) if r is not None}.values():
+            await reader.aclose()
 
 
 def _lanes(lanes: Mapping[str, tuple[int, int]]) -> list[dict[str, Any]]:
@@ -207,12 +233,22 @@ def _lanes(lanes: Mapping[str, tuple[int, int]]) -> list[dict[str, Any]]:
 
 
 class StoreSource(Source):
-    """A SQLite file that other processes run: counts and timings from its rows."""
+    """A store that other processes run, a SQLite file (a path) or a PostgreSQL database
+    (a URL): counts and timings from its rows."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(SQLiteReader(path))
-        self.path = path
-        self.title = os.path.basename(path)
+    def __init__(self, store: str, schema: str | None = None) -> None:
+        super().__init__(reader_for(store, schema))
+        self.store = store
+        self.schema = schema
+        if is_postgres(store):
+            self.title = urlsplit(store).path.lstrip("/") or "postgresql"  # the database
+        else:
+            self.title = os.path.basename(store)
+
+    async def check(self) -> None:
+        """Raise what is wrong with the store (PostgreSQL: connect and find the table)."""
+        if isinstance(self.reader, PostgresReader):
+            await self.reader.check()
 
     async def version(self) -> Any:
         assert self.reader is not None and self.counted is not None
@@ -243,22 +279,31 @@ class StoreSource(Source):
 
     async def purge(self, statuses: list[str], older_than_s: float) -> int:
         from ..config import QueueConfig
-        from ..stores.sqlite import SQLiteStore
 
-        store = SQLiteStore(self.path)
+        store: Any
+        if is_postgres(self.store):
+            from ..stores.postgres import PostgresStore
+
+            store = PostgresStore(self.store, schema=self.schema)
+        else:
+            from ..stores.sqlite import SQLiteStore
+
+            store = SQLiteStore(self.store)
         config = QueueConfig()
         config.result_retention_count = 2**62  # opening to purge must not trim anything else
         config.result_retention_s = float(2**62)
         await store.open(config, lambda: None)
         try:
-            return await store.purge(statuses, older_than_s)
+            count: int = await store.purge(statuses, older_than_s)
+            return count
         finally:
             await store.close()
 
     async def metrics(self) -> bytes:
         from ..metrics import metrics
 
-        return await asyncio.to_thread(partial(metrics, store_path=self.path))
+        assert self.reader is not None
+        return metrics(lanes=await self.reader.lane_counts())
 
 
 class AppSource(Source):
@@ -268,10 +313,7 @@ class AppSource(Source):
 
     def __init__(self, app: Any, timers: Iterable[Any] = ()) -> None:
         core = getattr(app, "core", app)
-        store = core.store
-        path = getattr(store, "path", None)
-        shared = getattr(store, "shared", False)
-        super().__init__(SQLiteReader(path) if shared and isinstance(path, str) else None)
+        super().__init__(_app_reader(core.store))
         self.app = core
         self.title = core.name
         if self.counted is None:  # the memory store: counted in the background too
@@ -419,6 +461,20 @@ class AppSource(Source):
         return count
 
     async def metrics(self) -> bytes:
-        from ..metrics import metrics_async
+        from ..metrics import metrics
 
-        return await metrics_async(self.app)  # in the loop, which owns what it reads
+        queued = None
+        if self.reader is not None:  # read here: a SQL store's counts are not the loop's
+            queued = {lane: q for lane, (q, _) in (await self.reader.lane_counts()).items()}
+        return metrics(self.app, queued=queued)  # in the loop, which owns what it reads
+
+
+def _app_reader(store: Any) -> Reader | None:
+    """A reader of an app's store, if it is a SQL store (else the pages read the app)."""
+    if not getattr(store, "shared", False):
+        return None
+    url = getattr(store, "url", None)
+    if isinstance(url, str) and is_postgres(url):
+        return PostgresReader(url, getattr(store, "schema", None))
+    path = getattr(store, "path", None)
+    return SQLiteReader(path) if isinstance(path, str) else None

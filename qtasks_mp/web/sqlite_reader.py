@@ -19,52 +19,19 @@ from urllib.parse import quote
 from uuid import UUID
 
 from .records import (
+    ROW,
     SERIES_BUCKET_S,
     SERIES_SPAN_S,
     Filter,
     Page,
-    long_repr,
-    short_repr,
-    with_timings,
+    detail_from_row,
+    row_dict,
 )
 
 T = TypeVar("T")
 
 SCAN_BUDGET_S = 0.05  # per page request, when a filter is sparse
 SCAN_STEP = 20_000  # rowids per walked window
-
-_ROW = (
-    "seq, uuid, task_name, lane, status, priority, retry, created_at, updated_at, "
-    "started_at, finished_at, eta, args, traceback"
-)
-
-
-def _row_dict(row: tuple[Any, ...], decode: bool = True) -> dict[str, Any]:
-    from ..stores._sqlite_codec import decode_call
-
-    (seq, uuid, name, lane, status, priority, retry, created, updated, started, finished,
-     eta, args_blob, tb) = row  # fmt: skip
-    try:
-        args, kwargs = decode_call(args_blob)
-        shown = short_repr(args, kwargs)
-    except Exception as e:  # a pickled class this program cannot import
-        shown = f"<cannot decode here: {type(e).__name__}>"
-    return {
-        "seq": seq,
-        "uuid": str(UUID(bytes=uuid)),
-        "task_name": name,
-        "lane": lane,
-        "status": status,
-        "priority": priority,
-        "retry": retry,
-        "created_at": created,
-        "updated_at": updated,
-        "started_at": started,
-        "finished_at": finished,
-        "eta": eta,
-        "args": shown,
-        "error": (tb or "").strip().splitlines()[-1] if tb else "",
-    }
 
 
 class SQLiteReader:
@@ -85,20 +52,30 @@ class SQLiteReader:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(self._connection()))
 
-    def close(self) -> None:
+    def twin(self) -> SQLiteReader:
+        """A reader of the same file on a connection and thread of its own (slow counts)."""
+        return SQLiteReader(self.path)
+
+    async def aclose(self) -> None:
         def shut() -> None:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
 
         self._pool.submit(shut)
-        self._pool.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
 
     # -------------------------------------------------------------- queries
 
     async def data_version(self) -> int:
         """Changes whenever another connection commits (no table read)."""
         return await self.run(lambda c: int(c.execute("PRAGMA data_version").fetchone()[0]))
+
+    async def lane_counts(self) -> dict[str, tuple[int, int]]:
+        """{lane: (queued, running)}: index counts, cheap at any size."""
+        from ..metrics import _lane_counts
+
+        return await self.run(_lane_counts)
 
     async def counts(self) -> list[tuple[str, str, str, int]]:
         """(task_name, lane, status, count): one pass over the table (cached by callers)."""
@@ -147,19 +124,19 @@ class SQLiteReader:
                 top = (c.execute("SELECT max(seq) FROM tasks").fetchone()[0] or 0) + 1
             if not where:  # no filter: one index walk
                 rows = c.execute(
-                    f"SELECT {_ROW} FROM tasks WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                    f"SELECT {ROW} FROM tasks WHERE seq < ? ORDER BY seq DESC LIMIT ?",
                     (top, limit + 1),
                 ).fetchall()
                 more = len(rows) > limit
                 rows = rows[:limit]
-                return Page([_row_dict(r) for r in rows], rows[-1][0] if more else None)
+                return Page([row_dict(r) for r in rows], rows[-1][0] if more else None)
             found: list[tuple[Any, ...]] = []
             deadline = time.perf_counter() + SCAN_BUDGET_S
             low = c.execute("SELECT min(seq) FROM tasks").fetchone()[0] or 0
             while top > low and len(found) <= limit:
                 floor = max(low, top - SCAN_STEP)
                 found += c.execute(
-                    f"SELECT {_ROW} FROM tasks WHERE seq < ? AND seq >= ? AND "
+                    f"SELECT {ROW} FROM tasks WHERE seq < ? AND seq >= ? AND "
                     + " AND ".join(where)
                     + " ORDER BY seq DESC LIMIT ?",
                     (top, floor, *params, limit + 1 - len(found)),
@@ -167,21 +144,21 @@ class SQLiteReader:
                 top = floor
                 if time.perf_counter() > deadline and len(found) <= limit:
                     rows = found[:limit]
-                    return Page([_row_dict(r) for r in rows], top if top > low else None, top)
+                    return Page([row_dict(r) for r in rows], top if top > low else None, top)
             more = len(found) > limit
             rows = found[:limit]
-            return Page([_row_dict(r) for r in rows], rows[-1][0] if more else None)
+            return Page([row_dict(r) for r in rows], rows[-1][0] if more else None)
 
         return await self.run(run)
 
     async def task(self, uuid: UUID) -> dict[str, Any] | None:
         def run(c: sqlite3.Connection) -> dict[str, Any] | None:
             row = c.execute(
-                f"SELECT {_ROW}, result FROM tasks WHERE uuid = ?", (uuid.bytes,)
+                f"SELECT {ROW}, result FROM tasks WHERE uuid = ?", (uuid.bytes,)
             ).fetchone()
             if row is None:
                 return None
-            return _detail_from_sqlite(row)
+            return detail_from_row(row)
 
         return await self.run(run)
 
@@ -223,21 +200,3 @@ def _where(filt: Filter) -> tuple[list[str], list[Any]]:
         like = f"%{filt.text}%"
         params += [like, like, f"%{filt.text.replace('-', '').upper()}%", filt.text]
     return where, params
-
-
-def _detail_from_sqlite(row: tuple[Any, ...]) -> dict[str, Any]:
-    from ..stores._sqlite_codec import decode_call, decode_value
-
-    detail = _row_dict(row[:-1])
-    try:
-        args, kwargs = decode_call(row[12])
-        detail["args_full"] = long_repr(args)
-        detail["kwargs_full"] = long_repr(kwargs)
-    except Exception as e:
-        detail["args_full"] = detail["kwargs_full"] = f"<cannot decode here: {e!r}>"
-    try:
-        detail["result"] = long_repr(decode_value(row[14]))
-    except Exception as e:
-        detail["result"] = f"<cannot decode here: {e!r}>"
-    detail["traceback"] = row[13]
-    return with_timings(detail)

@@ -112,6 +112,31 @@ async def test_a_newer_schema_and_a_foreign_table_are_refused(pg_url: str) -> No
         await PostgresStore(pg_url, schema="other").open(QueueConfig(), lambda: None)
 
 
+async def test_a_database_of_an_older_schema_version_is_upgraded_in_place(pg_url: str) -> None:
+    from qtasks_mp.stores._postgres_schema import Statements
+
+    old = Statements('"public"')
+    for statement in old.create:  # as the first version left it, with one task
+        query(pg_url, statement)
+    query(
+        pg_url,
+        f"INSERT INTO {TABLE} (uuid, task_name, lane, status, priority, eta, retry, created_at, "
+        "updated_at, started_at, finished_at, args) VALUES "
+        "(gen_random_uuid(), 'kept', 'inline', 'new', 0, 0, 0, 1, 1, 0, 0, ''::bytea)",
+    )
+    assert query(pg_url, "SELECT value FROM qtasks_mp_meta") == [("1",)]
+    stores = [PostgresStore(pg_url) for _ in range(2)]
+    await asyncio.gather(*(s.open(QueueConfig(), lambda: None) for s in stores))
+    try:
+        assert query(pg_url, "SELECT value FROM qtasks_mp_meta") == [(str(SCHEMA_VERSION),)]
+        assert query(pg_url, f"SELECT task_name FROM {TABLE}") == [("kept",)]
+        indexes = {r[0] for r in query(pg_url, "SELECT indexname FROM pg_indexes")}
+        assert "tasks_seq" in indexes
+    finally:
+        for s in stores:
+            await s.close()
+
+
 async def test_errors_name_the_server_and_the_fix(pg_cluster: Cluster, pg_url: str) -> None:
     with pytest.raises(StoreError, match="does not exist: create the database"):
         await PostgresStore(pg_cluster.url(database="nowhere")).open(QueueConfig(), lambda: None)

@@ -145,7 +145,7 @@ async def test_a_sparse_filter_returns_within_its_budget_and_goes_on(
             before = page.next_before
         assert seen == ["rare"]
     finally:
-        reader.close()
+        await reader.aclose()
 
 
 def test_refuses_a_reachable_address_without_a_token(tmp_path: Path) -> None:
