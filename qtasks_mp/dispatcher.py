@@ -12,7 +12,10 @@ lane has at most `executor.slots` worker coroutines; a worker runs records from 
 inbox one after another, so a call costs no `asyncio.Task` of its own.
 
 A worker whose inbox runs dry takes the next batch from the store itself before it
-parks, so a busy lane costs no dispatcher turn per batch.
+parks, so a busy lane costs no dispatcher turn per batch. Takes of one lane may
+overlap (a shared store's take suspends): each asks for the room left after the
+others' requests (`_Lane.taking`), so an app never leases more tasks than its lanes
+can start, and another app with idle workers gets the rest.
 
 Workers are recruited one at a time: a worker that takes a record and sees more
 waiting recruits one helper (waking an idle worker, or starting one while under
@@ -70,12 +73,25 @@ class Route:
 
 
 class _Lane:
-    __slots__ = ("executor", "idle", "inbox", "name", "recruiting", "starved", "workers")
+    __slots__ = (
+        "executor",
+        "idle",
+        "inbox",
+        "name",
+        "recruiting",
+        "starved",
+        "taking",
+        "workers",
+    )
 
     def __init__(self, name: str, executor: Executor) -> None:
         self.name = name
         self.executor = executor
         self.inbox: deque[TaskRecord] = deque()
+        # Records asked of the store by takes still under way. A shared store's take
+        # suspends; the room it asked for is spoken for until it returns, so takes that
+        # overlap (workers, the loop, a waiting caller) never lease more than the room.
+        self.taking = 0
         self.idle: deque[asyncio.Future[None]] = deque()
         self.workers: set[asyncio.Task[None]] = set()
         self.recruiting = False
@@ -157,20 +173,28 @@ class Dispatcher:
         now = time.time()
         soonest: float | None = None
         for name, lane in list(self.lanes.items()):
-            room = lane.executor.capacity - len(lane.inbox)
+            room = lane.executor.capacity - len(lane.inbox) - lane.taking
             if room > 0:
-                taken = await store.take(name, room, now)
+                taken = await self._take(lane, room, now)
                 if taken:
                     lane.inbox.extend(taken)
                     self._recruit(lane)
-            elif not lane.inbox:  # held by calls run by their callers: they recruit
-                lane.starved = True
+            elif not lane.inbox and not lane.taking:  # held by calls run by their callers
+                lane.starved = True  # they recruit when done
             # A delayed task already due in a full lane is taken by its workers with
             # their next batch; only a future ETA needs a timer.
             eta = await store.next_eta(name)
             if eta is not None and eta > now and (soonest is None or eta < soonest):
                 soonest = eta
         return soonest
+
+    async def _take(self, lane: _Lane, room: int, now: float) -> list[TaskRecord]:
+        """`store.take` of up to `room` records for `lane`, that room spoken for meanwhile."""
+        lane.taking += room
+        try:
+            return await self.store.take(lane.name, room, now)
+        finally:
+            lane.taking -= room
 
     def _store_failed(self, doing: str, e: BaseException) -> None:
         """Log a store failure once per streak of failures (not once per try)."""
@@ -222,7 +246,7 @@ class Dispatcher:
         executor = lane.executor
         if (
             lane.inbox
-            or executor.capacity <= 0
+            or executor.capacity - lane.taking <= 0
             or not (lane.idle or len(lane.workers) < executor.slots)
         ):
             self.offer(record.lane)
@@ -231,7 +255,7 @@ class Dispatcher:
             if self.store.shared:  # its take suspends: the caller may be cancelled there
                 taken = await self._take_for_caller(lane)
             else:
-                taken = await self.store.take(lane.name, 1, time.time())
+                taken = await self._take(lane, 1, time.time())
         except Exception as e:
             self._store_failed("taking a task", e)
             self.wake_event.set()  # the loop tries again, with its backoff
@@ -257,7 +281,7 @@ class Dispatcher:
         """`store.take` for a waiting caller, shielded: if the caller is cancelled while
         the store takes (and leases) a task, the task goes to the lane's workers, not
         nowhere (it would stay leased, renewed by this live app, and never run)."""
-        take = asyncio.ensure_future(self.store.take(lane.name, 1, time.time()))
+        take = asyncio.ensure_future(self._take(lane, 1, time.time()))
         try:
             return await asyncio.shield(take)
         except asyncio.CancelledError:
@@ -306,10 +330,10 @@ class Dispatcher:
                     lane.workers.discard(asyncio.current_task())
                     self.wake_event.set()
                     return
-                room = executor.capacity
+                room = executor.capacity - lane.taking
                 if room > 0:  # serve ourselves before parking: saves a loop turn per batch
                     try:
-                        taken = await self.store.take(lane.name, room, time.time())
+                        taken = await self._take(lane, room, time.time())
                     except Exception as e:  # the loop tries again, with its backoff
                         self._store_failed("taking tasks", e)
                         self.wake_event.set()
@@ -317,8 +341,8 @@ class Dispatcher:
                     if taken:
                         inbox.extend(taken)
                         continue
-                else:  # the room is held by calls run by their callers: they wake us
-                    lane.starved = True
+                elif not lane.taking:  # the room is held by calls run by their callers:
+                    lane.starved = True  # they wake us
                 fut = loop.create_future()
                 lane.idle.append(fut)
                 await fut

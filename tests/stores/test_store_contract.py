@@ -403,6 +403,38 @@ async def test_an_app_runs_tasks_and_a_producer_gets_results(durable: Backend) -
     await producer.store.close()
 
 
+async def test_an_app_leases_no_more_tasks_than_its_lane_has_room_for(backend: Backend) -> None:
+    # A burst of adds while the lane's takes are in flight (a SQL store's take suspends):
+    # each take must count the room the others already asked for, or tasks sit leased in
+    # this app's inbox that another app with free workers could have run.
+    from qtasks_mp.executors import ThreadExecutor
+
+    app = QueueTasks("holder", store=backend.app_store(), executors={"thread": ThreadExecutor(2)})
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    @app.task(executor="thread")
+    def hold(i: int) -> int:
+        started.release()
+        release.wait(30)
+        return i
+
+    async with app:
+        try:
+            await asyncio.gather(*(app.add_task("hold", i) for i in range(40)))
+            for _ in range(2):  # both threads busy
+                assert await asyncio.to_thread(started.acquire, True, 10)
+            leased = []
+            for _ in range(25):  # bounded (~0.5 s): no late take may push it past the room
+                leased.append((await app.store.counts()).get("process", 0))
+                await asyncio.sleep(0.02)
+            assert max(leased) <= 2, leased
+        finally:
+            release.set()
+        assert await app.wait_idle(20)
+        assert (await app.store.counts()).get("success") == 40
+
+
 async def test_a_delayed_retry_survives_a_restart(durable: Backend) -> None:
     runs: list[int] = []
 
