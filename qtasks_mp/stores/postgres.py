@@ -1151,11 +1151,12 @@ class PostgresStore(Store):
     async def list_tasks(
         self, status: str | None, task_name: str | None, limit: int
     ) -> list[tuple[Any, ...]]:
-        """Raw rows (uuid bytes, task_name, status, retry, updated_at, traceback), newest
-        first: the same shape as `SQLiteStore.list_tasks`."""
+        """Raw rows (uuid bytes, task_name, status, retry, updated_at, traceback,
+        progress), newest first: the same shape as `SQLiteStore.list_tasks`."""
         sql = self._statements()
         query = (
-            f"SELECT uuid, task_name, status, retry, updated_at, traceback FROM {sql.tasks} "
+            "SELECT uuid, task_name, status, retry, updated_at, traceback, progress "
+            f"FROM {sql.tasks} "
             "WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR task_name = $2) "
             "ORDER BY updated_at DESC LIMIT $3"
         )

@@ -339,7 +339,8 @@ class SQLiteStore(Store):
     async def list_tasks(
         self, status: str | None, task_name: str | None, limit: int
     ) -> list[tuple[Any, ...]]:
-        """Raw rows (uuid, task_name, status, retry, updated_at, traceback), newest first."""
+        """Raw rows (uuid, task_name, status, retry, updated_at, traceback, progress:
+        encoded, see `decode_progress`), newest first."""
 
         def run(conn: sqlite3.Connection) -> list[Any]:
             where, params = [], []
@@ -349,7 +350,9 @@ class SQLiteStore(Store):
             if task_name is not None:
                 where.append("task_name = ?")
                 params.append(task_name)
-            sql = "SELECT uuid, task_name, status, retry, updated_at, traceback FROM tasks"
+            sql = (
+                "SELECT uuid, task_name, status, retry, updated_at, traceback, progress FROM tasks"
+            )
             if where:
                 sql += " WHERE " + " AND ".join(where)
             return conn.execute(

@@ -72,9 +72,7 @@ def with_timings(d: dict[str, Any]) -> dict[str, Any]:
     d["attempts"] = d["retry"] + (1 if started else 0)
     d["wait_s"] = max(0.0, started - (d["eta"] or d["created_at"])) if started else None
     d["run_s"] = finished - started if started and finished else None
-    # Issue 13 (progress) will add d["progress"] = (done, total, note) here; the task
-    # page has its place ready (see templates/task.html, block "progress").
-    d["progress"] = None
+    d.setdefault("progress", "")  # done/total (percent) note, as format_progress writes it
     return d
 
 

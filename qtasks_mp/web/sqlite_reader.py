@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 from uuid import UUID
 
+from ..stats import format_progress
 from .records import (
     SERIES_BUCKET_S,
     SERIES_SPAN_S,
@@ -35,15 +36,16 @@ SCAN_STEP = 20_000  # rowids per walked window
 
 _ROW = (
     "seq, uuid, task_name, lane, status, priority, retry, created_at, updated_at, "
-    "started_at, finished_at, eta, args, traceback"
+    "started_at, finished_at, eta, args, traceback, progress"
 )
 
 
 def _row_dict(row: tuple[Any, ...], decode: bool = True) -> dict[str, Any]:
     from ..stores._sqlite_codec import decode_call
+    from ..stores._sqlite_schema import decode_progress
 
     (seq, uuid, name, lane, status, priority, retry, created, updated, started, finished,
-     eta, args_blob, tb) = row  # fmt: skip
+     eta, args_blob, tb, progress) = row  # fmt: skip
     try:
         args, kwargs = decode_call(args_blob)
         shown = short_repr(args, kwargs)
@@ -64,6 +66,7 @@ def _row_dict(row: tuple[Any, ...], decode: bool = True) -> dict[str, Any]:
         "eta": eta,
         "args": shown,
         "error": (tb or "").strip().splitlines()[-1] if tb else "",
+        "progress": format_progress(decode_progress(progress)) if progress is not None else "",
     }
 
 
@@ -236,7 +239,7 @@ def _detail_from_sqlite(row: tuple[Any, ...]) -> dict[str, Any]:
     except Exception as e:
         detail["args_full"] = detail["kwargs_full"] = f"<cannot decode here: {e!r}>"
     try:
-        detail["result"] = long_repr(decode_value(row[14]))
+        detail["result"] = long_repr(decode_value(row[15]))
     except Exception as e:
         detail["result"] = f"<cannot decode here: {e!r}>"
     detail["traceback"] = row[13]
