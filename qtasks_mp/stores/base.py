@@ -9,6 +9,7 @@ async so that a durable store can do its I/O off the loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from uuid import UUID
@@ -106,13 +107,17 @@ class TurnTimer:
         self._at = 0.0
 
     def at(self, when: float, now: float) -> None:
-        """Wake at `when` (seconds on the clock of `now`) unless a wake comes sooner."""
+        """Wake at `when` (a `time.time()`, as the `now` given to `take`) unless a wake
+        comes sooner. Counted from the clock, not from `now`: `take` may have spent a
+        while in the store since `now` was read, and every millisecond late is a
+        millisecond lost to the rate."""
         if self._handle is not None:
             if self._at <= when:
                 return
             self._handle.cancel()
         self._at = when
-        self._handle = asyncio.get_running_loop().call_later(max(0.0, when - now), self._fire)
+        delay = max(0.0, when - max(now, time.time()))
+        self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
