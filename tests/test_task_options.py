@@ -280,3 +280,29 @@ async def test_a_version_1_sqlite_file_is_upgraded_in_place(tmp_path: Path) -> N
         assert conn.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION,)
     finally:
         conn.close()
+
+
+async def test_the_dashboard_reads_a_version_1_file_without_progress(tmp_path: Path) -> None:
+    from qtasks_mp.stores import _sqlite_schema as schema
+    from qtasks_mp.web.records import Filter
+    from qtasks_mp.web.sqlite_reader import SQLiteReader
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for statement in schema._SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO tasks (uuid, task_name, lane, status, priority, eta, retry, created_at, "
+        "updated_at, started_at, finished_at, args) VALUES (?, 'double', 'inline', 'new', 0, "
+        "0, 0, 1, 1, 0, 0, ?)",
+        (b"\x01" * 16, b"\x92\x91\x15\x80"),
+    )
+    conn.close()
+    reader = SQLiteReader(str(db))
+    try:
+        page = await reader.page(Filter(), None, 10)
+        assert [(r["task_name"], r["progress"]) for r in page.rows] == [("double", "")]
+    finally:
+        reader.close()
