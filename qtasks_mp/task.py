@@ -152,11 +152,11 @@ class Task:
     __slots__ = (
         "_created",
         "_host",
+        "_progress",
         "_updated",
         "args",
         "kwargs",
         "priority",
-        "progress",
         "retry",
         "returning",
         "status",
@@ -177,10 +177,7 @@ class Task:
         self.traceback: str | None = record.traceback
         self.retry: int = record.retry
         self.unique_key: str | None = record.unique_key
-        #: the latest progress the task reported (`.done`, `.total`, `.note`), or None
-        self.progress: TaskProgress | None = (
-            None if record.progress is None else TaskProgress(*record.progress)
-        )
+        self._progress = record.progress
         self._created = record.created_at
         self._updated = record.updated_at
         self._host = host  # what it asks to wait: the app, through a small protocol
@@ -192,6 +189,12 @@ class Task:
     @property
     def updated_at(self) -> datetime:
         return datetime.fromtimestamp(self._updated)
+
+    @property
+    def progress(self) -> TaskProgress | None:
+        """The latest progress the task reported (`.done`, `.total`, `.note`), or None."""
+        p = self._progress
+        return None if p is None else TaskProgress(*p)
 
     @property
     def finished(self) -> bool:
