@@ -16,6 +16,8 @@ import inspect
 import pickle
 from typing import Any
 
+from .errors import TaskArgumentsError
+
 
 def call_key(
     task_name: str,
@@ -23,7 +25,10 @@ def call_key(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> str:
-    """`"<task name>:<sha256 of the canonical arguments>"` (64 hex digits)."""
+    """`"<task name>:<sha256 of the canonical arguments>"` (64 hex digits).
+
+    Raises `TaskArgumentsError` for an argument that cannot be pickled (a lock, a
+    socket): it has no key; the fix is a `unique_key=` of the caller's own."""
     if signature is not None:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
@@ -31,7 +36,13 @@ def call_key(
     else:
         parts = [list(args), sorted(kwargs.items())]
     digest = hashlib.sha256()
-    _write(digest, parts)
+    try:
+        _write(digest, parts)
+    except Exception as e:
+        raise TaskArgumentsError(
+            f"task {task_name!r} (unique=True): its arguments have no key: {type(e).__name__}: "
+            f"{e}. Pass plain data, or give the call a key of your own: unique_key='...'"
+        ) from e
     return f"{task_name}:{digest.hexdigest()}"
 
 

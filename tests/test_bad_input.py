@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ async def send(chat_id: int, text: str) -> str:
 
 
 async def nap(timeout: float) -> None: ...
+
+
+async def take_anything(value: object) -> None: ...
 
 
 def double(x: int) -> int:
@@ -440,6 +444,15 @@ CALLS: dict[str, Row] = {
         "task 'send'",
         "b'order-42' (a bytes)",
         "unique_key=str(...)",
+    ),
+    "add_task(unique task, an argument without a key)": Row(
+        lambda app: app.add_task(
+            app.task(name="keyed", unique=True)(take_anything).name, threading.Lock()
+        ),
+        TaskArgumentsError,
+        "task 'keyed' (unique=True)",
+        "lock",
+        "unique_key='...'",
     ),
     # timeout (to wait)
     "add_task(timeout=-1)": Row(
