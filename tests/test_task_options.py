@@ -101,9 +101,12 @@ def test_the_sync_facade_takes_unique_key(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ rate limits
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_rate_limited_calls_wait_in_the_store_not_in_the_dispatcher(
-    app: QueueTasks, gate: asyncio.Event
+    kind: str, tmp_path: Path, gate: asyncio.Event
 ) -> None:
+    app = QueueTasks("rate", store=None if kind == "memory" else SQLiteStore(tmp_path / "t.db"))
+    app.config.shutdown_timeout = 0.5
     started: list[int] = []
 
     @app.task(rate_limit="1/h")
@@ -119,14 +122,18 @@ async def test_rate_limited_calls_wait_in_the_store_not_in_the_dispatcher(
         for i in range(50):
             await app.add_task("slow", i)
         assert await app.add_task("quick", 7, timeout=10) is not None  # the lane still runs
-        for _ in range(20):
-            await asyncio.sleep(0)
+        for _ in range(500):  # the first one starts at once (bounded: 10 s)
+            if started:
+                break
+            await asyncio.sleep(0.02)
         counts = await app.store.counts()
         assert started == [0]
         # one started; 49 wait in the store as new (not taken into an inbox or a slot)
         assert (counts["process"], counts["new"]) == (1, 49)
         assert app.stats()["executors"]["inline"]["active"] == 1
         gate.set()
+        await asyncio.sleep(0.05)
+        assert started == [0]  # the next one's turn is an hour away
 
 
 async def test_a_rate_limit_runs_every_call_in_the_end(app: QueueTasks) -> None:
