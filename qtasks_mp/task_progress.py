@@ -46,6 +46,7 @@ class ProgressSaver:
 
     def start(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
         self._store, self._loop = store, loop
+        self._scheduled = False  # a round scheduled on a loop that has gone never comes
 
     async def stop(self) -> None:
         """Save what is dirty now (a task still running keeps its last word), then stop."""
