@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import threading
 from pathlib import Path
@@ -313,3 +314,52 @@ async def test_the_dashboard_reads_a_version_1_file_without_progress(tmp_path: P
         assert [(r["task_name"], r["progress"]) for r in page.rows] == [("double", "")]
     finally:
         reader.close()
+
+
+class CountingStore(SQLiteStore):
+    """A real SQLite store that counts its progress writes (a probe, not a mock)."""
+
+    saves: list[tuple[float, int]]
+
+    async def save_progress(self, records: list[Any]) -> None:
+        import time
+
+        self.saves.append((time.monotonic(), len(records)))
+        await super().save_progress(records)
+
+
+async def test_progress_is_saved_in_rounds_not_per_call(tmp_path: Path) -> None:
+    """10,000 calls: the store sees one write per 0.25 s round, not 10,000."""
+    import time
+
+    store = CountingStore(tmp_path / "t.db")
+    store.saves = []
+    app = QueueTasks("rounds", store=store)
+    gate = asyncio.Event()
+    began: list[float] = []
+
+    @app.task(echo=True)
+    async def count(self: AsyncTask) -> None:
+        began.append(time.monotonic())
+        for i in range(10_000):
+            self.progress(i + 1, total=10_000)
+            if i % 500 == 0:
+                await asyncio.sleep(0)  # let the loop run (and the saver save) meanwhile
+        await gate.wait()
+
+    async with app:
+        task = await app.add_task("count")
+        assert task is not None
+        for _ in range(500):  # bounded: 10 s
+            now = await app.get(task.uuid)
+            if now is not None and now.progress is not None and now.progress.done == 10_000:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the last progress never reached the store")
+        elapsed = time.monotonic() - began[0]
+        gate.set()
+    saves = [t for t, n in store.saves if t >= began[0]]
+    assert 1 <= len(saves) <= elapsed / 0.25 + 2, (saves, elapsed)
+    gaps = [b - a for a, b in itertools.pairwise(saves)]
+    assert all(g >= 0.2 for g in gaps), gaps  # rounds, not calls
