@@ -31,8 +31,8 @@ is a process with one socket pair to the parent and a shared "alive" pipe.
                │     │                  at most ITEM_WINDOW not yet handled (OP_ACK)
                │     │  OP_LOG          a log record, re-emitted here
                │     │  OP_ADD          task context's add_task -> OP_REPLY
-               │     │  OP_PROGRESS     self.progress(...), at most 10/s per call
                │     │                  (waiting for it: OP_SKIP, slot lent, see below)
+               │     │  OP_PROGRESS     self.progress(...): the latest, at most 10/s a call
                │     │
                └─ await p.fut <── the result, or WorkerCrashed / TaskTimeout
 
