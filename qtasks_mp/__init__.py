@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .stats import format_table
     from .stores import MemoryStore, Store
     from .sync import QueueTasks
-    from .task import Task, TaskStatus
+    from .task import Task, TaskProgress, TaskStatus
 
 __version__ = "0.1.0"
 
@@ -83,6 +83,7 @@ _WHERE = {
     "QueueTasks": ".sync",
     "Task": ".task",
     "TaskStatus": ".task",
+    "TaskProgress": ".task",
 }
 
 
@@ -126,6 +127,7 @@ __all__ = [
     "TaskArgumentsError",
     "TaskFailed",
     "TaskNotFound",
+    "TaskProgress",
     "TaskRegistrationError",
     "TaskStatus",
     "TaskTimeout",

@@ -40,6 +40,7 @@ from .runtime import Runtime
 from .stores import store_from
 from .stores.base import Store
 from .task import FINISHED, Task, TaskRecord, new_uuid
+from .unique import call_key
 
 __all__ = ["AppCore", "wait_for_stop_signal"]
 
@@ -148,6 +149,7 @@ class AppCore:
         *args: Any,
         priority: int | None = None,
         timeout: float | None = None,
+        unique_key: str | None = None,
         **kwargs: Any,
     ) -> Task | None:
         """Queue a task and return its `Task` (status "new") at once.
@@ -157,12 +159,20 @@ class AppCore:
         accepted. `args=(...)` and `kwargs={...}` are accepted too. With `timeout=`
         it waits for the end and returns the finished `Task`, or None when the time ran out.
         Bad input (`checks.py`) raises before anything is accepted.
+
+        `unique_key="order-42"` (or a task registered with `unique=True`): while a task
+        of this name and key is new or process, nothing is added and that task is
+        returned (with `timeout=`, its outcome, waited for).
         """
         if timeout is not None and not (type(timeout) in SECONDS_TYPES and 0 < timeout < INF):
             timeout = checks.wait_seconds(
                 f"task {task_name!r}", timeout, zero_ok=False, none_means="return at once"
             )
         record = self._new_record(task_name, args, kwargs, priority)
+        if unique_key is not None:
+            record.unique_key = (
+                unique_key if type(unique_key) is str else checks.unique_key(task_name, unique_key)
+            )
         runtime = self._runtime
         if runtime.state is not RunState.RUNNING:
             await self._not_running(task_name, timeout)
@@ -173,7 +183,14 @@ class AppCore:
             await runtime.lane_ready(record.lane)  # raises if it cannot start
         waiters = runtime.waiters
         assert waiters is not None
-        await self.store.put(record)
+        if record.unique_key is None:
+            await self.store.put(record)
+        else:
+            holder = await self.store.put_unique(record)
+            if holder is not None:  # a task of this name and key is new or process
+                if timeout is None:
+                    return holder.snapshot(self)
+                return await self.wait(holder.uuid, timeout)
         waiters.accepted()
         if timeout is None:
             if dispatcher is not None:
@@ -325,14 +342,26 @@ class AppCore:
             kwargs.update(extra_kw)
         spec.bind(args, kwargs)
         assert isinstance(spec.executor, str)
-        return TaskRecord(new_uuid(), task_name, spec.executor, priority, args, kwargs, time.time())
+        record = TaskRecord(
+            new_uuid(), task_name, spec.executor, priority, args, kwargs, time.time()
+        )
+        if spec.unique:
+            record.unique_key = call_key(task_name, spec.signature, args, kwargs)
+        return record
 
     def check_call(
-        self, task_name: str, *args: Any, priority: int | None = None, **kwargs: Any
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        **kwargs: Any,
     ) -> None:
         """Raise now what `add_task(task_name, *args, ...)` would raise for these
         arguments (unknown task, arguments that do not fit); accept nothing."""
         self._new_record(task_name, args, dict(kwargs), priority)
+        if unique_key is not None and type(unique_key) is not str:
+            checks.unique_key(task_name, unique_key)
 
     async def get(self, uuid: UUID | str) -> Task | None:
         """The task as it is now, or None if unknown (or dropped by retention)."""
@@ -400,6 +429,8 @@ class AppCore:
             "queued": max(0, unfinished - active),
             "executors": {name: e.stats() for name, e in self.executors.items()},
             "tasks": self.timing.summary(),
+            # running tasks that reported progress: uuid -> task, done, total, note
+            "progress": self._runtime.progress.running(),
         }
 
     # ---------------------------------------------------------------- lifecycle
@@ -471,6 +502,10 @@ class AppCore:
             return
         with contextlib.suppress(KeyboardInterrupt):  # platforms without loop signal handlers
             asyncio.run(self.serve())
+
+    def progress_changed(self, record: TaskRecord) -> None:
+        """A running task reported progress (`self.progress(...)`), from any thread."""
+        self._runtime.progress.changed(record)
 
     def call_from_thread(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the app's loop from another thread and wait for its result."""

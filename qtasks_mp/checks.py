@@ -546,3 +546,42 @@ def executor_entry(key: Any, executor: Any, executor_type: type) -> None:
             f"executors[{key!r}] must be an Executor instance, got {got(executor)}; subclass "
             "qtasks_mp.Executor and pass an instance"
         )
+
+
+# ---------------------------------------------------------------- unique tasks, rate limits
+
+_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def rate_limit(task: str, value: Any) -> float | None:
+    """`@app.task(rate_limit="30/s")` (also `/m`, `/h`): the seconds between starts."""
+    if value is None:
+        return None
+    fail = registration(task)
+    if not isinstance(value, str):
+        raise fail(
+            f"rate_limit must be a str such as '30/s', '100/m' or '500/h', got {got(value)}; "
+            "pass rate_limit='30/s'"
+        )
+    count, _, per = value.strip().partition("/")
+    try:
+        n = float(count)
+    except ValueError:
+        n = math.nan
+    unit = _PER.get(per.strip())
+    if unit is None or not (0 < n < INF):
+        raise fail(
+            f"rate_limit={value!r} is not a rate: give calls per second, minute or hour, "
+            "a number > 0 then /s, /m or /h, e.g. rate_limit='30/s' or rate_limit='100/m'"
+        )
+    return unit / n
+
+
+def unique_key(task: str, value: Any) -> str:
+    """`add_task(..., unique_key=...)`: a str (or None: not unique)."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise TaskArgumentsError(
+        f"task {task!r}: unique_key= takes a str naming the work (e.g. 'order-42'), got "
+        f"{got(value)}; pass unique_key=str(...) or leave it out"
+    )

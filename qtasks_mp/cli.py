@@ -34,8 +34,9 @@ from uuid import UUID
 from .app import AppCore
 from .errors import QTasksError
 from .lifecycle import defer_run_forever, wait_for_stop_signal
-from .stats import format_duration
+from .stats import format_duration, format_progress
 from .stores import store_from
+from .stores._sqlite_schema import decode_progress
 from .stores.base import Store
 from .task import TaskStatus
 from .web import live_command
@@ -487,9 +488,12 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
         what = f"with status {args.status!r}" if args.status else ""
         print(f"no tasks {what}".rstrip())
         return 0
-    for uuid, name, status, retry, updated, tb in rows:
+    for uuid, name, status, retry, updated, tb, progress in rows:
         when = datetime.fromtimestamp(updated).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{UUID(bytes=uuid)}  {name}  {status}  retries={retry}  updated {when}")
+        shown = ""
+        if progress is not None:
+            shown = f"  progress {format_progress(decode_progress(progress))}"
+        print(f"{UUID(bytes=uuid)}  {name}  {status}  retries={retry}{shown}  updated {when}")
         if tb:
             print("    " + tb.rstrip().replace("\n", "\n    "))
         print()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
 if TYPE_CHECKING:
-    from .task import Task
+    from .task import Task, TaskRecord
 
 T = TypeVar("T")
 
@@ -37,6 +37,9 @@ class TaskHost(Protocol):
     async def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None: ...
 
     def call_from_thread(self, coro: Coroutine[Any, Any, T]) -> T: ...
+
+    def progress_changed(self, record: TaskRecord) -> None:
+        """`record.progress` was just set (from any thread): save it, coalesced."""
 
 
 class TaskInfo:
@@ -59,18 +62,65 @@ class TaskInfo:
         return self._logger
 
 
+_NUMBER = (int, float)
+
+
+def check_progress(task_name: str, done: Any, total: Any, note: Any) -> None:
+    """Raise if `self.progress(done, total, note)` got values it cannot keep."""
+    if type(done) in _NUMBER and (total is None or type(total) in _NUMBER):
+        if note is None or type(note) is str:
+            return
+        raise TypeError(
+            f"task {task_name!r}: self.progress(note=...) takes a str or None, got "
+            f"{type(note).__name__} {note!r:.60}; pass note=str(...)"
+        )
+    raise TypeError(
+        f"task {task_name!r}: self.progress(done, total=None, note=None) takes numbers "
+        f"(int or float) for done and total, got done={done!r:.40} "
+        f"({type(done).__name__}), total={total!r:.40} ({type(total).__name__}); "
+        "pass e.g. self.progress(3, total=10)"
+    )
+
+
 class AsyncTask(TaskInfo):
     """The task context an `echo=True` task receives as its first argument.
 
-    `await self.add_task(name, ...)` queues a nested task; `task_name`, `uuid`,
-    `attempt` (1 for the first run) and `logger` describe the running task.
+    `await self.add_task(name, ...)` queues a nested task; `self.progress(done, total,
+    note)` says how far it is; `task_name`, `uuid`, `attempt` (1 for the first run)
+    and `logger` describe the running task.
     """
 
-    __slots__ = ("_host",)
+    __slots__ = ("_host", "_record")
 
-    def __init__(self, host: TaskHost, task_name: str, uuid: UUID, attempt: int) -> None:
+    def __init__(
+        self,
+        host: TaskHost,
+        task_name: str,
+        uuid: UUID,
+        attempt: int,
+        record: TaskRecord | None = None,
+    ) -> None:
         super().__init__(task_name, uuid, attempt)
         self._host = host
+        self._record = record
+
+    def progress(self, done: float, total: float | None = None, note: str | None = None) -> None:
+        """Say how far the task is: `done` of `total` (if known), with a short `note`.
+
+        A plain call (not awaited), from async and plain tasks alike, cheap enough to
+        call per item: the latest value wins and is saved to the store a few times a
+        second (and with the outcome), so `app.get(uuid).progress`, `app.stats()`,
+        `qtasks-mp tasks`, the dashboard and `qtasks-mp top` show it. Raises
+        `TypeError` for values other than numbers (and a str note).
+        """
+        if type(done) not in _NUMBER or not (
+            (total is None or type(total) in _NUMBER) and (note is None or type(note) is str)
+        ):
+            check_progress(self.task_name, done, total, note)
+        record = self._record
+        if record is not None:
+            record.progress = (done, total, note)
+            self._host.progress_changed(record)
 
     async def add_task(
         self,

@@ -371,7 +371,7 @@ class Dispatcher:
             context = None
             if spec.pass_context:
                 ctx_type = AsyncTask if spec.kind.is_async else SyncTask
-                context = ctx_type(self.host, spec.name, record.uuid, record.retry + 1)
+                context = ctx_type(self.host, spec.name, record.uuid, record.retry + 1, record)
             record.returning = await route.chain(Call(spec, record, context))
             record.status = TaskStatus.SUCCESS
             record.traceback = None  # an earlier attempt's failure is history now

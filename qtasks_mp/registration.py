@@ -45,6 +45,7 @@ log = logging.getLogger("qtasks_mp")
 _STANDARD_OPTIONS = [
     *("name", "priority", "echo", "retry", "retry_on_exc", "retry_backoff"),
     *("generate_handler", "executor", "timeout", "max_time", "middlewares", "tags", "description"),
+    *("unique", "rate_limit"),
 ]
 
 #: Middleware known not to count on running in a task of its own (see `Route.eager`).
@@ -76,6 +77,8 @@ class TaskDecorator(Protocol):
         middlewares: Sequence[Middleware] | None = None,
         tags: Iterable[str] | None = None,
         description: str | None = None,
+        unique: bool = False,
+        rate_limit: str | None = None,
         **options: Any,
     ) -> Callable[[Callable[P, R]], RegisteredTask[P, R]]: ...
 
@@ -192,6 +195,8 @@ class TaskRegistry:
         checks.generate_handler(name, handler, kind in (Kind.GENERATOR, Kind.ASYNC_GEN), kind.value)
         tags = checks.tag_list(name, opts.get("tags"))
         description = checks.description(name, opts.get("description"))
+        unique = checks.flag(name, "unique", opts.get("unique"))
+        rate_interval_s = checks.rate_limit(name, opts.get("rate_limit"))
         given = MappingProxyType(
             {
                 **opts,
@@ -232,6 +237,8 @@ class TaskRegistry:
             options=options,
             signature=signature,
             positional_range=positional_range(signature),
+            unique=unique,
+            rate_interval_s=rate_interval_s,
         )
         self.specs[name] = spec
         self._on_registered(spec)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 
 #: Keywords `add_task` takes for itself: a task parameter of these names gets no keyword.
-_ADD_TASK_KEYWORDS = ("priority", "timeout", "args", "kwargs")
+_ADD_TASK_KEYWORDS = ("priority", "timeout", "unique_key", "args", "kwargs")
 R = TypeVar("R")
 
 
@@ -75,6 +75,10 @@ class TaskSpec:
     #: (fewest, most) positional arguments that bind when no keyword is given; None: always
     #: run the full `Signature.bind`.
     positional_range: tuple[int, float] | None = None
+    #: `unique=True`: adding a call equal to one new or process returns that one
+    unique: bool = False
+    #: `rate_limit="30/s"` as seconds between starts (1/30); None: no limit
+    rate_interval_s: float | None = None
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise `TaskArgumentsError` now if the arguments cannot be passed to the function."""

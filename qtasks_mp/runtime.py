@@ -38,6 +38,7 @@ from .lifecycle import RunState
 from .registries import TaskSpec
 from .stores.base import Store
 from .task import FINISHED, TaskRecord
+from .task_progress import ProgressSaver
 from .waiters import Waiters
 
 log = logging.getLogger("qtasks_mp")
@@ -87,6 +88,8 @@ class Runtime:
         self._background: set[asyncio.Task[None]] = set()
         self._store_open = False
         self._store_lock = asyncio.Lock()  # concurrent first add_task calls open it once
+        #: the progress running tasks report, saved to the store a few times a second
+        self.progress = ProgressSaver()
 
     def add_service(self, service: Service) -> None:
         """Run `service` beside the app from its next start on."""
@@ -170,10 +173,16 @@ class Runtime:
         dispatcher, loop = self.dispatcher, self.loop
         if dispatcher is None or loop is None:
             return  # start() routes every task
-        self._routes[spec.name] = self._route(spec)
+        self._route_task(spec)
         assert isinstance(spec.executor, str)
         if spec.executor not in dispatcher.lanes:
             loop.call_soon_threadsafe(self.start_lane, spec.executor)
+
+    def _route_task(self, spec: TaskSpec) -> None:
+        self._routes[spec.name] = self._route(spec)
+        if spec.rate_interval_s is not None:  # the store hands them out at that pace
+            assert isinstance(spec.executor, str)
+            self.store.limit_rate(spec.name, spec.executor, spec.rate_interval_s)
 
     def start_lane(self, key: str) -> asyncio.Future[None]:
         """(In the app's loop.) Start the executor of a lane that came after the app
@@ -256,6 +265,7 @@ class Runtime:
     async def _start_run(self) -> None:
         waiters = self.bind_loop()
         await self.open_store()
+        self.progress.start(self.store, asyncio.get_running_loop())
         dispatcher = Dispatcher(
             self.store, self._routes, self._host, waiters.deadlines, self._finished
         )
@@ -278,7 +288,7 @@ class Runtime:
             self._started[key] = executor
             dispatcher.add_lane(key, executor)
         for spec in list(self._specs.values()):
-            self._routes[spec.name] = self._route(spec)
+            self._route_task(spec)
         dispatcher.start()
         for service in self._services:
             await service.start()
@@ -324,6 +334,8 @@ class Runtime:
         try:
             if dispatcher is not None:
                 done, cancelled = await dispatcher.stop(self.config.shutdown_timeout)
+            if self._store_open:
+                await self.progress.stop()
             if self._store_open and not self.store.shared:
                 dropped = await self.store.drop_queued()
             if waiters is not None and self._store_open:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -15,6 +15,22 @@ def format_duration(value: float | None) -> str:
     if value < 1:
         return f"{value * 1e3:.1f}ms"
     return f"{value:.2f}s"
+
+
+def format_progress(progress: Sequence[Any] | None) -> str:
+    """A task's `(done, total, note)` as a person reads it: `30/120 (25%) page 3`,
+    `7` without a total; `-` for None."""
+    if progress is None:
+        return "-"
+    done, total, note = progress
+    text = f"{done:g}" if isinstance(done, float) else str(done)
+    if total is not None:
+        text += f"/{total:g}" if isinstance(total, float) else f"/{total}"
+        if total > 0:
+            text += f" ({100 * done / total:.0f}%)"
+    if note:
+        text += f" {note}"
+    return text
 
 
 def format_table(tasks: Mapping[str, Mapping[str, Any]]) -> str:

@@ -247,14 +247,24 @@ class QueueTasks:
         *args: Any,
         priority: int | None = None,
         timeout: float | None = None,
+        unique_key: str | None = None,
         **kwargs: Any,
     ) -> Task | None:
         """Queue a task; with `timeout=` wait for the finished `Task` (None on timeout)."""
         if not self.core.running:  # bad input is refused before the app starts for it
-            self.core.check_call(task_name, *args, priority=priority, **kwargs)
+            self.core.check_call(
+                task_name, *args, priority=priority, unique_key=unique_key, **kwargs
+            )
         self._auto_start()
         return self._call(
-            self.core.add_task(task_name, *args, priority=priority, timeout=timeout, **kwargs)
+            self.core.add_task(
+                task_name,
+                *args,
+                priority=priority,
+                timeout=timeout,
+                unique_key=unique_key,
+                **kwargs,
+            )
         )
 
     def map(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID, SafeUUID
 
 if TYPE_CHECKING:
@@ -69,12 +69,22 @@ def new_uuid() -> UUID:
     return _ids.pop()
 
 
+class TaskProgress(NamedTuple):
+    """What a running task said of its progress last (`self.progress(done, total, note)`)."""
+
+    done: float
+    total: float | None = None
+    note: str | None = None
+
+
 class TaskRecord:
     """The mutable record a store keeps. Times are `time.time()` floats.
 
     `lane` is the name of the executor that runs it; `retry` counts retries done;
     `eta` is the earliest time it may run (0 = now); `seq` keeps FIFO order among
-    equal priorities.
+    equal priorities. `unique_key`: while a task of the same name and key is new or
+    process, adding another returns that one. `progress`: the latest
+    `(done, total, note)` the task reported, or None.
     """
 
     __slots__ = (
@@ -85,6 +95,7 @@ class TaskRecord:
         "kwargs",
         "lane",
         "priority",
+        "progress",
         "retry",
         "returning",
         "seq",
@@ -92,6 +103,7 @@ class TaskRecord:
         "status",
         "task_name",
         "traceback",
+        "unique_key",
         "updated_at",
         "uuid",
     )
@@ -122,6 +134,8 @@ class TaskRecord:
         self.returning: Any = None
         self.traceback: str | None = None
         self.seq = 0
+        self.unique_key: str | None = None
+        self.progress: tuple[float, float | None, str | None] | None = None
 
     def snapshot(self, host: TaskHost | None) -> Task:
         return Task(self, host)
@@ -138,6 +152,7 @@ class Task:
     __slots__ = (
         "_created",
         "_host",
+        "_progress",
         "_updated",
         "args",
         "kwargs",
@@ -147,6 +162,7 @@ class Task:
         "status",
         "task_name",
         "traceback",
+        "unique_key",
         "uuid",
     )
 
@@ -160,6 +176,8 @@ class Task:
         self.returning: Any = record.returning
         self.traceback: str | None = record.traceback
         self.retry: int = record.retry
+        self.unique_key: str | None = record.unique_key
+        self._progress = record.progress
         self._created = record.created_at
         self._updated = record.updated_at
         self._host = host  # what it asks to wait: the app, through a small protocol
@@ -171,6 +189,12 @@ class Task:
     @property
     def updated_at(self) -> datetime:
         return datetime.fromtimestamp(self._updated)
+
+    @property
+    def progress(self) -> TaskProgress | None:
+        """The latest progress the task reported (`.done`, `.total`, `.note`), or None."""
+        p = self._progress
+        return None if p is None else TaskProgress(*p)
 
     @property
     def finished(self) -> bool:

@@ -120,15 +120,19 @@ def render(snap: Snapshot) -> RenderableType:
         )
 
     running = Table(title="running", title_justify="left")
-    for col in ("task", "id", "lane", "for", "arguments"):
+    for col in ("task", "id", "lane", "for", "progress", "arguments"):
         running.add_column(col, overflow="ellipsis", no_wrap=True)
-    # Issue 13 adds a "progress" column here (done/total, note) once tasks report it.
     for r in snap.running:
         running.add_row(
-            r["task_name"], r["uuid"][:8], r["lane"], _ago(r["started_at"], snap.at), r["args"]
+            r["task_name"],
+            r["uuid"][:8],
+            r["lane"],
+            _ago(r["started_at"], snap.at),
+            r.get("progress", ""),
+            r["args"],
         )
     if not snap.running:
-        running.add_row("[dim]nothing running[/dim]", "", "", "", "")
+        running.add_row("[dim]nothing running[/dim]", "", "", "", "", "")
 
     failures = Table(title="recent failures", title_justify="left")
     for col in ("task", "id", "when", "error"):

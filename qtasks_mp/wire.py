@@ -47,6 +47,10 @@ OP_ITEM = 13  # [OP_ITEM, call_id, payload, shm | None]: one item yielded by a g
 OP_LOG = 14  # [OP_LOG, {LogRecord attributes}]
 OP_ADD = 15  # [OP_ADD, call_id, request_id, payload, waits]: the task context's add_task
 OP_FATAL = 16  # [OP_FATAL, traceback]: the worker could not start
+OP_PROGRESS = 17  # [OP_PROGRESS, call_id, done, total, note]: the latest self.progress(...)
+#: A worker sends a call's progress at most this often; the latest value wins, and
+#: the last one not yet sent goes out before the call's answer.
+PROGRESS_EVERY_S = 0.1
 
 #: Items of a generator a worker may have sent that the parent's `generate_handler`
 #: has not handled yet (OP_ACK returns credit): bounds the memory items hold.

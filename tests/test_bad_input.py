@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ async def send(chat_id: int, text: str) -> str:
 
 
 async def nap(timeout: float) -> None: ...
+
+
+async def take_anything(value: object) -> None: ...
 
 
 def double(x: int) -> int:
@@ -354,6 +358,18 @@ REGISTRATION: dict[str, Row] = {
         "5 (an int)",
         "description='what it does'",
     ),
+    "rate_limit='fast'": Row(
+        reg(rate_limit="fast"), TaskRegistrationError, "task 'send'", "'fast'", "rate_limit='30/s'"
+    ),
+    "rate_limit='0/s'": Row(
+        reg(rate_limit="0/s"), TaskRegistrationError, "task 'send'", "'0/s'", "rate_limit='30/s'"
+    ),
+    "rate_limit=30": Row(
+        reg(rate_limit=30), TaskRegistrationError, "task 'send'", "30 (an int)", "rate_limit='30/s'"
+    ),
+    "unique='yes'": Row(
+        reg(unique="yes"), TaskRegistrationError, "task 'send'", "'yes' (a str)", "unique=True"
+    ),
     "middleware-declared option refused by its middleware": Row(
         reg(middlewares=[Audit()], audit_channel="ops"),
         TaskRegistrationError,
@@ -414,6 +430,29 @@ CALLS: dict[str, Row] = {
     ),
     "add_task(unknown name)": Row(
         add("sned", 1, "x"), TaskNotFound, "task 'sned'", "'sned'", "Did you mean 'send'?"
+    ),
+    "add_task(unique_key=42)": Row(
+        add("send", 1, "x", unique_key=42),
+        TaskArgumentsError,
+        "task 'send'",
+        "42 (an int)",
+        "unique_key=str(...)",
+    ),
+    "add_task(unique_key=bytes)": Row(
+        add("send", 1, "x", unique_key=b"order-42"),
+        TaskArgumentsError,
+        "task 'send'",
+        "b'order-42' (a bytes)",
+        "unique_key=str(...)",
+    ),
+    "add_task(unique task, an argument without a key)": Row(
+        lambda app: app.add_task(
+            app.task(name="keyed", unique=True)(take_anything).name, threading.Lock()
+        ),
+        TaskArgumentsError,
+        "task 'keyed' (unique=True)",
+        "lock",
+        "unique_key='...'",
     ),
     # timeout (to wait)
     "add_task(timeout=-1)": Row(

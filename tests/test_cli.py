@@ -14,6 +14,7 @@ from stores.sqlite_support import APPS, REPO, statuses, wait_until
 
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.cli import main
+from qtasks_mp.context import AsyncTask
 
 
 def cli(*args: str, cwd: Path = REPO, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
@@ -127,10 +128,15 @@ async def _fill(db: Path) -> None:
     @app.task
     async def later() -> None: ...
 
+    @app.task(echo=True)
+    async def pages(self: AsyncTask) -> None:
+        self.progress(30, total=120, note="page 3")
+
     async with app:
         for i in range(5):
             await app.add_task("double", i, timeout=5)
         await app.add_task("fail", "card declined", timeout=5)
+        await app.add_task("pages", timeout=5)
     app2 = QueueTasks(store=db)  # queued, no worker: stays "new"
 
     @app2.task
@@ -146,8 +152,8 @@ def test_stats_tasks_and_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["stats", "--store", str(db)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert "(7 tasks)" in lines[0]
-    assert any(line.split() == ["success", "5"] for line in lines)
+    assert "(8 tasks)" in lines[0]
+    assert any(line.split() == ["success", "6"] for line in lines)
     row = {line.split()[0]: line.split() for line in lines if line.split()}
     assert row["double"][1:6] == ["0", "0", "5", "0", "0"]  # queued running ok failed cancel
     assert row["fail"][1:6] == ["0", "0", "0", "1", "0"]
@@ -158,11 +164,13 @@ def test_stats_tasks_and_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert "fail  error" in out and "ValueError: card declined" in out and "Traceback" in out
     assert "double" not in out
+    assert main(["tasks", "--store", str(db), "--task", "pages"]) == 0
+    assert "pages  success  retries=0  progress 30/120 (25%) page 3" in capsys.readouterr().out
 
     assert main(["purge", "--store", str(db), "--older-than", "1h"]) == 0
     assert "deleted 0 tasks" in capsys.readouterr().out
     assert main(["purge", "--store", str(db)]) == 0
-    assert "deleted 6 tasks (cancel, error, success)" in capsys.readouterr().out
+    assert "deleted 7 tasks (cancel, error, success)" in capsys.readouterr().out
     assert statuses(db) == {"new": 1}
 
 

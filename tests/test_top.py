@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from qtasks_mp.asyncio import QueueTasks
+from qtasks_mp.context import AsyncTask
 from qtasks_mp.top import main_top, render_text, snapshot
 from qtasks_mp.web.source import AppSource
 
@@ -18,8 +19,9 @@ async def test_a_frame_shows_lanes_running_tasks_and_failures(
 ) -> None:
     started = asyncio.Event()
 
-    @app.task(name="long_export")
-    async def long_export(batch: int) -> None:
+    @app.task(name="long_export", echo=True)
+    async def long_export(self: AsyncTask, batch: int) -> None:
+        self.progress(3, total=10, note="rows")
         started.set()
         await gate.wait()
 
@@ -43,6 +45,7 @@ async def test_a_frame_shows_lanes_running_tasks_and_failures(
         assert lane in frame
     running = re.split(r"^running\s*$", frame, flags=re.M)[1]
     assert "long_export" in running.split("recent failures")[0]
+    assert "3/10 (30%) rows" in running.split("recent failures")[0]
     assert "ConnectionError: CRM unreachable" in frame.split("recent failures")[1]
     assert "\x1b[" not in frame  # plain text, no colour codes
 

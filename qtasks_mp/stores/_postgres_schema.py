@@ -14,6 +14,10 @@ table holds (the same cut as the SQLite store's):
     tasks_leased    (lease_owner)          status 'process'      -> renew, reclaim
     tasks_finished  (finished_at)          finished statuses     -> retention
     tasks_seq       (seq)                  every row             -> the dashboard's pages
+    tasks_unique    UNIQUE (task_name, unique_key)  key given, new/process -> put_unique()
+    tasks_named     (task_name, priority, seq)      status 'new', eta 0 -> rate-limited take()
+
+and `qtasks_mp_rates` (task_name -> next_at): when a rate-limited task may next start.
 
 Times are float seconds since the epoch (`time.time()` of the process that wrote them),
 except leases: `lease_until` is on the *server's* clock, so hosts whose clocks disagree
@@ -21,8 +25,7 @@ never take each other's tasks early.
 
 The schema is created by the first store that opens the database, under an advisory
 lock (two processes starting at once create it once). A later version upgrades in place
-from the version it finds (`Statements.upgrades`: the steps from each version to the
-next, run in one transaction); a database written by a newer version is refused.
+from the version it finds; a database written by a newer version is refused.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from uuid import UUID
 
 from ..task import TaskRecord, TaskStatus
 from ._sqlite_codec import decode_call, decode_value
+from ._sqlite_schema import decode_progress
 
 SCHEMA_VERSION = 2
 
 META = "qtasks_mp_meta"
 TASKS = "qtasks_mp_tasks"
+RATES = "qtasks_mp_rates"
 
 #: The server's clock, in the unit of every time column.
 SERVER_NOW = "extract(epoch from clock_timestamp())::float8"
@@ -45,7 +50,7 @@ FINISHED_SQL = "status IN ('success', 'error', 'cancel')"  # matches tasks_finis
 
 COLUMNS = (
     "seq, uuid, task_name, lane, status, priority, eta, retry, created_at, updated_at, "
-    "started_at, finished_at, args, result, traceback"
+    "started_at, finished_at, args, result, traceback, unique_key, progress"
 )
 
 
@@ -89,11 +94,59 @@ class Statements:
             f"CREATE INDEX tasks_finished ON {t} (finished_at) WHERE {FINISHED_SQL}",
             f"INSERT INTO {m} VALUES ('schema_version', '1')",
         ]
-        # upgrades[v]: from version v to v + 1 (a new database runs `create`, then all)
-        self.upgrades: dict[int, list[str]] = {
-            1: [f"CREATE INDEX IF NOT EXISTS tasks_seq ON {t} (seq)"],
+        # Upgrades, by the version they lead to; each only adds. `_ensure_schema` runs
+        # those after the version it finds, then records SCHEMA_VERSION.
+        r = f"{schema}.{RATES}"
+        self.rates = r
+        self.steps: dict[int, list[str]] = {
+            # -- version 2: unique tasks, progress, rate limits ----------------------------
+            2: [
+                f"ALTER TABLE {t} ADD COLUMN unique_key text",
+                f"ALTER TABLE {t} ADD COLUMN progress bytea",  # msgpack [done, total, note]
+                f"CREATE UNIQUE INDEX tasks_unique ON {t} (task_name, unique_key) "
+                "WHERE unique_key IS NOT NULL AND status IN ('new', 'process')",
+                f"CREATE INDEX tasks_named ON {t} (task_name, priority, seq) "
+                "WHERE status = 'new' AND eta = 0",
+                f"CREATE TABLE {r} (task_name text PRIMARY KEY, next_at float8 NOT NULL)",
+                f"CREATE INDEX tasks_seq ON {t} (seq)",  # the dashboard's keyset pages
+            ],
+            # -- end of version 2 ----------------------------------------------------------
         }
         self.set_version = f"UPDATE {m} SET value = $1 WHERE key = 'schema_version'"
+        # A unique task: inserted unless one of its name and key is new or process (the
+        # partial unique index decides, atomically across hosts); then None.
+        self.put_unique = f"""
+            WITH put AS (
+                INSERT INTO {t} (uuid, task_name, lane, status, priority, eta, retry,
+                    created_at, updated_at, started_at, finished_at, args, unique_key)
+                VALUES ($1, $2, $3, 'new', $4, $5, 0, $6, $6, 0, 0, $7, $8)
+                ON CONFLICT (task_name, unique_key)
+                    WHERE unique_key IS NOT NULL AND status IN ('new', 'process')
+                DO NOTHING
+                RETURNING uuid
+            )
+            SELECT (SELECT uuid FROM put), pg_notify($9, 'n')"""
+        self.unique_holder = (
+            f"SELECT {COLUMNS} FROM {t} WHERE task_name = $1 AND unique_key = $2 "
+            "AND status IN ('new', 'process')"
+        )
+        self.save_progress = (
+            f"UPDATE {t} AS old SET progress = x.p FROM unnest($1::uuid[], $2::bytea[]) "
+            "AS x(u, p) WHERE old.uuid = x.u AND old.status = 'process'"
+        )
+        # A rate-limited task's turn: granted (the new next_at returned) if it has come
+        # at $2; the row lock makes two hosts asking at once take turns.
+        self.rate_turn = f"""
+            INSERT INTO {r} AS r (task_name, next_at) VALUES ($1, $2::float8 + $3::float8)
+            ON CONFLICT (task_name) DO UPDATE
+                SET next_at = greatest(r.next_at, $2::float8) + $3::float8
+                WHERE r.next_at <= $2::float8
+            RETURNING next_at"""
+        self.rate_next = f"SELECT next_at FROM {r} WHERE task_name = $1"
+        self.named_waiting = (
+            f"SELECT exists(SELECT 1 FROM {t} WHERE task_name = $1 AND lane = $2 "
+            "AND status = 'new' AND eta = 0)"
+        )
         # New tasks (their uuid is new: ON CONFLICT only meets a put tried again after its
         # reply was lost, which then changes nothing). The NOTIFY rides in the same
         # statement: sent at commit, never before. Seven arrays, not eleven: encoding
@@ -124,12 +177,14 @@ class Statements:
             WITH done AS (
                 UPDATE {t} AS old SET status = x.s, retry = x.r, updated_at = x.up,
                     started_at = x.st, finished_at = x.f, result = x.res, traceback = x.tb,
-                    lease_owner = NULL, lease_until = NULL
+                    lease_owner = NULL, lease_until = NULL,
+                    progress = coalesce(x.pr, old.progress)
                 FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::float8[], $5::float8[],
-                            $6::float8[], $7::bytea[], $8::text[]) AS x(u, s, r, up, st, f, res, tb)
+                            $6::float8[], $7::bytea[], $8::text[], $9::bytea[])
+                    AS x(u, s, r, up, st, f, res, tb, pr)
                 WHERE old.uuid = x.u
             )
-            SELECT pg_notify($9, 'f')"""
+            SELECT pg_notify($10, 'f')"""
         # ctid: the row version the subquery locked; no index on seq needed to find it.
         self.take = f"""
             UPDATE {t} AS old SET status = 'process', lease_owner = $1,
@@ -138,6 +193,24 @@ class Statements:
                   ORDER BY priority, seq LIMIT $4 FOR UPDATE SKIP LOCKED) AS picked
             WHERE old.ctid = picked.ctid
             RETURNING {", ".join("old." + c.strip() for c in COLUMNS.split(","))}"""
+        # The same, for a lane with rate-limited tasks: one of them ($5), or the others
+        # of the lane ($6: the names to leave out).
+        returning = ", ".join("old." + c.strip() for c in COLUMNS.split(","))
+        self.take_named = f"""
+            UPDATE {t} AS old SET status = 'process', lease_owner = $1,
+                lease_until = {SERVER_NOW} + $2
+            FROM (SELECT ctid FROM {t} WHERE task_name = $5 AND lane = $3 AND status = 'new'
+                  AND eta = 0 ORDER BY priority, seq LIMIT $4 FOR UPDATE SKIP LOCKED) AS picked
+            WHERE old.ctid = picked.ctid
+            RETURNING {returning}"""
+        self.take_others = f"""
+            UPDATE {t} AS old SET status = 'process', lease_owner = $1,
+                lease_until = {SERVER_NOW} + $2
+            FROM (SELECT ctid FROM {t} WHERE lane = $3 AND status = 'new' AND eta = 0
+                  AND task_name <> ALL($5::text[])
+                  ORDER BY priority, seq LIMIT $4 FOR UPDATE SKIP LOCKED) AS picked
+            WHERE old.ctid = picked.ctid
+            RETURNING {returning}"""
         # Delayed tasks now due join the ready ones, keeping their arrival order; the
         # earliest ETA of those left (the snapshot still shows the due ones delayed).
         self.promote = f"""
@@ -196,7 +269,7 @@ class Statements:
 def record_from_row(row: Any) -> TaskRecord:
     """A `TaskRecord` from a row of `COLUMNS`. Raises what decoding the values raises."""
     (seq, uuid, name, lane, status, priority, eta, retry, created, updated, started,
-     finished, args_blob, returning, traceback) = row  # fmt: skip
+     finished, args_blob, returning, traceback, unique_key, progress) = row  # fmt: skip
     args, kwargs = decode_call(args_blob)
     record = TaskRecord(UUID(bytes=uuid.bytes), name, lane, priority, args, kwargs, created)
     record.seq = seq
@@ -208,4 +281,7 @@ def record_from_row(row: Any) -> TaskRecord:
     record.finished_at = finished
     record.returning = decode_value(returning)
     record.traceback = traceback
+    record.unique_key = unique_key
+    if progress is not None:
+        record.progress = decode_progress(progress)
     return record

@@ -8,9 +8,12 @@ a short index walk whatever the table holds:
     tasks_delayed   (lane, eta)            status 'new', eta > 0 -> take(), next_eta()
     tasks_leased    (lease_owner)          status 'process'      -> renew, reclaim
     tasks_finished  (finished_at)          finished statuses     -> retention
+    tasks_unique    UNIQUE (task_name, unique_key)  key given, new/process -> put_unique()
+    tasks_named     (task_name, priority, seq)      status 'new', eta 0 -> rate-limited take()
 
 `PRAGMA user_version` holds `SCHEMA_VERSION`: a later version upgrades in place
-from the number it finds; a file from a newer version is refused, not mangled.
+from the number it finds (`_STEPS`: each step only adds, with defaults); a file
+from a newer version is refused, not mangled.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import sqlite3
 from typing import Any
 from uuid import UUID
 
+import msgpack
+
 from ..errors import QTasksError
 from ..task import TaskRecord, TaskStatus
 from ._sqlite_codec import decode_call, decode_value
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE tasks (
@@ -53,22 +58,40 @@ CREATE INDEX tasks_finished ON tasks (finished_at)
     WHERE status IN ('success', 'error', 'cancel');
 """
 
+# Upgrades, by the version they lead to. Each one only adds (columns with defaults,
+# tables, indexes), so a file upgrades in place, in one transaction, from any version.
+_STEPS: dict[int, list[str]] = {
+    # -- version 2: unique tasks, progress, rate limits ------------------------------------
+    2: [
+        "ALTER TABLE tasks ADD COLUMN unique_key TEXT",
+        "ALTER TABLE tasks ADD COLUMN progress BLOB",  # msgpack [done, total, note]
+        "CREATE UNIQUE INDEX tasks_unique ON tasks (task_name, unique_key) "
+        "WHERE unique_key IS NOT NULL AND status IN ('new', 'process')",
+        "CREATE INDEX tasks_named ON tasks (task_name, priority, seq) "
+        "WHERE status = 'new' AND eta = 0",
+        # per rate-limited task: the earliest time (time.time()) its next task may start
+        "CREATE TABLE rate_limits (task_name TEXT PRIMARY KEY, next_at REAL NOT NULL)",
+    ],
+    # -- end of version 2 ------------------------------------------------------------------
+}
+
 FINISHED_SQL = "status IN ('success', 'error', 'cancel')"  # matches tasks_finished's WHERE
 
 COLUMNS = (
     "seq, uuid, task_name, lane, status, priority, eta, retry, created_at, updated_at, "
-    "started_at, finished_at, args, result, traceback"
+    "started_at, finished_at, args, result, traceback, unique_key, progress"
 )
 
 INSERT = (
     "INSERT OR REPLACE INTO tasks (uuid, task_name, lane, status, priority, eta, retry, "
-    "created_at, updated_at, started_at, finished_at, args, result, traceback) "
-    "VALUES (?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, 0, ?, NULL, ?)"
+    "created_at, updated_at, started_at, finished_at, args, result, traceback, unique_key) "
+    "VALUES (?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, 0, ?, NULL, ?, ?)"
 )
 
 FINISH = (
     "UPDATE tasks SET status = ?, retry = ?, updated_at = ?, started_at = ?, finished_at = ?, "
-    "result = ?, traceback = ?, lease_owner = NULL, lease_until = NULL WHERE uuid = ?"
+    "result = ?, traceback = ?, lease_owner = NULL, lease_until = NULL, "
+    "progress = coalesce(?, progress) WHERE uuid = ?"
 )
 
 
@@ -120,6 +143,11 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            version = 1
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _STEPS[step]:
+                conn.execute(statement)
+        if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -130,7 +158,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
 def record_from_row(row: tuple[Any, ...]) -> TaskRecord:
     """A `TaskRecord` from a row of `COLUMNS`. Raises what decoding the values raises."""
     (seq, uuid, name, lane, status, priority, eta, retry, created, updated, started,
-     finished, args_blob, returning, traceback) = row  # fmt: skip
+     finished, args_blob, returning, traceback, unique_key, progress) = row  # fmt: skip
     args, kwargs = decode_call(args_blob)
     record = TaskRecord(UUID(bytes=uuid), name, lane, priority, args, kwargs, created)
     record.seq = seq
@@ -142,4 +170,17 @@ def record_from_row(row: tuple[Any, ...]) -> TaskRecord:
     record.finished_at = finished
     record.returning = decode_value(returning)
     record.traceback = traceback
+    record.unique_key = unique_key
+    if progress is not None:
+        record.progress = decode_progress(progress)
     return record
+
+
+def encode_progress(progress: tuple[float, float | None, str | None]) -> bytes:
+    data: bytes = msgpack.packb(list(progress))
+    return data
+
+
+def decode_progress(data: bytes) -> tuple[float, float | None, str | None]:
+    done, total, note = msgpack.unpackb(data)
+    return done, total, note

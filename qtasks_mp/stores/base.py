@@ -8,8 +8,10 @@ async so that a durable store can do its I/O off the loop.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from uuid import UUID
 
 from ..config import QueueConfig
@@ -56,3 +58,76 @@ class Store(ABC):
     @abstractmethod
     async def drop_queued(self) -> int:
         """Forget the tasks that have not started (a memory store's fate at shutdown)."""
+
+    # ---------------------------------------------------------------- unique, rate, progress
+    # Not abstract: a store of one's own works without them until a task uses them.
+
+    async def put_unique(self, record: TaskRecord) -> TaskRecord | None:
+        """Accept the new task `record` unless a task of the same name and
+        `record.unique_key` is new or process; then accept nothing and return that
+        task's record. Atomic: of two processes racing on one key, one adds the task."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not keep unique tasks (unique_key=, unique=True); "
+            "use the memory, SQLite or PostgreSQL store"
+        )
+
+    def limit_rate(self, task_name: str, lane: str, interval_s: float) -> None:
+        """Start `task_name`'s tasks (of `lane`) at least `interval_s` apart from now on.
+
+        `take` then hands out at most one of them per `interval_s`, and leaves the rest
+        waiting in the store; a shared store keeps the next allowed start in the store,
+        so the limit holds across every process using it. Called by the app for each
+        task with `rate_limit=` when it routes it (at start)."""
+        rates: dict[str, dict[str, float]] = self.__dict__.setdefault("_rate_limits", {})
+        rates.setdefault(lane, {})[task_name] = interval_s
+
+    def rate_limits(self, lane: str) -> Mapping[str, float]:
+        """The rate-limited tasks of `lane`: task name -> seconds between starts."""
+        rates: dict[str, dict[str, float]] = self.__dict__.get("_rate_limits", {})
+        return rates.get(lane, _NONE)
+
+    async def save_progress(self, records: list[TaskRecord]) -> None:
+        """Keep the `progress` of these running tasks, so that `get` (in any process)
+        shows it. Called at most a few times a second, with the records whose progress
+        changed since (the latest value wins). The memory store's records are the
+        running ones: nothing to do."""
+
+
+_NONE: Mapping[str, float] = {}
+
+
+class TurnTimer:
+    """One loop timer that calls `wake` at the earliest time asked for: when the next
+    rate-limited task may start (`at`), so the app takes it then. Not polling: set only
+    while such a task waits, and once per turn."""
+
+    def __init__(self) -> None:
+        self.wake: Callable[[], None] = _nothing
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = 0.0
+
+    def at(self, when: float, now: float) -> None:
+        """Wake at `when` (a `time.time()`, as the `now` given to `take`) unless a wake
+        comes sooner. Counted from the clock, not from `now`: `take` may have spent a
+        while in the store since `now` was read, and every millisecond late is a
+        millisecond lost to the rate."""
+        if self._handle is not None:
+            if self._at <= when:
+                return
+            self._handle.cancel()
+        self._at = when
+        delay = max(0.0, when - max(now, time.time()))
+        self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self.wake()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+def _nothing() -> None:
+    pass

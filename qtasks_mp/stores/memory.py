@@ -4,6 +4,12 @@ Queued tasks live in one heap per lane, ordered by (priority, arrival); delayed 
 in a second heap per lane ordered by ETA, moved to the ready heap when due. Finished
 tasks stay in a dict for `get()` and are dropped oldest-first past the retention
 bounds; the bookkeeping is O(1) per task, so the store stays flat under any load.
+
+Rate-limited tasks (`limit_rate`) that `take` meets before their turn move to a heap
+of their own per task name and wait there; `take` hands out one each time the next
+allowed start (kept per task name) has come, and sets one loop timer to wake the app
+then. Unique tasks are found by (task name, key) in a dict, entries dropped as their
+task finishes.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from uuid import UUID
 
 from ..config import QueueConfig
 from ..task import TaskRecord, TaskStatus
-from .base import Store
+from .base import Store, TurnTimer
+
+_UNFINISHED = (TaskStatus.NEW, TaskStatus.PROCESS)
 
 
 class MemoryStore(Store):
@@ -30,9 +38,21 @@ class MemoryStore(Store):
         self._finished: deque[TaskRecord] = deque()
         self._seq = count()
         self._config = QueueConfig()
+        # unique tasks: (task name, key) -> the record added last with that key
+        self._unique: dict[tuple[str, str], TaskRecord] = {}
+        # rate limits: lane -> {task name: seconds between starts}; per task name, the
+        # next allowed start and the tasks that wait for it
+        self._limited: dict[str, dict[str, float]] = {}
+        self._next_at: dict[str, float] = {}
+        self._held: dict[str, list[tuple[int, int, TaskRecord]]] = {}
+        self._turns = TurnTimer()
 
     async def open(self, config: QueueConfig, wake: Callable[[], None]) -> None:
         self._config = config
+        self._turns.wake = wake
+
+    async def close(self) -> None:
+        self._turns.cancel()
 
     async def put(self, record: TaskRecord) -> None:
         record.seq = seq = next(self._seq)
@@ -42,7 +62,23 @@ class MemoryStore(Store):
         else:
             heapq.heappush(self._ready.setdefault(record.lane, []), (record.priority, seq, record))
 
+    async def put_unique(self, record: TaskRecord) -> TaskRecord | None:
+        assert record.unique_key is not None
+        key = (record.task_name, record.unique_key)
+        found = self._unique.get(key)
+        if found is not None and found.status in _UNFINISHED:
+            return found
+        self._unique[key] = record
+        await self.put(record)
+        return None
+
+    def limit_rate(self, task_name: str, lane: str, interval_s: float) -> None:
+        super().limit_rate(task_name, lane, interval_s)
+        self._limited.setdefault(lane, {})[task_name] = interval_s
+
     async def take(self, lane: str, limit: int, now: float) -> list[TaskRecord]:
+        if self._limited and lane in self._limited:
+            return self._take_limited(lane, limit, now, self._limited[lane])
         ready = self._ready.get(lane)
         delayed = self._delayed.get(lane)
         if delayed:
@@ -62,11 +98,50 @@ class MemoryStore(Store):
             out.append(rec)
         return out
 
+    def _take_limited(
+        self, lane: str, limit: int, now: float, limits: dict[str, float]
+    ) -> list[TaskRecord]:
+        """`take` for a lane with rate-limited tasks: at most one of each per turn."""
+        ready = self._ready.setdefault(lane, [])
+        delayed = self._delayed.get(lane)
+        while delayed and delayed[0][0] <= now:
+            _, seq, rec = heapq.heappop(delayed)
+            rec.eta = 0.0
+            heapq.heappush(ready, (rec.priority, seq, rec))
+        out: list[TaskRecord] = []
+        next_at, held = self._next_at, self._held
+        for name, interval_s in limits.items():  # those already waiting for their turn
+            heap = held.get(name)
+            if heap and len(out) < limit and next_at.get(name, 0.0) <= now:
+                rec = heapq.heappop(heap)[2]
+                rec.status = TaskStatus.PROCESS
+                out.append(rec)
+                next_at[name] = max(next_at.get(name, 0.0), now) + interval_s
+        while ready and len(out) < limit:
+            item = heapq.heappop(ready)
+            rec = item[2]
+            interval = limits.get(rec.task_name)
+            if interval is not None:
+                if next_at.get(rec.task_name, 0.0) > now:  # not its turn: wait aside
+                    heapq.heappush(held.setdefault(rec.task_name, []), item)
+                    continue
+                next_at[rec.task_name] = max(next_at.get(rec.task_name, 0.0), now) + interval
+            rec.status = TaskStatus.PROCESS
+            out.append(rec)
+        turns = [next_at[name] for name in limits if held.get(name)]
+        if turns:  # wake the app when the first of them may start
+            self._turns.at(min(turns), now)
+        return out
+
     async def next_eta(self, lane: str) -> float | None:
         delayed = self._delayed.get(lane)
         return delayed[0][0] if delayed else None
 
     async def finish(self, record: TaskRecord) -> None:
+        if record.unique_key is not None:
+            key = (record.task_name, record.unique_key)
+            if self._unique.get(key) is record:
+                del self._unique[key]
         self._finished.append(record)
         self._trim(record.finished_at)
 
@@ -88,7 +163,7 @@ class MemoryStore(Store):
 
     async def drop_queued(self) -> int:
         dropped = 0
-        for heaps in (self._ready, self._delayed):
+        for heaps in (self._ready, self._delayed, self._held):
             for heap in heaps.values():
                 for item in heap:
                     rec = item[2]

@@ -75,8 +75,8 @@ from ._postgres_schema import (
     record_from_row,
 )
 from ._sqlite_codec import EncodeError, encode_call, encode_value
-from ._sqlite_schema import StoreError
-from .base import Store
+from ._sqlite_schema import StoreError, encode_progress
+from .base import Store, TurnTimer
 
 try:
     import asyncpg
@@ -333,6 +333,7 @@ class PostgresStore(Store):
         self._upkeep: asyncio.Task[None] | None = None
         self._config = QueueConfig()
         self._wake: Callable[[], None] = _nothing
+        self._turns = TurnTimer()  # wakes the app when a rate-limited task may start
         self._wake_soon = False
         self._own_pids: set[int] = set()
         self._held: set[UUID] = set()
@@ -362,7 +363,7 @@ class PostgresStore(Store):
         database, authentication, no CREATE privilege, a newer schema).
         """
         self._config = config
-        self._wake = wake
+        self._wake = self._turns.wake = wake
         opening = self._opening
         if opening is not None:
             # Concurrent first calls (a gather of add_task) all open: one connection
@@ -480,8 +481,8 @@ class PostgresStore(Store):
                     log.info("task store %s: created its tables in schema %r", self, schema)
                     version = 1
                 if version < SCHEMA_VERSION:
-                    for step in range(version, SCHEMA_VERSION):
-                        for statement in sql.upgrades[step]:
+                    for step in range(version + 1, SCHEMA_VERSION + 1):
+                        for statement in sql.steps[step]:
                             await conn.execute(statement)
                     await conn.execute(sql.set_version, str(SCHEMA_VERSION))
         finally:
@@ -576,6 +577,7 @@ class PostgresStore(Store):
         if self._opening is not None and not self._opening.done():
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._opening)
+        self._turns.cancel()
         if self._pool is None:
             return
         upkeep, self._upkeep = self._upkeep, None
@@ -714,6 +716,54 @@ class PostgresStore(Store):
                 known = self._etas[record.lane]
                 self._etas[record.lane] = record.eta if known is None else min(known, record.eta)
 
+    async def put_unique(self, record: TaskRecord) -> TaskRecord | None:
+        sql = self._statements()
+        try:
+            args = encode_call(record.args, record.kwargs)
+        except EncodeError as e:
+            raise SerializationError(
+                f"task {record.task_name!r} cannot be stored in {self}: {e}. Pass plain data "
+                "(numbers, strings, bytes, lists, dicts) or picklable objects"
+            ) from e
+
+        async def run(conn: Any) -> Any:
+            while True:
+                added, _ = await conn.fetchrow(
+                    sql.put_unique,
+                    record.uuid,
+                    record.task_name,
+                    record.lane,
+                    record.priority,
+                    record.eta,
+                    record.created_at,
+                    args,
+                    record.unique_key,
+                    self.channel,
+                )
+                if added is not None:
+                    return None
+                holder = await conn.fetchrow(sql.unique_holder, record.task_name, record.unique_key)
+                if holder is not None:
+                    return holder
+                # the holder finished between the two statements: try again
+
+        holder = await self._call(run)
+        if holder is None or holder[1] == record.uuid:  # ours: a try again after a lost reply
+            record.status = TaskStatus.NEW
+            return None
+        return record_from_row(holder)
+
+    async def save_progress(self, records: list[TaskRecord]) -> None:
+        sql = self._statements()
+        uuids = [r.uuid for r in records if r.progress is not None]
+        blobs = [encode_progress(r.progress) for r in records if r.progress is not None]
+
+        async def run(conn: Any) -> None:
+            await conn.execute(sql.save_progress, uuids, blobs)
+
+        if uuids:
+            await self._call(run, outcome=True)
+
     async def _put_back(self, sql: Statements, record: TaskRecord, args: bytes) -> None:
         payload = "d" if record.eta > 0 else "n"
 
@@ -780,6 +830,9 @@ class PostgresStore(Store):
         promote = eta is not None and eta <= now  # due, or unknown
         gen = self._eta_gen
 
+        limits = dict(self.rate_limits(lane))
+        turns: list[float] = []
+
         async def run(conn: Any) -> list[Any]:
             if promote:
                 earliest = await conn.fetchval(sql.promote, lane, now)
@@ -787,10 +840,15 @@ class PostgresStore(Store):
                     self._etas[lane] = earliest
                 else:
                     self._etas.pop(lane, None)
+            if limits:
+                turns.clear()
+                return await self._take_limited(conn, sql, lane, limit, now, limits, turns)
             rows: list[Any] = await conn.fetch(sql.take, self.owner, self.lease_s, lane, limit)
             return rows
 
         rows = await self._call(run)
+        if turns:  # wake the app when the next rate-limited task may start
+            self._turns.at(min(turns), now)
         if not rows:
             return []
         rows.sort(key=lambda r: (r[5], r[0]))  # (priority, seq): RETURNING has no order
@@ -819,6 +877,50 @@ class PostgresStore(Store):
 
             await self._call(fail)
         return out
+
+    async def _take_limited(
+        self,
+        conn: Any,
+        sql: Statements,
+        lane: str,
+        limit: int,
+        now: float,
+        limits: dict[str, float],
+        turns: list[float],
+    ) -> list[Any]:
+        """`take` for a lane with rate-limited tasks: one of each whose turn has come
+        (granted by `qtasks_mp_rates`, shared by every host), then the others. The
+        turns of those left waiting go to `turns`."""
+        rows: list[Any] = []
+        for name, interval_s in limits.items():
+            if len(rows) >= limit:
+                break
+            if not await conn.fetchval(sql.named_waiting, name, lane):
+                continue
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                turn = await conn.fetchval(sql.rate_turn, name, now, interval_s)
+                got = []
+                if turn is not None:
+                    got = await conn.fetch(sql.take_named, self.owner, self.lease_s, lane, 1, name)
+                if got:
+                    await tx.commit()
+                else:  # not its turn, or another host took the task: the turn stays
+                    await tx.rollback()
+            except BaseException:
+                await tx.rollback()
+                raise
+            rows += got
+            if not got:
+                turn = await conn.fetchval(sql.rate_next, name)
+            if turn is not None and (not got or await conn.fetchval(sql.named_waiting, name, lane)):
+                turns.append(turn)
+        if len(rows) < limit:
+            rows += await conn.fetch(
+                sql.take_others, self.owner, self.lease_s, lane, limit - len(rows), list(limits)
+            )
+        return rows
 
     async def next_eta(self, lane: str) -> float | None:
         sql = self._statements()
@@ -859,6 +961,7 @@ class PostgresStore(Store):
                     record.finished_at or time.time(),
                     returning,
                     record.traceback,
+                    None if record.progress is None else encode_progress(record.progress),
                 )
             )
         finally:
@@ -1048,11 +1151,12 @@ class PostgresStore(Store):
     async def list_tasks(
         self, status: str | None, task_name: str | None, limit: int
     ) -> list[tuple[Any, ...]]:
-        """Raw rows (uuid bytes, task_name, status, retry, updated_at, traceback), newest
-        first: the same shape as `SQLiteStore.list_tasks`."""
+        """Raw rows (uuid bytes, task_name, status, retry, updated_at, traceback,
+        progress), newest first: the same shape as `SQLiteStore.list_tasks`."""
         sql = self._statements()
         query = (
-            f"SELECT uuid, task_name, status, retry, updated_at, traceback FROM {sql.tasks} "
+            "SELECT uuid, task_name, status, retry, updated_at, traceback, progress "
+            f"FROM {sql.tasks} "
             "WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR task_name = $2) "
             "ORDER BY updated_at DESC LIMIT $3"
         )

@@ -33,8 +33,15 @@ from ..errors import SerializationError
 from ..task import TaskRecord, TaskStatus
 from ._sqlite_codec import EncodeError, encode_call, encode_value
 from ._sqlite_engine import FINISH_OP, PUT, READ, STOP, WRITE, Engine, Op
-from ._sqlite_schema import COLUMNS, StoreError, StoreLocked, record_from_row
-from .base import Store
+from ._sqlite_schema import (
+    COLUMNS,
+    INSERT,
+    StoreError,
+    StoreLocked,
+    encode_progress,
+    record_from_row,
+)
+from .base import Store, TurnTimer
 
 __all__ = ["SQLiteStore", "StoreError", "StoreLocked"]
 
@@ -78,6 +85,7 @@ class SQLiteStore(Store):
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: Callable[[], None] = _nothing
+        self._turns = TurnTimer()  # wakes the app when a rate-limited task may start
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -96,7 +104,7 @@ class SQLiteStore(Store):
         schema) or `StoreLocked`.
         """
         self._loop = asyncio.get_running_loop()
-        self._wake = wake
+        self._wake = self._turns.wake = wake
         if self._engine is not None and self._engine.is_alive():
             self._engine.config = config
             # Concurrent first calls (a gather of add_task) all open: one engine, and
@@ -129,6 +137,7 @@ class SQLiteStore(Store):
                 loop.call_soon_threadsafe(self._wake)
 
     async def close(self) -> None:
+        self._turns.cancel()
         engine, self._engine = self._engine, None
         if engine is not None and engine.is_alive():
             engine.queue.put(STOP)
@@ -157,7 +166,8 @@ class SQLiteStore(Store):
         result: T = await self._submit(WRITE, fn)
         return result
 
-    async def put(self, record: TaskRecord) -> None:
+    def _row(self, record: TaskRecord) -> tuple[Any, ...]:
+        """The parameters of `INSERT` for `record`."""
         try:
             args = encode_call(record.args, record.kwargs)
         except EncodeError as e:
@@ -165,33 +175,74 @@ class SQLiteStore(Store):
                 f"task {record.task_name!r} cannot be stored in {self.path!r}: {e}. Pass "
                 "plain data (numbers, strings, bytes, lists, dicts) or picklable objects"
             ) from e
-        await self._submit(
-            PUT,
-            (
-                record.uuid.bytes,
-                record.task_name,
-                record.lane,
-                record.priority,
-                record.eta,
-                record.retry,
-                record.created_at,
-                record.updated_at,
-                record.started_at,
-                args,
-                record.traceback,
-            ),
+        return (
+            record.uuid.bytes,
+            record.task_name,
+            record.lane,
+            record.priority,
+            record.eta,
+            record.retry,
+            record.created_at,
+            record.updated_at,
+            record.started_at,
+            args,
+            record.traceback,
+            record.unique_key,
         )
+
+    async def put(self, record: TaskRecord) -> None:
+        await self._submit(PUT, self._row(record))
         record.status = TaskStatus.NEW
+
+    async def put_unique(self, record: TaskRecord) -> TaskRecord | None:
+        row = self._row(record)
+
+        def run(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            # In the engine's write transaction (BEGIN IMMEDIATE): no other process
+            # writes between this look and the insert. tasks_unique backs it up.
+            found: tuple[Any, ...] | None = conn.execute(
+                f"SELECT {COLUMNS} FROM tasks WHERE task_name = ? AND unique_key = ? "
+                "AND status IN ('new', 'process')",
+                (record.task_name, record.unique_key),
+            ).fetchone()
+            if found is None:
+                conn.execute(INSERT, row)
+            return found
+
+        found = await self._write(run)
+        if found is None:
+            record.status = TaskStatus.NEW
+            return None
+        return record_from_row(found)
+
+    async def save_progress(self, records: list[TaskRecord]) -> None:
+        rows = [(encode_progress(r.progress), r.uuid.bytes) for r in records if r.progress]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE tasks SET progress = ? WHERE uuid = ? AND status = 'process'", rows
+            )
+
+        if rows:
+            await self._write(run)
 
     async def take(self, lane: str, limit: int, now: float) -> list[TaskRecord]:
         if limit <= 0:
             return []
         engine = self._engine
         assert engine is not None
-        records: list[TaskRecord] = await self._submit(
+        limits = self.rate_limits(lane)
+        if limits:
+            records, turn = await self._submit(
+                WRITE, partial(_take_limited, engine, lane, limit, now, dict(limits))
+            )
+            if turn is not None:  # wake the app when the next of them may start
+                self._turns.at(turn, now)
+            return records  # type: ignore[no-any-return]
+        records_: list[TaskRecord] = await self._submit(
             WRITE, partial(_take, engine, lane, limit, now)
         )
-        return records
+        return records_
 
     async def next_eta(self, lane: str) -> float | None:
         def run(conn: sqlite3.Connection) -> float | None:
@@ -226,6 +277,7 @@ class SQLiteStore(Store):
                 record.finished_at or time.time(),
                 returning,
                 record.traceback,
+                None if record.progress is None else encode_progress(record.progress),
                 record.uuid.bytes,
             ),
         )
@@ -287,7 +339,8 @@ class SQLiteStore(Store):
     async def list_tasks(
         self, status: str | None, task_name: str | None, limit: int
     ) -> list[tuple[Any, ...]]:
-        """Raw rows (uuid, task_name, status, retry, updated_at, traceback), newest first."""
+        """Raw rows (uuid, task_name, status, retry, updated_at, traceback, progress:
+        encoded, see `decode_progress`), newest first."""
 
         def run(conn: sqlite3.Connection) -> list[Any]:
             where, params = [], []
@@ -297,7 +350,9 @@ class SQLiteStore(Store):
             if task_name is not None:
                 where.append("task_name = ?")
                 params.append(task_name)
-            sql = "SELECT uuid, task_name, status, retry, updated_at, traceback FROM tasks"
+            sql = (
+                "SELECT uuid, task_name, status, retry, updated_at, traceback, progress FROM tasks"
+            )
             if where:
                 sql += " WHERE " + " AND ".join(where)
             return conn.execute(
@@ -340,6 +395,59 @@ def _take(
         "ORDER BY priority, seq LIMIT ?",
         (lane, limit),
     ).fetchall()
+    return _lease(engine, rows, now, conn)
+
+
+def _take_limited(
+    engine: Engine,
+    lane: str,
+    limit: int,
+    now: float,
+    limits: dict[str, float],
+    conn: sqlite3.Connection,
+) -> tuple[list[TaskRecord], float | None]:
+    """`_take` for a lane with rate-limited tasks: at most one of each, when its turn
+    (`rate_limits.next_at`, shared by every process on the file) has come; the others
+    of the lane as usual. Also returns the earliest turn of those left waiting."""
+    conn.execute(
+        "UPDATE tasks SET eta = 0 WHERE lane = ? AND status = 'new' AND eta > 0 AND eta <= ?",
+        (lane, now),
+    )
+    rows: list[Any] = []
+    turn: float | None = None
+    for name, interval_s in limits.items():
+        found = conn.execute("SELECT next_at FROM rate_limits WHERE task_name = ?", (name,))
+        at = (found.fetchone() or (0.0,))[0]
+        waiting = conn.execute(
+            f"SELECT {COLUMNS} FROM tasks WHERE task_name = ? AND lane = ? AND status = 'new' "
+            "AND eta = 0 ORDER BY priority, seq LIMIT 2",
+            (name, lane),
+        ).fetchall()
+        if not waiting:
+            continue
+        if at <= now and len(rows) < limit:
+            rows.append(waiting.pop(0))
+            at = max(at, now) + interval_s
+            conn.execute(
+                "INSERT INTO rate_limits VALUES (?, ?) "
+                "ON CONFLICT (task_name) DO UPDATE SET next_at = excluded.next_at",
+                (name, at),
+            )
+        if waiting:
+            turn = at if turn is None else min(turn, at)
+    marks = ", ".join("?" * len(limits))
+    rows += conn.execute(
+        f"SELECT {COLUMNS} FROM tasks WHERE lane = ? AND status = 'new' AND eta = 0 "
+        f"AND task_name NOT IN ({marks}) ORDER BY priority, seq LIMIT ?",
+        (lane, *limits, limit - len(rows)),
+    ).fetchall()
+    return _lease(engine, rows, now, conn), turn
+
+
+def _lease(
+    engine: Engine, rows: list[Any], now: float, conn: sqlite3.Connection
+) -> list[TaskRecord]:
+    """Mark `rows` process, leased to this store; those that cannot be decoded, error."""
     if not rows:
         return []
     out: list[TaskRecord] = []

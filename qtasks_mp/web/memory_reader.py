@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..stats import format_progress
 from .records import Filter, Page, long_repr, short_repr, with_timings
 
 
@@ -33,6 +34,7 @@ def _record_dict(r: Any) -> dict[str, Any]:
         "eta": r.eta,
         "args": short_repr(r.args, r.kwargs),
         "error": tb.strip().splitlines()[-1] if tb else "",
+        "progress": format_progress(r.progress) if r.progress is not None else "",
     }
 
 

@@ -68,16 +68,19 @@ class Overview:
 #: SQL stores); a task's page adds `result`.
 ROW = (
     "seq, uuid, task_name, lane, status, priority, retry, created_at, updated_at, "
-    "started_at, finished_at, eta, args, traceback"
+    "started_at, finished_at, eta, args, traceback, progress"
 )
 
 
 def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A listed task from a row of `ROW` (`uuid` as 16 bytes, `args` as stored)."""
+    """A listed task from a row of `ROW` (`uuid` as 16 bytes, `args` and `progress` as
+    stored)."""
+    from ..stats import format_progress
     from ..stores._sqlite_codec import decode_call
+    from ..stores._sqlite_schema import decode_progress
 
     (seq, uuid, name, lane, status, priority, retry, created, updated, started, finished,
-     eta, args_blob, tb) = row  # fmt: skip
+     eta, args_blob, tb, progress) = row  # fmt: skip
     try:
         args, kwargs = decode_call(args_blob)
         shown = short_repr(args, kwargs)
@@ -98,6 +101,7 @@ def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
         "eta": eta,
         "args": shown,
         "error": (tb or "").strip().splitlines()[-1] if tb else "",
+        "progress": format_progress(decode_progress(progress)) if progress is not None else "",
     }
 
 
@@ -113,7 +117,7 @@ def detail_from_row(row: tuple[Any, ...]) -> dict[str, Any]:
     except Exception as e:
         detail["args_full"] = detail["kwargs_full"] = f"<cannot decode here: {e!r}>"
     try:
-        detail["result"] = long_repr(decode_value(row[14]))
+        detail["result"] = long_repr(decode_value(row[15]))
     except Exception as e:
         detail["result"] = f"<cannot decode here: {e!r}>"
     detail["traceback"] = row[13]
@@ -129,9 +133,7 @@ def with_timings(d: dict[str, Any]) -> dict[str, Any]:
     d["attempts"] = d["retry"] + (1 if started else 0)
     d["wait_s"] = max(0.0, started - (d["eta"] or d["created_at"])) if started else None
     d["run_s"] = finished - started if started and finished else None
-    # Issue 13 (progress) will add d["progress"] = (done, total, note) here; the task
-    # page has its place ready (see templates/task.html, block "progress").
-    d["progress"] = None
+    d.setdefault("progress", "")  # done/total (percent) note, as format_progress writes it
     return d
 
 

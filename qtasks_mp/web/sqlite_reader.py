@@ -41,6 +41,16 @@ class SQLiteReader:
         self.path = os.path.abspath(path)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="qtasks-mp-web")
         self._conn: sqlite3.Connection | None = None
+        self._has_progress = False
+
+    def _row(self, c: sqlite3.Connection) -> str:
+        """The columns of a row; a file of schema version 1 (before progress) gives NULL
+        for progress until a store of this version upgrades it."""
+        if self._has_progress:
+            return ROW
+        columns = {r[1] for r in c.execute("PRAGMA table_info(tasks)")}
+        self._has_progress = "progress" in columns
+        return ROW if self._has_progress else ROW.replace(", progress", ", NULL")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -124,7 +134,7 @@ class SQLiteReader:
                 top = (c.execute("SELECT max(seq) FROM tasks").fetchone()[0] or 0) + 1
             if not where:  # no filter: one index walk
                 rows = c.execute(
-                    f"SELECT {ROW} FROM tasks WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                    f"SELECT {self._row(c)} FROM tasks WHERE seq < ? ORDER BY seq DESC LIMIT ?",
                     (top, limit + 1),
                 ).fetchall()
                 more = len(rows) > limit
@@ -136,7 +146,7 @@ class SQLiteReader:
             while top > low and len(found) <= limit:
                 floor = max(low, top - SCAN_STEP)
                 found += c.execute(
-                    f"SELECT {ROW} FROM tasks WHERE seq < ? AND seq >= ? AND "
+                    f"SELECT {self._row(c)} FROM tasks WHERE seq < ? AND seq >= ? AND "
                     + " AND ".join(where)
                     + " ORDER BY seq DESC LIMIT ?",
                     (top, floor, *params, limit + 1 - len(found)),
@@ -154,7 +164,7 @@ class SQLiteReader:
     async def task(self, uuid: UUID) -> dict[str, Any] | None:
         def run(c: sqlite3.Connection) -> dict[str, Any] | None:
             row = c.execute(
-                f"SELECT {ROW}, result FROM tasks WHERE uuid = ?", (uuid.bytes,)
+                f"SELECT {self._row(c)}, result FROM tasks WHERE uuid = ?", (uuid.bytes,)
             ).fetchone()
             if row is None:
                 return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from qtasks_mp import QueueTasks
 
@@ -24,6 +25,16 @@ async def record(i: int) -> int:
         os.close(fd)
     await asyncio.sleep(0.005)
     return i
+
+
+@app.task(rate_limit="10/s")
+async def paced(i: int) -> None:
+    """Appends "i start-time" when it starts: the rate-limit tests read the spacing."""
+    fd = os.open(os.environ["QTASKS_TEST_RUNS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{i} {time.time()!r}\n".encode())
+    finally:
+        os.close(fd)
 
 
 @app.task

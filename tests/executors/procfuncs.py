@@ -298,3 +298,14 @@ def nested_wait_after(context: Any, fifo: str, x: int, timeout_s: float) -> list
     with open(fifo) as f:
         f.read()
     return nested_wait(context, x, timeout_s)
+
+
+def progress_then_wait(self: Any, n: int, fifo: str) -> int:
+    """An echo task: report progress once per item, then wait until the test writes to
+    `fifo`, then report the end."""
+    for i in range(n):
+        self.progress(i + 1, total=n, note=f"item {i + 1}")
+    with open(fifo) as f:
+        f.read()
+    self.progress(n, total=n, note="done")
+    return n

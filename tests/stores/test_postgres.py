@@ -131,10 +131,34 @@ async def test_a_database_of_an_older_schema_version_is_upgraded_in_place(pg_url
         assert query(pg_url, "SELECT value FROM qtasks_mp_meta") == [(str(SCHEMA_VERSION),)]
         assert query(pg_url, f"SELECT task_name FROM {TABLE}") == [("kept",)]
         indexes = {r[0] for r in query(pg_url, "SELECT indexname FROM pg_indexes")}
-        assert "tasks_seq" in indexes
+        assert {"tasks_seq", "tasks_unique", "tasks_named"} <= indexes
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_version_1_schema_is_upgraded_in_place(pg_url: str) -> None:
+    """Tables as version 1 made them (the same statements), a task queued there: the
+    store adds version 2's columns, indexes and table, and the task still runs."""
+    from qtasks_mp.stores._postgres_schema import Statements
+
+    for statement in Statements('"public"').create:  # version 1: steps not applied
+        query(pg_url, statement)
+    assert query(pg_url, "SELECT value FROM qtasks_mp_meta") == [("1",)]
+    old = PostgresStore(pg_url)
+    await old.open(QueueConfig(), lambda: None)
+    try:
+        assert query(pg_url, "SELECT value FROM qtasks_mp_meta") == [(str(SCHEMA_VERSION),)]
+        await old.put(record(1))
+        [taken] = await old.take("inline", 10, time.time())
+        rec = TaskRecord(new_uuid(), "t", "inline", 0, (), {}, time.time())
+        rec.unique_key = "k"
+        assert await old.put_unique(rec) is None
+        assert (await old.put_unique(rec)) is None  # the same uuid again: a lost reply
+        assert query(pg_url, f"SELECT count(*) FROM {TABLE} WHERE unique_key = 'k'") == [(1,)]
+        assert taken.args == (1,)
+    finally:
+        await old.close()
 
 
 async def test_errors_name_the_server_and_the_fix(pg_cluster: Cluster, pg_url: str) -> None:

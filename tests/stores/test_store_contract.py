@@ -502,3 +502,130 @@ async def test_a_task_interrupted_at_shutdown_runs_again_at_the_next_start(
     async with second:
         done = await second.wait(task.uuid, timeout=10)
     assert done is not None and done.status == "success" and done.returning == "sent"
+
+
+# ------------------------------------------------------------------ unique tasks
+
+
+def named(name: str, *args: Any, key: str | None = None, lane: str = "inline") -> TaskRecord:
+    rec = TaskRecord(new_uuid(), name, lane, 0, args, {}, time.time())
+    rec.unique_key = key
+    return rec
+
+
+async def test_a_unique_key_holds_while_its_task_is_new_or_process(backend: Backend) -> None:
+    store = await backend.open()
+    first = named("charge", 1, key="order-42")
+    assert await store.put_unique(first) is None
+    again = await store.put_unique(named("charge", 2, key="order-42"))
+    assert again is not None and (again.uuid, again.args) == (first.uuid, (1,))
+    assert await store.put_unique(named("email", key="order-42")) is None  # per task name
+    [running] = [r for r in await store.take("inline", 10, time.time()) if r.uuid == first.uuid]
+    held = await store.put_unique(named("charge", 3, key="order-42"))
+    assert held is not None and held.uuid == first.uuid  # process: still held
+    running.status, running.finished_at = TaskStatus.SUCCESS, time.time()
+    await store.finish(running)
+    later = named("charge", 4, key="order-42")
+    assert await store.put_unique(later) is None  # ended: the key is free again
+    got = await store.get(later.uuid)
+    assert got is not None and got.unique_key == "order-42"
+    counts = await store.counts()
+    assert (counts["new"], counts["process"]) == (1, 1)  # the later "charge"; "email"
+
+
+async def test_a_retry_keeps_its_unique_key(backend: Backend) -> None:
+    store = await backend.open()
+    rec = named("charge", key="k")
+    assert await store.put_unique(rec) is None
+    [taken] = await store.take("inline", 10, time.time())
+    taken.retry, taken.status = 1, TaskStatus.NEW
+    await store.put(taken)  # a retry put back
+    held = await store.put_unique(named("charge", key="k"))
+    assert held is not None and held.uuid == rec.uuid
+
+
+async def test_stores_racing_on_one_key_add_one_task(durable: Backend) -> None:
+    a, b = await durable.open(), await durable.open()
+    results = await asyncio.gather(
+        *(s.put_unique(named("charge", i, key="order-42")) for i in range(20) for s in (a, b))
+    )
+    assert sum(r is None for r in results) == 1
+    assert len({r.uuid for r in results if r is not None}) == 1
+    assert (await a.counts())["new"] == 1
+
+
+# ------------------------------------------------------------------ rate limits
+
+
+async def test_a_rate_limit_hands_out_one_per_interval(backend: Backend) -> None:
+    """Injected clock: `now` is what the dispatcher would pass."""
+    store = await backend.open()
+    store.limit_rate("slow", "inline", 0.1)
+    for i in range(5):
+        await store.put(named("slow", i))
+    for i in range(3):
+        await store.put(named("fast", i))
+    now = 1000.0
+    first = await store.take("inline", 10, now)
+    assert sorted(r.task_name for r in first) == ["fast"] * 3 + ["slow"]
+    assert await store.take("inline", 10, now + 0.05) == []  # not its turn yet
+    assert [r.args for r in await store.take("inline", 10, now + 0.1)] == [(1,)]
+    # late by 0.25 s: one start, not three to catch up (no burst)
+    assert [r.args for r in await store.take("inline", 10, now + 0.35)] == [(2,)]
+    assert await store.take("inline", 10, now + 0.4) == []
+    assert [r.args for r in await store.take("inline", 10, now + 0.45)] == [(3,)]
+    counts = await store.counts()
+    assert (counts["new"], counts["process"]) == (1, 7)  # the last one waits in the store
+
+
+async def test_a_rate_limit_holds_across_stores_on_the_same_data(durable: Backend) -> None:
+    a, b = await durable.open(), await durable.open()
+    for s in (a, b):
+        s.limit_rate("slow", "inline", 1.0)
+    for i in range(4):
+        await a.put(named("slow", i))
+    now = 2000.0
+    assert len(await a.take("inline", 10, now)) == 1
+    assert await b.take("inline", 10, now + 0.5) == []
+    assert await a.take("inline", 10, now + 0.5) == []
+    assert len(await b.take("inline", 10, now + 1.0)) == 1
+    assert await a.take("inline", 10, now + 1.5) == []
+
+
+async def test_a_rate_limited_task_waiting_wakes_the_app_at_its_turn(backend: Backend) -> None:
+    woken = asyncio.Event()
+    store = await backend.open(wake=woken.set)
+    store.limit_rate("slow", "inline", 0.05)
+    for i in range(2):
+        await store.put(named("slow", i))
+    now = time.time()
+    assert len(await store.take("inline", 10, now)) == 1
+    woken.clear()
+    assert await store.take("inline", 10, now) == []
+    await asyncio.wait_for(woken.wait(), 10)  # no poll: the store's own timer
+    assert len(await store.take("inline", 10, max(time.time(), now + 0.05))) == 1
+
+
+# ------------------------------------------------------------------ progress
+
+
+async def test_progress_is_saved_while_running_and_kept_with_the_outcome(
+    backend: Backend,
+) -> None:
+    store = await backend.open()
+    await store.put(record(1))
+    [rec] = await store.take("inline", 10, time.time())
+    rec.progress = (3, 10, "third of ten")
+    await store.save_progress([rec])
+    got = await store.get(rec.uuid)
+    assert got is not None and got.progress == (3, 10, "third of ten")
+    if backend.kind != "memory":  # another process reads it from the file / the server
+        peer = await backend.open()
+        seen = await peer.get(rec.uuid)
+        assert seen is not None and seen.progress == (3, 10, "third of ten")
+    rec.progress = (10.0, None, None)
+    rec.status, rec.finished_at = TaskStatus.SUCCESS, time.time()
+    await store.finish(rec)
+    got = await store.get(rec.uuid)
+    assert got is not None and got.progress == (10.0, None, None)
+    assert got.snapshot(None).progress == (10.0, None, None)

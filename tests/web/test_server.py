@@ -18,6 +18,7 @@ from web_support import Reply, fetch
 
 from qtasks_mp import QueueTasks as SyncQueueTasks
 from qtasks_mp.asyncio import QueueTasks
+from qtasks_mp.context import AsyncTask
 from qtasks_mp.web import (
     AppSource,
     DashboardServer,
@@ -50,6 +51,10 @@ def memory_app(store: str | None = None) -> QueueTasks:
     @app.task(name="boom")
     async def boom(text: str) -> None:
         raise ValueError(f"<b>{text}</b>")
+
+    @app.task(name="pages", echo=True)
+    async def pages(self: AsyncTask) -> None:
+        self.progress(30, total=120, note="<page 3>")
 
     return app
 
@@ -112,6 +117,13 @@ async def test_memory_store_pages_filters_and_escaping() -> None:
         overview = await fetch(dash.url)
         assert 'class="card error" href="/tasks?status=error"><b>1</b>' in overview.body
 
+        paged = await app.add_task("pages", timeout=5)
+        assert paged is not None
+        shown = "30/120 (25%) &lt;page 3&gt;"
+        assert f'<td class="progress">{shown}</td>' in (await fetch(dash.url + "tasks")).body
+        page = await fetch(dash.url + f"tasks/{paged.uuid}")
+        assert f'<p id="task-progress">{shown}</p>' in page.body
+
 
 async def test_a_sparse_filter_returns_within_its_budget_and_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -167,9 +179,15 @@ async def test_qtasks_mp_web_serves_a_store_another_process_runs(tmp_path: Path)
     async def send(text: str) -> str:
         return text
 
+    @app.task(name="pages", echo=True)
+    async def pages(self: AsyncTask) -> None:
+        self.progress(3, total=4, note="almost")
+
     async with app:
         await app.add_task("send", "<script>x</script>", timeout=5)
+        paged = await app.add_task("pages", timeout=5)
     await app.add_task("send", "waiting")  # stopped: it waits in the file
+    assert paged is not None
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -192,6 +210,9 @@ async def test_qtasks_mp_web_serves_a_store_another_process_runs(tmp_path: Path)
             pytest.fail(f"no address printed: {line!r} {(await proc.stderr.read()).decode()}")
         tasks = await fetch(url.group(1) + "tasks")
         assert tasks.status == 200 and "&lt;script&gt;x&lt;/script&gt;" in tasks.body
+        assert '<td class="progress">3/4 (75%) almost</td>' in tasks.body
+        page = await fetch(url.group(1) + f"tasks/{paged.uuid}")
+        assert '<p id="task-progress">3/4 (75%) almost</p>' in page.body
         body = (await fetch(url.group(1) + "metrics")).body
         samples = {
             (s.name, tuple(s.labels.items())): s.value

@@ -32,6 +32,7 @@ is a process with one socket pair to the parent and a shared "alive" pipe.
                │     │  OP_LOG          a log record, re-emitted here
                │     │  OP_ADD          task context's add_task -> OP_REPLY
                │     │                  (waiting for it: OP_SKIP, slot lent, see below)
+               │     │  OP_PROGRESS     self.progress(...): the latest, at most 10/s a call
                │     │
                └─ await p.fut <── the result, or WorkerCrashed / TaskTimeout
 

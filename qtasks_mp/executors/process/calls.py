@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ... import wire
@@ -164,6 +166,17 @@ def emit_log(fields: dict[str, Any]) -> None:
     logger = logging.getLogger(record.name)
     if logger.isEnabledFor(record.levelno):
         logger.handle(record)
+
+
+def report_progress(calls: Iterable[PendingCall], message: list[Any]) -> None:
+    """An OP_PROGRESS: hand it to the parent's context of that call, which saves it."""
+    _, call_id, done, total, note = message
+    for p in calls:
+        if p.call_id == call_id:
+            if p.call.context is not None:
+                with contextlib.suppress(TypeError):  # checked in the worker already
+                    p.call.context.progress(done, total, note)
+            return
 
 
 async def answer_add_task(p: PendingCall | None, request_id: int, payload: bytes) -> bytes:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ... import wire
 from ...errors import SerializationError, TaskTimeout
 from ...registries import Kind, TaskSpec
-from .calls import PendingCall, answer_add_task, emit_log
+from .calls import PendingCall, answer_add_task, emit_log, report_progress
 from .handle import WorkerHandle, WorkerState
 
 if TYPE_CHECKING:
@@ -245,6 +245,8 @@ class Scheduler:
             emit_log(message[1])
         elif op == wire.OP_ADD:
             self.answer(h, message)
+        elif op == wire.OP_PROGRESS:
+            report_progress(h.calls, message)
         elif op == wire.OP_READY:
             self.roster.on_ready(h)
             self.feed(h)

@@ -27,7 +27,7 @@ from uuid import UUID
 import msgpack
 
 from ... import wire
-from ...context import TaskInfo
+from ...context import TaskInfo, check_progress
 
 #: How long a worker waits for its next message without sleeping (see `_Conn._poll`).
 _SPIN_S = 100e-6
@@ -146,12 +146,56 @@ class WorkerTask(TaskInfo):
     to an app: `wait_result()` is not available here; pass `timeout=` to wait).
     """
 
-    __slots__ = ("_call_id", "_worker")
+    __slots__ = ("_call_id", "_ended", "_latest", "_lock", "_next_send", "_timer", "_worker")
 
     def __init__(self, worker: _Worker, call_id: int, task_name: str, uuid: str, attempt: int):
         super().__init__(task_name, UUID(uuid), attempt)
         self._worker = worker
         self._call_id = call_id
+        # progress: the latest value not sent yet, when the next message may go, the
+        # timer that sends it then, and a lock so that a timer's send and the call's end
+        # do not cross (the last value must go before the answer)
+        self._latest: tuple[Any, Any, Any] | None = None
+        self._next_send = 0.0
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self._ended = False
+
+    def progress(self, done: float, total: float | None = None, note: str | None = None) -> None:
+        """As `AsyncTask.progress`. One message at most every `wire.PROGRESS_EVERY_S`:
+        a call within that time only keeps its value, which a timer sends at the end of
+        the interval (the latest value wins); the last one goes before the answer."""
+        if type(done) not in (int, float) or not (
+            (total is None or type(total) in (int, float)) and (note is None or type(note) is str)
+        ):
+            check_progress(self.task_name, done, total, note)
+        self._latest = (done, total, note)
+        if self._timer is not None:
+            return  # a send is on its way; it takes the latest value
+        wait = self._next_send - time.monotonic()
+        if wait <= 0:
+            self._send()
+        else:
+            timer = self._timer = threading.Timer(wait, self._send)
+            timer.daemon = True
+            timer.start()
+
+    def _send(self) -> None:
+        with self._lock:
+            self._timer = None
+            latest, self._latest = self._latest, None
+            if latest is None or self._ended:
+                return
+            self._next_send = time.monotonic() + wire.PROGRESS_EVERY_S
+            self._worker.conn.send([wire.OP_PROGRESS, self._call_id, *latest])
+
+    def end(self) -> None:
+        """The call ends: its last progress not sent yet goes now, before the answer."""
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+        self._send()
+        self._ended = True
 
     def add_task(self, task_name: str, *args: Any, **kwargs: Any) -> Any:
         payload = wire.dumps((task_name, args, kwargs))
@@ -213,6 +257,7 @@ class _Worker:
         item: Any = None
         self.segments = 0
         self.call_id = call_id
+        ctx: WorkerTask | None = None
         try:
             entry = self.functions[key]
             if isinstance(entry, BaseException):
@@ -225,7 +270,8 @@ class _Worker:
             args, kwargs = wire.loads_args(payload, buffers)
             del buffers
             if context is not None:
-                args = (WorkerTask(self, call_id, *context), *args)
+                ctx = WorkerTask(self, call_id, *context)
+                args = (ctx, *args)
             where = wire.WHERE_CALL
             if is_generator:
                 self.credit = wire.ITEM_WINDOW
@@ -242,8 +288,12 @@ class _Worker:
             where = wire.WHERE_RESULT
             data, shm = self.encode(call_id, result)
         except BaseException as e:
+            if ctx is not None:
+                ctx.end()
             self.send_error(call_id, where, e, result, item)
             return
+        if ctx is not None:
+            ctx.end()
         self.conn.send([wire.OP_OK, call_id, data, shm, self.retiring()])
 
     def encode(self, call_id: int, obj: Any) -> tuple[bytes, list[Any] | None]:
