@@ -74,7 +74,8 @@ class TaskRecord:
 
     `lane` is the name of the executor that runs it; `retry` counts retries done;
     `eta` is the earliest time it may run (0 = now); `seq` keeps FIFO order among
-    equal priorities.
+    equal priorities. `history` holds the earlier runs of a requeued task (see
+    `history_entry`), oldest first; a store reads it only for `get`.
     """
 
     __slots__ = (
@@ -82,6 +83,7 @@ class TaskRecord:
         "created_at",
         "eta",
         "finished_at",
+        "history",
         "kwargs",
         "lane",
         "priority",
@@ -122,9 +124,23 @@ class TaskRecord:
         self.returning: Any = None
         self.traceback: str | None = None
         self.seq = 0
+        self.history: tuple[dict[str, Any], ...] = ()
 
     def snapshot(self, host: TaskHost | None) -> Task:
         return Task(self, host)
+
+
+def history_entry(
+    status: str, retry: int, finished_at: float, traceback: str | None
+) -> dict[str, Any]:
+    """What `requeue` keeps of a run that ended `error` or `cancel`: its status, the
+    attempts it made, when it ended and its traceback. Plain data (JSON in the stores)."""
+    return {
+        "status": str(status),
+        "attempts": retry + 1,
+        "finished_at": finished_at,
+        "traceback": traceback,
+    }
 
 
 class Task:
@@ -132,7 +148,9 @@ class Task:
 
     It does not change afterwards: `wait_result()` / `await wait_result_async()` or
     `app.get(uuid)` give a fresh one. `retry` counts the retries done so far.
-    `created_at` / `updated_at` are `datetime`s (local time).
+    `created_at` / `updated_at` are `datetime`s (local time). `history`: the earlier
+    runs of a requeued task, oldest first (`status`, `attempts`, `finished_at`,
+    `traceback` each; see `app.requeue`).
     """
 
     __slots__ = (
@@ -140,6 +158,7 @@ class Task:
         "_host",
         "_updated",
         "args",
+        "history",
         "kwargs",
         "priority",
         "retry",
@@ -160,6 +179,7 @@ class Task:
         self.returning: Any = record.returning
         self.traceback: str | None = record.traceback
         self.retry: int = record.retry
+        self.history: list[dict[str, Any]] = list(record.history)
         self._created = record.created_at
         self._updated = record.updated_at
         self._host = host  # what it asks to wait: the app, through a small protocol
@@ -195,6 +215,16 @@ class Task:
         """Blocking form of `wait_result_async`, for threads other than the app's loop."""
         host = self._require_host()
         return host.call_from_thread(host.wait(self.uuid, timeout))
+
+    async def cancel_async(self) -> bool:
+        """`await app.cancel(this task)`: True if it was queued or running and is now
+        ended `cancel`; False if it had already ended."""
+        return await self._require_host().cancel(self.uuid)
+
+    def cancel(self) -> bool:
+        """Blocking form of `cancel_async`, for threads other than the app's loop."""
+        host = self._require_host()
+        return host.call_from_thread(host.cancel(self.uuid))
 
     def _require_host(self) -> TaskHost:
         if self._host is None:

@@ -10,7 +10,8 @@ a short index walk whatever the table holds:
     tasks_finished  (finished_at)          finished statuses     -> retention
 
 `PRAGMA user_version` holds `SCHEMA_VERSION`: a later version upgrades in place
-from the number it finds; a file from a newer version is refused, not mangled.
+from the number it finds (`_STEPS`, each additive); a file from a newer version is
+refused, not mangled.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..errors import QTasksError
 from ..task import TaskRecord, TaskStatus
 from ._sqlite_codec import decode_call, decode_value
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE tasks (
@@ -52,6 +53,20 @@ CREATE INDEX tasks_leased ON tasks (lease_owner) WHERE status = 'process';
 CREATE INDEX tasks_finished ON tasks (finished_at)
     WHERE status IN ('success', 'error', 'cancel');
 """
+
+# ---- version 2: cancel and requeue (issue 13) ------------------------------------------
+# `history`: the earlier runs of a requeued task, a JSON list (see task.history_entry).
+# `cancel_requests`: cancels asked for running tasks, until their dispatcher ends them.
+# A table of its own, not a column: a put (INSERT OR REPLACE) must not wipe a request
+# made while the task ran (a retry put back, then cancelled before its next run).
+_V2 = """
+ALTER TABLE tasks ADD COLUMN history TEXT;
+CREATE TABLE cancel_requests (uuid BLOB PRIMARY KEY, requested_at REAL NOT NULL);
+"""
+# ---- end of version 2 ------------------------------------------------------------------
+
+#: version -> the statements that upgrade the version before it (each step additive)
+_STEPS = {2: _V2}
 
 FINISHED_SQL = "status IN ('success', 'error', 'cancel')"  # matches tasks_finished's WHERE
 
@@ -116,15 +131,22 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                     f"{path!r} is a SQLite database of another program (tables: "
                     f"{', '.join(t[0] for t in tables[:5])}); give the task store its own file"
                 )
-            # one statement at a time: executescript() would COMMIT our transaction
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _run(conn, _SCHEMA)
+            version = 1
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            _run(conn, _STEPS[step])
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _run(conn: sqlite3.Connection, script: str) -> None:
+    # one statement at a time: executescript() would COMMIT our transaction
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def record_from_row(row: tuple[Any, ...]) -> TaskRecord:

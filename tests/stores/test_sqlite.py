@@ -25,6 +25,7 @@ from qtasks_mp import QueueConfig, Retry, SerializationError
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.stores import store_from
 from qtasks_mp.stores._sqlite_engine import make_owner
+from qtasks_mp.stores._sqlite_schema import SCHEMA_VERSION
 from qtasks_mp.stores.sqlite import SQLiteStore, StoreError, StoreLocked
 from qtasks_mp.task import TaskRecord, TaskStatus, new_uuid
 
@@ -70,7 +71,7 @@ async def test_file_is_private_wal_and_versioned(store: SQLiteStore) -> None:
     await store.put(record())
     assert stat.S_IMODE(os.stat(store.path + "-wal").st_mode) == 0o600
     assert query(Path(store.path), "PRAGMA journal_mode") == [("wal",)]
-    assert query(Path(store.path), "PRAGMA user_version") == [(1,)]
+    assert query(Path(store.path), "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 @pytest.mark.parametrize(("mode", "level"), [("NORMAL", 1), ("FULL", 2)])
