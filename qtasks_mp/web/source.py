@@ -7,7 +7,9 @@
       └─ SQLiteReader       its own read-only connection, in one thread of its own
 
 The readers never write: a dashboard left open cannot lock the store or take a task.
-The one write, purging finished tasks, goes through the store's own `purge()`.
+The writes (purging finished tasks, cancel, requeue) go through the store's own
+`purge()` and the app's `cancel()` / `requeue()` (for a file alone: a stopped app over
+it, which runs nothing).
 Counting a whole store runs in the background (`Refreshed`), never in a request.
 """
 
@@ -185,6 +187,15 @@ class Source:
     async def purge(self, statuses: list[str], older_than_s: float) -> int:
         raise NotImplementedError
 
+    async def cancel(self, uuid: UUID) -> bool:
+        """`app.cancel(uuid)`: raises `TaskNotFound` for an unknown id."""
+        raise NotImplementedError
+
+    async def requeue(self, uuid: UUID) -> None:
+        """`app.requeue(uuid)`: raises `TaskNotFound`, or `ArgumentValueError` for a
+        task that did not end error or cancel."""
+        raise NotImplementedError
+
     async def metrics(self) -> bytes:
         raise NotImplementedError
 
@@ -252,6 +263,29 @@ class StoreSource(Source):
         await store.open(config, lambda: None)
         try:
             return await store.purge(statuses, older_than_s)
+        finally:
+            await store.close()
+
+    async def cancel(self, uuid: UUID) -> bool:
+        cancelled: bool = await self._with_app(lambda app: app.cancel(uuid))
+        return cancelled
+
+    async def requeue(self, uuid: UUID) -> None:
+        await self._with_app(lambda app: app.requeue(uuid))
+
+    async def _with_app(self, job: Callable[[Any], Awaitable[Any]]) -> Any:
+        """`job(app)` on a stopped app over the file: it runs nothing, asks the store,
+        and waits on it for the process that runs the task (a cancel)."""
+        from ..app import AppCore
+        from ..config import QueueConfig
+        from ..stores.sqlite import SQLiteStore
+
+        config = QueueConfig()
+        config.result_retention_count = 2**62  # opening must not trim anything
+        config.result_retention_s = float(2**62)
+        store = SQLiteStore(self.path)
+        try:
+            return await job(AppCore("qtasks-mp web", store=store, config=config))
         finally:
             await store.close()
 
@@ -413,6 +447,13 @@ class AppSource(Source):
                     }
                 )
         return out
+
+    async def cancel(self, uuid: UUID) -> bool:
+        cancelled: bool = await self.app.cancel(uuid)
+        return cancelled
+
+    async def requeue(self, uuid: UUID) -> None:
+        await self.app.requeue(uuid)
 
     async def purge(self, statuses: list[str], older_than_s: float) -> int:
         count: int = await self.app.store.purge(statuses, older_than_s)
