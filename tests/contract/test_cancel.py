@@ -37,6 +37,23 @@ def files(tmp_path: Path, name: str) -> tuple[str, str, str]:
     return tuple(str(tmp_path / f"{name}.{part}") for part in ("started", "release", "done"))  # type: ignore[return-value]
 
 
+def touch(path: Path) -> None:
+    path.touch()
+
+
+async def until(check: Any, timeout_s: float = 30.0) -> None:
+    """Until `check()` (or the awaitable it returns) is truthy; fail at the deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
 async def status_of(app: QueueTasks, task: Task | None) -> str:
     assert task is not None
     got = await app.get(task.uuid)
@@ -70,7 +87,7 @@ async def test_a_running_process_task_is_killed_and_its_worker_replaced(tmp_path
         assert pool.stats()["cancels"] == 1 and pool.stats()["crashes"] == 0
 
         # The other call, on the other worker, was not disturbed.
-        Path(tmp_path / "other.release").touch()
+        touch(tmp_path / "other.release")
         done = await app.wait(other.uuid, 30)
         assert done is not None and (done.status, done.returning) == ("success", "released")
         assert other_pid in pool.stats()["pids"]
@@ -88,7 +105,7 @@ async def test_an_inline_coroutine_gets_cancelled_error(tmp_path: Path) -> None:
         assert (tmp_path / "a.done").read_text() == "cancelled"  # CancelledError inside it
         assert await status_of(app, task) == "cancel"
         # The lane's worker coroutine lives on, not left cancelled: the next task runs.
-        Path(tmp_path / "b.release").touch()
+        touch(tmp_path / "b.release")
         done = await app.add_task("block", *files(tmp_path, "b"), timeout=10)
         assert done is not None and done.status == "success"
 
@@ -109,9 +126,7 @@ async def test_a_thread_task_ends_at_once_and_its_context_says_cancelled() -> No
     async with app:
         task = await app.add_task("stubborn")
         assert task is not None
-        await asyncio.sleep(0)
-        while app.executors["thread"].active == 0:  # the call is running in its thread
-            await asyncio.sleep(0.005)
+        await until(lambda: app.executors["thread"].active > 0)  # running in its thread
         assert await app.cancel(task) is True  # at once, while the function still runs
         assert not finished.is_set()
         assert await status_of(app, task) == "cancel"
@@ -137,7 +152,7 @@ async def test_a_dask_future_is_cancelled(tmp_path: Path, dask_cluster: Any) -> 
         got = await app.get(task.uuid)  # type: ignore[union-attr]
         assert got is not None and got.status == "cancel"
         assert got.traceback is not None and "Dask future was cancelled" in got.traceback
-        Path(tmp_path / "d.release").touch()  # the Dask thread ran on; let it end
+        touch(tmp_path / "d.release")  # the Dask thread ran on; let it end
 
 
 async def test_self_cancel_from_inside_a_task_is_never_retried() -> None:
@@ -174,8 +189,8 @@ async def test_a_queued_task_never_starts(tmp_path: Path) -> None:
         assert await app.cancel(queued.uuid) is True  # type: ignore[union-attr]
         ended = await waiter
         assert ended is not None and ended.status == "cancel"
-        Path(tmp_path / "first.release").touch()
-        Path(tmp_path / "queued.release").touch()
+        touch(tmp_path / "first.release")
+        touch(tmp_path / "queued.release")
         assert await app.wait_idle(30)
         assert await status_of(app, first) == "success"
         assert not (tmp_path / "queued.started").exists()
@@ -218,13 +233,13 @@ async def test_an_ended_task_unknown_ids_and_bad_ids() -> None:
         assert done is not None
         assert await app.cancel(done) is False
         assert await status_of(app, done) == "success"
-        with pytest.raises(TaskNotFound, match="app.cancel: no task"):
+        with pytest.raises(TaskNotFound, match=r"app\.cancel: no task"):
             await app.cancel("00000000-0000-4000-8000-000000000000")
         with pytest.raises(ArgumentValueError, match="not a UUID"):
             await app.cancel("order-42")
         with pytest.raises(ArgumentValueError, match="only a task that ended error or cancel"):
             await app.requeue(done)
-        with pytest.raises(TaskNotFound, match="app.requeue: no task"):
+        with pytest.raises(TaskNotFound, match=r"app\.requeue: no task"):
             await app.requeue("00000000-0000-4000-8000-000000000000")
 
 
@@ -268,8 +283,7 @@ async def test_cancel_racing_with_completion_ends_each_task_once() -> None:
             gates[i] = asyncio.Event()
             tasks.append(await app.add_task("gated", i))
         waits = [asyncio.ensure_future(app.wait(t.uuid, 30)) for t in tasks if t is not None]
-        while app.executors["inline"].active < 10:  # the first ten run, the rest queue
-            await asyncio.sleep(0.005)
+        await until(lambda: app.executors["inline"].active == 10)  # ten run, the rest queue
         answers = []
         for i, task in enumerate(tasks):
             assert task is not None
@@ -362,8 +376,8 @@ async def test_requeue_after_a_crash_runs_the_task_again_with_its_history(
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("requeued 1 tasks")
         # The other process's write wakes this dispatcher; the same uuid runs again.
-        while (got := await app.get(task.uuid)) is not None and got.status != "success":
-            await asyncio.sleep(0.02)
+        await until(lambda: app.wait(task.uuid, 0))  # type: ignore[union-attr]
+        got = await app.get(task.uuid)
         assert got is not None and (got.returning, got.retry) == ("attempt 2", 0)
         assert len(got.history) == 1 and got.history[0]["status"] == "error"
         assert "SIGKILL" in got.history[0]["traceback"]

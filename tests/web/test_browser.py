@@ -175,7 +175,7 @@ async def test_cancel_a_running_process_task_and_requeue_it_from_the_pages(
         page.on("pageerror", lambda e: pwned.append(e))
         await page.goto(dash.url + f"tasks/{running.uuid}")
         page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))
-        await page.click("form[action$='/cancel/%s'] button" % running.uuid)
+        await page.click(f"form[action$='/cancel/{running.uuid}'] button")
         await expect(page.locator("#action-done")).to_have_text("Cancelled.", timeout=WAIT_MS)
         await expect(page.locator("h1 .badge")).to_have_text("cancel")
         task = await app.get(running.uuid)
@@ -184,7 +184,7 @@ async def test_cancel_a_running_process_task_and_requeue_it_from_the_pages(
         assert pool.stats()["cancels"] == 1
 
         # Requeue it from its page: it runs again under the same id, the cancel in history.
-        await page.click("form[action$='/requeue/%s'] button" % running.uuid)
+        await page.click(f"form[action$='/requeue/{running.uuid}'] button")
         await expect(page.locator("#action-done")).to_contain_text("Requeued", timeout=WAIT_MS)
         await expect(page.locator("#task-history")).to_contain_text("was killed and replaced")
         again = await app.get(running.uuid)
