@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -44,6 +46,18 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def gone(proc: psutil.Process) -> bool:
+    return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+
+
+async def poll(check: Callable[[], bool]) -> None:
+    """Until `check()`; every 0.5 ms (a measurement, not a test: we want the moment)."""
+    while True:
+        if check():
+            return
+        await asyncio.sleep(0.0005)
 
 
 def make_app(store: str | None) -> tuple[QueueTasks, ProcessExecutor]:
@@ -77,11 +91,9 @@ async def local_rounds(rounds: int) -> dict[str, list[float]]:
             start = time.perf_counter()
             assert await app.cancel(task) is True
             out["cancel() returned"].append(time.perf_counter() - start)
-            while proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                await asyncio.sleep(0.0005)
+            await poll(partial(gone, proc))
             out["worker gone"].append(time.perf_counter() - start)
-            while not (pool.stats()["workers"] == 2 and pool.stats()["starting"] == 0):
-                await asyncio.sleep(0.0005)
+            await poll(lambda: pool.stats()["workers"] == 2 and pool.stats()["starting"] == 0)
             out["pool back"].append(time.perf_counter() - start)
     return out
 
@@ -109,8 +121,7 @@ async def remote_rounds(rounds: int) -> list[float]:
                 record = await app.store.get(uuid)
                 assert record is not None
                 out.append(record.finished_at - requested)
-                while pool.stats()["starting"]:
-                    await asyncio.sleep(0.001)
+                await poll(lambda: not pool.stats()["starting"])
         return out
 
 

@@ -382,3 +382,34 @@ async def test_only_outcomes_skip_the_wait_for_the_disk_unless_full(pg: Opened) 
     assert (await setting(full._pool), await setting(full._outcomes)) == ("on", "on")
     with pytest.raises(ValueError, match="synchronous"):
         PostgresStore(pg.url, synchronous="SOMETIMES")
+
+
+async def test_a_version_1_schema_is_upgraded_in_place_keeping_its_tasks(pg_url: str) -> None:
+    from qtasks_mp.stores._postgres_schema import Statements
+    from qtasks_mp.stores._sqlite_codec import encode_call
+    from qtasks_mp.stores.base import Cancelled
+
+    for statement in Statements('"public"').create:  # what version 1 made
+        query(pg_url, statement)
+    query(
+        pg_url,
+        f"INSERT INTO {TABLE} (uuid, task_name, lane, status, priority, eta, retry, created_at, "
+        "updated_at, started_at, finished_at, args, traceback) VALUES "
+        "('00000000-0000-4000-8000-000000000001', 't', 'inline', 'error', 0, 0, 2, 1, 1, 1, 1, "
+        "$1, 'ValueError: old')",
+        encode_call((), {}),
+    )
+    assert query(pg_url, "SELECT value FROM qtasks_mp_meta") == [("1",)]
+    store = PostgresStore(pg_url)
+    await store.open(QueueConfig(), lambda: None)
+    try:
+        assert query(pg_url, "SELECT value FROM qtasks_mp_meta") == [(str(SCHEMA_VERSION),)]
+        from uuid import UUID
+
+        uuid = UUID("00000000-0000-4000-8000-000000000001")
+        ok, again = await store.requeue(uuid, time.time()) or (None, None)
+        assert ok and again is not None and again.history[0]["traceback"] == "ValueError: old"
+        how, _ = await store.cancel(uuid, time.time()) or (None, None)
+        assert how is Cancelled.ENDED_NOW
+    finally:
+        await store.close()
