@@ -383,3 +383,30 @@ async def test_requeue_after_a_crash_runs_the_task_again_with_its_history(
         assert "SIGKILL" in got.history[0]["traceback"]
         listed = await asyncio.to_thread(cli, "tasks", "--store", db)
         assert "earlier run 1: error after 1 attempt(s)" in listed.stdout
+
+
+def test_the_sync_facade_cancels_and_requeues() -> None:
+    from qtasks_mp import QueueTasks as SyncQueueTasks
+
+    app = SyncQueueTasks("sync-cancel")
+    release = threading.Event()
+    calls: list[int] = []
+
+    @app.task(executor="thread", echo=True)
+    def job(self: SyncTask) -> str:
+        calls.append(self.attempt)
+        release.wait(10)
+        return "done"
+
+    with app:
+        first = app.add_task("job")
+        assert first is not None
+        while not calls:
+            threading.Event().wait(0.005)
+        assert first.cancel() is True  # Task.cancel(): the blocking form
+        assert app.cancel(first.uuid) is False  # ended already
+        release.set()
+        again = app.requeue(str(first.uuid))
+        assert again.status == "new" and [h["status"] for h in again.history] == ["cancel"]
+        done = again.wait_result(10)
+        assert done is not None and (done.status, done.returning) == ("success", "done")
