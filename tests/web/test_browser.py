@@ -187,6 +187,7 @@ async def test_cancel_a_running_process_task_and_requeue_it_from_the_pages(
         await page.click(f"form[action$='/requeue/{running.uuid}'] button")
         await expect(page.locator("#action-done")).to_contain_text("Requeued", timeout=WAIT_MS)
         await expect(page.locator("#task-history")).to_contain_text("was killed and replaced")
+        await screenshot(page, "dashboard-requeued.png")
         again = await app.get(running.uuid)
         assert again is not None and again.status in ("new", "process") and again.history
 
@@ -200,7 +201,6 @@ async def test_cancel_a_running_process_task_and_requeue_it_from_the_pages(
         for t in [running, *queued]:
             got = await app.get(t.uuid)
             assert got is not None and got.status == "cancel"
-        await screenshot(page, "dashboard-cancelled.png")
         assert pwned == []
 
 
