@@ -149,8 +149,8 @@ class Task:
     It does not change afterwards: `wait_result()` / `await wait_result_async()` or
     `app.get(uuid)` give a fresh one. `retry` counts the retries done so far.
     `created_at` / `updated_at` are `datetime`s (local time). `history`: the earlier
-    runs of a requeued task, oldest first (`status`, `attempts`, `finished_at`,
-    `traceback` each; see `app.requeue`).
+    runs of a requeued task, a tuple of dicts, oldest first (`status`, `attempts`,
+    `finished_at`, `traceback` each; see `app.requeue`).
     """
 
     __slots__ = (
@@ -179,7 +179,7 @@ class Task:
         self.returning: Any = record.returning
         self.traceback: str | None = record.traceback
         self.retry: int = record.retry
-        self.history: list[dict[str, Any]] = list(record.history)
+        self.history: tuple[dict[str, Any], ...] = record.history
         self._created = record.created_at
         self._updated = record.updated_at
         self._host = host  # what it asks to wait: the app, through a small protocol
