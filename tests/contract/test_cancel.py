@@ -110,6 +110,44 @@ async def test_an_inline_coroutine_gets_cancelled_error(tmp_path: Path) -> None:
         assert done is not None and done.status == "success"
 
 
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize("then", ["swallow", "raise", "retry"])
+async def test_a_cancelled_coroutine_ends_cancel_whatever_it_does_then(
+    tmp_path: Path, store: str, then: str
+) -> None:
+    """Swallowing the CancelledError and returning, re-raising it (with a durable store,
+    an interruption would be put back and run again), or failing into a retry: the task
+    ends `cancel` once, its result discarded, never run again."""
+    app = make_app(None if store == "memory" else str(tmp_path / "tasks.db"))
+    runs: list[int] = []
+    started = asyncio.Event()
+
+    @app.task(retry=3)
+    async def stubborn() -> str:
+        runs.append(1)
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if then == "swallow":
+                return "a result nobody gets"
+            if then == "retry":
+                raise ConnectionError("failing on the way out") from None
+            raise
+        return "never"
+
+    async with app:
+        task = await app.add_task("stubborn")
+        assert task is not None
+        await started.wait()
+        assert await app.cancel(task) is True
+        assert await app.wait_idle(10)
+        got = await app.get(task.uuid)
+        assert got is not None and (got.status, got.returning, got.retry) == ("cancel", None, 0)
+        assert got.traceback == "cancelled: by app.cancel() while it was running"
+        assert runs == [1]
+
+
 async def test_a_thread_task_ends_at_once_and_its_context_says_cancelled() -> None:
     app = make_app()
     may_look = threading.Event()
