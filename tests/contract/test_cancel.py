@@ -448,3 +448,28 @@ def test_the_sync_facade_cancels_and_requeues() -> None:
         assert again.status == "new" and [h["status"] for h in again.history] == ["cancel"]
         done = again.wait_result(10)
         assert done is not None and (done.status, done.returning) == ("success", "done")
+
+
+async def test_metrics_count_a_cancelled_run_as_cancel_not_error(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from qtasks_mp.metrics import TaskMetrics
+
+    app = QueueTasks(
+        "metrics-cancel",
+        middlewares=[TaskMetrics()],
+        executors={"process": ProcessExecutor(1, autoscale=False)},
+    )
+    app.config.shutdown_timeout = 2.0
+    app.task(name="block", executor="process")(f.block_until)
+    async with app:
+        task = await app.add_task("block", *files(tmp_path, "m"))
+        await wait_for_file(tmp_path / "m.started")
+        assert await app.cancel(task) is True  # type: ignore[arg-type]
+        samples = {
+            (s.labels.get("task"), s.labels.get("status")): s.value
+            for family in text_string_to_metric_families(app.metrics().decode())
+            for s in family.samples
+            if s.name == "qtasks_mp_tasks_total"
+        }
+        assert samples[("block", "cancel")] == 1 and samples[("block", "error")] == 0
