@@ -144,14 +144,21 @@ async def test_token_guards_pages_and_actions_in_the_browser(
             dash.url + "actions/purge", form={"csrf": "x", "status": "success"}
         )
         assert answer.status == 401
+        queued = await app.add_task("daily_analytics", 10)
+        assert queued is not None
+        refused = await other.request.post(
+            dash.url + f"actions/cancel/{queued.uuid}", form={"csrf": "x"}
+        )
+        assert refused.status == 401  # no action without the token
         await other.close()
-        assert (await app.store.counts())["success"] == 2
+        assert await app.wait(queued.uuid, 30) is not None
+        assert (await app.store.counts())["success"] == 3
 
         # Basic auth with the token as password, as a browser's prompt sends it.
         basic = await browser.new_context(http_credentials={"username": "me", "password": "s3cret"})
         shown = await basic.new_page()
         await shown.goto(dash.url)
-        await expect(shown.locator(".card.success b")).to_have_text("2")
+        await expect(shown.locator(".card.success b")).to_have_text("3")
         await basic.close()
 
 
