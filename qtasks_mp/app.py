@@ -23,6 +23,7 @@ from .checks import INF, INT64_MAX, INT64_MIN, SECONDS_TYPES
 from .config import QueueConfig
 from .errors import (
     AppNotRunning,
+    ArgumentValueError,
     SetupError,
     TaskArgumentsError,
     TaskFailed,
@@ -38,8 +39,8 @@ from .progress import ProgressCallback, ProgressLine
 from .registration import TaskDecorator, TaskRegistry
 from .runtime import Runtime
 from .stores import store_from
-from .stores.base import Store
-from .task import FINISHED, Task, TaskRecord, new_uuid
+from .stores.base import Cancelled, Store
+from .task import FINISHED, Task, TaskRecord, TaskStatus, new_uuid
 from .unique import call_key
 
 __all__ = ["AppCore", "wait_for_stop_signal"]
@@ -392,6 +393,86 @@ class AppCore:
             )
         return await self._runtime.bind_loop().wait(uuid, timeout)
 
+    async def cancel(self, task: UUID | str | Task) -> bool:
+        """Cancel a task: True if it was queued or running and has now ended `cancel`;
+        False if it had already ended (or ended on its own while the cancel was on its
+        way: exactly one final status). An unknown id raises `TaskNotFound`.
+
+        A queued task never starts. A running one is stopped by its executor: a process
+        worker is killed and replaced; an inline coroutine gets `CancelledError`; a
+        thread cannot be stopped, so the task ends at once, its context's `cancelled`
+        becomes True and its result is discarded; a Dask future is cancelled (see
+        docs/cancel.md). Its waiters get the `Task` with status `cancel`; it is never
+        retried. With a shared store, a task running in another process is cancelled
+        there (that process sees the request within a second), and this waits for it.
+        """
+        if type(task) is not UUID:
+            task = checks.task_ref(task, "app.cancel")
+        runtime = self._runtime
+        await runtime.open_store()
+        waiters = runtime.bind_loop()
+        dispatcher = runtime.dispatcher
+        if dispatcher is not None and dispatcher.cancel(task):  # running (or taken) here
+            done = await waiters.wait(task, None)
+            return done is not None and done.status == TaskStatus.CANCEL
+        outcome = await self.store.cancel(task, time.time())
+        if outcome is None:
+            raise TaskNotFound(
+                f"app.cancel: no task {task} (never added, or dropped by result retention); "
+                "pass the uuid of a Task that add_task returned"
+            )
+        how, record = outcome
+        if how is Cancelled.ALREADY_ENDED:
+            return False
+        if how is Cancelled.ENDED_NOW:  # it was queued: it never starts
+            waiters.finished(record)
+            return True
+        # Running: here (taken just now) or in another process, which ends it when it
+        # sees the request (its store reports it within a second).
+        dispatcher = runtime.dispatcher
+        if dispatcher is not None and dispatcher.cancel(task):
+            done = await waiters.wait(task, None)
+        else:
+            done = await self.wait(task, _CANCEL_WAIT_S)
+        if done is None:
+            raise TimeoutError(
+                f"app.cancel: task {record.task_name!r} ({task}) runs in another process, "
+                f"which did not end it within {_CANCEL_WAIT_S:g}s of the request (an older "
+                "qtasks_mp, or a stalled process?); it ends `cancel` when that process sees "
+                "the request, or when its lease is reclaimed"
+            )
+        return done.status == TaskStatus.CANCEL
+
+    async def requeue(self, task: UUID | str | Task) -> Task:
+        """Queue a task that ended `error` or `cancel` again, under the same uuid: its
+        attempts start over, its result and traceback are cleared, and the run that
+        ended is appended to `Task.history` (status, attempts, end time, traceback).
+        Returns the `Task` (status `new`). Raises `TaskNotFound` for an unknown id and
+        `ArgumentValueError` for a task that is not `error` or `cancel`.
+        """
+        if type(task) is not UUID:
+            task = checks.task_ref(task, "app.requeue")
+        runtime = self._runtime
+        await runtime.open_store()
+        outcome = await self.store.requeue(task, time.time())
+        if outcome is None:
+            raise TaskNotFound(
+                f"app.requeue: no task {task} (never added, or dropped by result "
+                "retention); pass the uuid of a task that ended error or cancel"
+            )
+        requeued, record = outcome
+        if not requeued:
+            raise ArgumentValueError(
+                f"app.requeue: task {record.task_name!r} ({task}) is {record.status}; only "
+                "a task that ended error or cancel can be requeued (add a new one instead)"
+            )
+        runtime.bind_loop().accepted()
+        dispatcher = runtime.dispatcher
+        if dispatcher is not None and record.task_name in self.specs:
+            await runtime.lane_ready(record.lane)
+            dispatcher.offer(record.lane)
+        return record.snapshot(self)
+
     async def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every task added here has ended (retries included). False on timeout."""
         return await self._runtime.bind_loop().wait_idle(timeout)
@@ -518,6 +599,8 @@ class AppCore:
             )
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
+
+_CANCEL_WAIT_S = 10.0  # app.cancel() of a task running in another process waits this long
 
 _START_FIRST = (
     "Start the app first: put your code inside `async with app:` (or `await app.start()` "

@@ -454,6 +454,14 @@ def iterable(task: str, value: Any) -> None:
         ) from None
 
 
+def task_ref(value: Any, where: str) -> UUID:
+    """A task's id, or a `Task` (its id is taken)."""
+    uuid = getattr(value, "uuid", None)
+    if isinstance(uuid, UUID) and not isinstance(value, UUID | str):
+        return task_id(uuid, where)
+    return task_id(value, where)
+
+
 def task_id(value: Any, where: str) -> UUID:
     """A task's id: a `UUID`, or its string form."""
     if type(value) is UUID:

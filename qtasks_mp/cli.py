@@ -4,6 +4,8 @@
     qtasks-mp stats --store tasks.db             queue depth, per-task counts and timings
     qtasks-mp tasks --store tasks.db --status error
     qtasks-mp purge --store tasks.db --older-than 7d
+    qtasks-mp cancel UUID --store tasks.db       cancel a queued or running task
+    qtasks-mp requeue --status error --store tasks.db   run failed tasks again
     qtasks-mp web --store tasks.db               the live dashboard (extra `web`)
     qtasks-mp top --store tasks.db               the live terminal view (extra `web`)
 
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -32,7 +35,7 @@ from typing import Any, NoReturn
 from uuid import UUID
 
 from .app import AppCore
-from .errors import QTasksError
+from .errors import ArgumentValueError, QTasksError
 from .lifecycle import defer_run_forever, wait_for_stop_signal
 from .stats import format_duration, format_progress
 from .stores import store_from
@@ -59,6 +62,8 @@ examples:
   qtasks-mp stats --store tasks.db
   qtasks-mp tasks --store tasks.db --status error --limit 5
   qtasks-mp purge --store tasks.db --older-than 7d
+  qtasks-mp cancel 0f9c...e1 --store tasks.db
+  qtasks-mp requeue --status error --task sync_with_crm --store tasks.db
 
 --store may also come from the QTASKS_MP_STORE environment variable.
 """
@@ -163,6 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="only tasks last updated longer ago than AGE: 3600, 90s, 15m, 12h, 7d",
     )
     purge.set_defaults(func=_cmd_purge)
+
+    cancel = sub.add_parser(
+        "cancel",
+        help="cancel queued or running tasks",
+        description="Cancel tasks by id. A queued task never starts; a running one is "
+        "stopped by the process that runs it (it sees the request within a second; a "
+        "process worker is killed and replaced). Exit status 1 if an id is unknown.",
+    )
+    cancel.add_argument("uuids", nargs="+", metavar="UUID", help="the ids of the tasks")
+    _store_option(cancel, required=True, what="the task store the tasks are in")
+    cancel.set_defaults(func=_cmd_cancel)
+
+    requeue = sub.add_parser(
+        "requeue",
+        help="run tasks that ended error (or cancel) again, under the same ids",
+        description="Queue tasks that ended error or cancel again: by id, or every task "
+        "in --status (and of --task). Their attempts start over; the run that ended, "
+        "with its traceback, is kept in the task's history (see `qtasks-mp tasks`).",
+    )
+    requeue.add_argument("uuids", nargs="*", metavar="UUID", help="the ids of the tasks")
+    requeue.add_argument("--status", choices=["error", "cancel"], help="every task in this status")
+    requeue.add_argument("--task", metavar="NAME", help="with --status: only tasks of this name")
+    _store_option(requeue, required=True, what="the task store the tasks are in")
+    requeue.set_defaults(func=_cmd_requeue)
     return parser
 
 
@@ -488,7 +517,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
         what = f"with status {args.status!r}" if args.status else ""
         print(f"no tasks {what}".rstrip())
         return 0
-    for uuid, name, status, retry, updated, tb, progress in rows:
+    for uuid, name, status, retry, updated, tb, progress, history in rows:
         when = datetime.fromtimestamp(updated).strftime("%Y-%m-%d %H:%M:%S")
         shown = ""
         if progress is not None:
@@ -496,8 +525,91 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
         print(f"{UUID(bytes=uuid)}  {name}  {status}  retries={retry}{shown}  updated {when}")
         if tb:
             print("    " + tb.rstrip().replace("\n", "\n    "))
+        for n, run in enumerate(json.loads(history) if history else (), 1):
+            ended = datetime.fromtimestamp(run["finished_at"]).strftime("%Y-%m-%d %H:%M:%S")
+            print(
+                f"    earlier run {n}: {run['status']} after {run['attempts']} attempt(s), {ended}"
+            )
+            if run["traceback"]:
+                print("        " + run["traceback"].rstrip().replace("\n", "\n        "))
         print()
     return 0
+
+
+def _with_app(args: argparse.Namespace, job: Any) -> Any:
+    """Run `job(app)` on a stopped app over the store (it runs no task: it asks the
+    store, and waits on it for other processes)."""
+    from .config import QueueConfig
+
+    config = QueueConfig()
+    config.result_retention_count = 2**62  # this process must not trim anything
+    config.result_retention_s = float(2**62)
+    store = _sqlite_store(args.store, args.busy_timeout, must_exist=True)
+    app = AppCore("qtasks-mp", store=store, config=config)
+
+    async def run() -> Any:
+        await store.open(config, lambda: None)  # the app opens it again, with its hooks
+        try:
+            return await job(app)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    uuids = [_uuid(u) for u in args.uuids]
+
+    async def job(app: AppCore) -> list[tuple[UUID, bool, str]]:
+        out = []
+        for uuid in uuids:
+            cancelled = await app.cancel(uuid)
+            task = await app.get(uuid)
+            out.append((uuid, cancelled, "" if task is None else str(task.status)))
+        return out
+
+    for uuid, cancelled, status in _with_app(args, job):
+        print(f"{uuid}  " + ("cancelled" if cancelled else f"not cancelled: it had ended {status}"))
+    return 0
+
+
+def _cmd_requeue(args: argparse.Namespace) -> int:
+    uuids = [_uuid(u) for u in args.uuids]
+    if bool(uuids) == bool(args.status):
+        raise UsageError("give task ids, or --status error|cancel (not both)")
+    if args.task and not args.status:
+        raise UsageError("--task selects among --status; with ids, give the ids only")
+
+    async def job(app: AppCore) -> tuple[int, int]:
+        todo = uuids
+        if args.status:
+            rows = await app.store.list_tasks(args.status, args.task, 2**62)  # type: ignore[attr-defined]
+            todo = [UUID(bytes=row[0]) for row in rows]
+        done = skipped = 0
+        for uuid in todo:
+            try:
+                await app.requeue(uuid)
+            except ArgumentValueError:
+                if not args.status:
+                    raise
+                skipped += 1  # it changed meanwhile (requeued by someone else)
+            else:
+                done += 1
+        return done, skipped
+
+    done, skipped = _with_app(args, job)
+    note = f" ({skipped} changed meanwhile, left alone)" if skipped else ""
+    print(f"requeued {done} tasks in {_shown(args.store)}{note}")
+    return 0
+
+
+def _uuid(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise UsageError(
+            f"{text!r} is not a task id (a UUID, as `qtasks-mp tasks` prints)"
+        ) from None
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:

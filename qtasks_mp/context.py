@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 from uuid import UUID
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 class TaskHost(Protocol):
     """What a task context and a `Task` need from the app: add a task, wait for one,
-    and run one of those from a thread other than the app's loop."""
+    cancel one, and run one of those from a thread other than the app's loop."""
 
     async def add_task(
         self,
@@ -36,6 +36,8 @@ class TaskHost(Protocol):
 
     async def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None: ...
 
+    async def cancel(self, task: UUID | str | Task) -> bool: ...
+
     def call_from_thread(self, coro: Coroutine[Any, Any, T]) -> T: ...
 
     def progress_changed(self, record: TaskRecord) -> None:
@@ -44,15 +46,33 @@ class TaskHost(Protocol):
 
 class TaskInfo:
     """What a running task knows of itself: `task_name`, `uuid`, `attempt` (1 for the
-    first run) and a `logger` tagged with the task's id. The base of every context."""
+    first run) and a `logger` tagged with the task's id. The base of every context.
 
-    __slots__ = ("_logger", "attempt", "task_name", "uuid")
+    `cancelled` becomes True when `app.cancel()` cancelled this run while it goes on (a
+    thread cannot be stopped: its function may look at it and return early; whatever
+    it returns is discarded). `cancel(reason)` ends the task `cancel` from inside.
+    """
+
+    __slots__ = ("_logger", "attempt", "cancelled", "task_name", "uuid")
 
     def __init__(self, task_name: str, uuid: UUID, attempt: int) -> None:
         self.task_name = task_name
         self.uuid = uuid
         self.attempt = attempt
+        self.cancelled = False
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    def cancel(self, reason: str = "") -> NoReturn:
+        """End this task now with status `cancel` (`reason` becomes its `traceback`); it
+        is not retried. Raises `TaskCancelError`: let it propagate."""
+        from .errors import TaskCancelError  # a leaf module: a worker process may import it
+
+        raise TaskCancelError(reason or f"{self.task_name}.cancel")
+
+    @property
+    def ctx(self) -> TaskInfo:
+        """QTasks' spelling: `self.ctx.cancel(reason)` is `self.cancel(reason)`."""
+        return self
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:

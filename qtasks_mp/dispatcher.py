@@ -43,15 +43,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from .context import AsyncTask, SyncTask, TaskHost
 from .deadlines import Deadlines
 from .eager import Eager
-from .errors import Retry
+from .errors import Retry, TaskCancelError
 from .executors.base import Call, Executor
 from .lifecycle import Supervisor
 from .registries import TaskSpec
-from .stores.base import Store
+from .stores.base import CANCELLED_QUEUED, Store
 from .task import TaskRecord, TaskStatus
 
 log = logging.getLogger("qtasks_mp.dispatcher")
@@ -128,6 +129,11 @@ class Dispatcher:
         self._eager: set[Eager[None]] = set()  # calls run in their waiting caller's task
         self._detached: set[asyncio.Task[None]] = set()  # ... that went on alone
         self._store_error: str | None = None  # the failing store call, while it fails
+        # Calls running now, by uuid.int: their Call, and the asyncio task running them
+        # when no caller drives them (non-eager routes). The only per-call cost of cancel.
+        self._running: dict[int, tuple[Call, asyncio.Task[Any] | None]] = {}
+        # Running calls whose cancel was asked: uuid.int -> whether their task was cancelled.
+        self._cancelling: dict[int, bool] = {}
 
     def add_lane(self, name: str, executor: Executor) -> None:
         """Run `name`'s tasks on `executor` (started by the app) from now on."""
@@ -372,7 +378,22 @@ class Dispatcher:
             if spec.pass_context:
                 ctx_type = AsyncTask if spec.kind.is_async else SyncTask
                 context = ctx_type(self.host, spec.name, record.uuid, record.retry + 1, record)
-            record.returning = await route.chain(Call(spec, record, context))
+            call = Call(spec, record, context)
+            key = record.uuid.int
+            self._running[key] = (call, None if route.eager else asyncio.current_task())
+            # Decided as the chain ends, with no await in between: a cancel asked before
+            # wins over whatever the call ended with; one asked after finds the call gone
+            # (app.cancel() then says False).
+            try:
+                record.returning = await route.chain(call)
+            except BaseException as e:
+                del self._running[key]
+                if self._cancelling:
+                    self._cancelled_here(key, e)
+                raise
+            del self._running[key]
+            if self._cancelling:
+                self._cancelled_here(key, None)
             record.status = TaskStatus.SUCCESS
             record.traceback = None  # an earlier attempt's failure is history now
         except Retry as r:
@@ -384,6 +405,10 @@ class Dispatcher:
             if await self._put_back(record, "retry"):
                 self.wake_event.set()  # the dispatcher keeps the timer for delayed retries
                 return
+        except TaskCancelError as e:  # app.cancel(), or the task's own self.cancel()
+            record.status = TaskStatus.CANCEL
+            record.returning = None
+            record.traceback = str(e)
         except asyncio.CancelledError:
             if self.store.shared:  # durable: the next start runs it again (at-least-once)
                 record.retry += 1
@@ -412,6 +437,58 @@ class Dispatcher:
                 self._drained.set()
         record.finished_at = record.updated_at = time.time()
         await self._finish(record)
+
+    def _cancelled_here(self, key: int, ended: BaseException | None) -> None:
+        """(As a chain ends.) If this call's cancel was asked, raise `TaskCancelError` in
+        place of its outcome (its result is discarded, a retry is not put back), unless
+        it ended with one already (the executor's says how it stopped); take back the
+        cancellation of its asyncio task, if there was one."""
+        cancelled_task = self._cancelling.pop(key, None)
+        if cancelled_task is None:
+            return
+        if cancelled_task:
+            task = asyncio.current_task()
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None and getattr(task, "cancelling")():  # noqa: B009
+                uncancel()
+        if not isinstance(ended, TaskCancelError):
+            raise TaskCancelError("cancelled: by app.cancel() while it was running") from None
+
+    def cancel(self, record_uuid: UUID) -> bool:
+        """Cancel a task this dispatcher holds: running (its executor stops it, see
+        `Executor.cancel`) or taken and waiting in a lane's inbox. False if it holds no
+        such task. The task then ends `cancel` through the one finishing path, which
+        wakes its waiters; a second cancel of it is a no-op that also returns True."""
+        key = record_uuid.int
+        entry = self._running.get(key)
+        if entry is None:
+            for lane in self.lanes.values():
+                for record in lane.inbox:
+                    if record.uuid.int == key:
+                        lane.inbox.remove(record)
+                        record.status = TaskStatus.CANCEL
+                        record.traceback = CANCELLED_QUEUED
+                        record.finished_at = record.updated_at = time.time()
+                        self.supervisor.spawn(self._finish(record), "qtasks_mp cancel")
+                        return True
+            return False
+        if key in self._cancelling:
+            return True
+        call, task = entry
+        if call.context is not None:
+            call.context.cancelled = True  # a thread's function may look, and stop
+        stopped = self.lanes[call.record.lane].executor.cancel(call)
+        cancel_task = not stopped and task is not None
+        self._cancelling[key] = cancel_task
+        if cancel_task:
+            assert task is not None
+            # A non-eager route: the task is suspended inside this call's chain (the
+            # entry is in _running only while the chain is awaited), so the
+            # CancelledError lands there; `_cancelled_here` takes it back.
+            task.cancel()
+        # else: an eager call on an executor that cannot stop it: it ends `cancel`
+        # when its executor returns (its outcome discarded).
+        return True
 
     async def _put_back(self, record: TaskRecord, why: str) -> bool:
         """Return a task to the store (a retry, an interrupted run). On failure, the task

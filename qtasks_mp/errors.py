@@ -74,6 +74,18 @@ class TaskTimeout(QTasksError, TimeoutError):
         self.timeout_s = timeout_s
 
 
+class TaskCancelError(QTasksError, RuntimeError):
+    """A task was cancelled: by `app.cancel()` (or the CLI, the dashboard), or by itself,
+    raising it through its context's `self.cancel(reason)` (QTasks' `self.ctx.cancel`).
+
+    It ends the task with status `cancel`, its message as the task's `traceback`; the
+    `Retries` middleware never retries it.
+    """
+
+    def __init__(self, message: str = "cancelled") -> None:
+        super().__init__(message)
+
+
 class TaskFailed(QTasksError):
     """A task ended with an error; the remote traceback text is kept as `__cause__`'s text."""
 

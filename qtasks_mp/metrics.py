@@ -44,7 +44,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .errors import Retry
+from .errors import Retry, TaskCancelError
 from .executors.base import Call
 from .middleware.base import CallNext
 from .middleware.timing import TaskTimes, Timing
@@ -126,7 +126,7 @@ class TaskMetrics(Timing):
         except Retry:
             times.retried += 1
             raise
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, TaskCancelError):  # stopped, or app.cancel()
             times.count += 1
             times.failed += 1
             self.cancelled[name] += 1

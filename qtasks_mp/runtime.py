@@ -137,6 +137,7 @@ class Runtime:
             async with self._store_lock:
                 if not self._store_open:
                     await self.store.open(self.config, self._store_changed)
+                    self.store.watch_cancels(self._cancels_requested)
                     self._store_open = True
 
     def _store_changed(self) -> None:
@@ -150,6 +151,13 @@ class Runtime:
             return
         with contextlib.suppress(RuntimeError):  # closed meanwhile
             loop.call_soon_threadsafe(self._on_store_changed)
+
+    def _cancels_requested(self, uuids: list[UUID]) -> None:
+        """(In the loop.) Another process asked to cancel tasks our store leased to us."""
+        dispatcher = self.dispatcher
+        if dispatcher is not None:
+            for uuid in uuids:
+                dispatcher.cancel(uuid)
 
     def _on_store_changed(self) -> None:
         if self.dispatcher is not None:

@@ -293,6 +293,14 @@ class QueueTasks:
     def wait_idle(self, timeout: float | None = None) -> bool:
         return self._call(self.core.wait_idle(timeout))
 
+    def cancel(self, task: UUID | str | Task) -> bool:
+        """Cancel a queued or running task; see the async `cancel`."""
+        return self._call(self.core.cancel(task))
+
+    def requeue(self, task: UUID | str | Task) -> Task:
+        """Queue a task that ended error or cancel again; see the async `requeue`."""
+        return self._call(self.core.requeue(task))
+
     def start(self) -> None:
         """Start the app, or return once it runs. A failed start raises its error here.
 

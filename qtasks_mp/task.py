@@ -85,6 +85,8 @@ class TaskRecord:
     equal priorities. `unique_key`: while a task of the same name and key is new or
     process, adding another returns that one. `progress`: the latest
     `(done, total, note)` the task reported, or None.
+    equal priorities. `history` holds the earlier runs of a requeued task (see
+    `history_entry`), oldest first; a store reads it only for `get`.
     """
 
     __slots__ = (
@@ -92,6 +94,7 @@ class TaskRecord:
         "created_at",
         "eta",
         "finished_at",
+        "history",
         "kwargs",
         "lane",
         "priority",
@@ -136,9 +139,23 @@ class TaskRecord:
         self.seq = 0
         self.unique_key: str | None = None
         self.progress: tuple[float, float | None, str | None] | None = None
+        self.history: tuple[dict[str, Any], ...] = ()
 
     def snapshot(self, host: TaskHost | None) -> Task:
         return Task(self, host)
+
+
+def history_entry(
+    status: str, retry: int, finished_at: float, traceback: str | None
+) -> dict[str, Any]:
+    """What `requeue` keeps of a run that ended `error` or `cancel`: its status, the
+    attempts it made, when it ended and its traceback. Plain data (JSON in the stores)."""
+    return {
+        "status": str(status),
+        "attempts": retry + 1,
+        "finished_at": finished_at,
+        "traceback": traceback,
+    }
 
 
 class Task:
@@ -146,7 +163,9 @@ class Task:
 
     It does not change afterwards: `wait_result()` / `await wait_result_async()` or
     `app.get(uuid)` give a fresh one. `retry` counts the retries done so far.
-    `created_at` / `updated_at` are `datetime`s (local time).
+    `created_at` / `updated_at` are `datetime`s (local time). `history`: the earlier
+    runs of a requeued task, a tuple of dicts, oldest first (`status`, `attempts`,
+    `finished_at`, `traceback` each; see `app.requeue`).
     """
 
     __slots__ = (
@@ -155,6 +174,7 @@ class Task:
         "_progress",
         "_updated",
         "args",
+        "history",
         "kwargs",
         "priority",
         "retry",
@@ -178,6 +198,7 @@ class Task:
         self.retry: int = record.retry
         self.unique_key: str | None = record.unique_key
         self._progress = record.progress
+        self.history: tuple[dict[str, Any], ...] = record.history
         self._created = record.created_at
         self._updated = record.updated_at
         self._host = host  # what it asks to wait: the app, through a small protocol
@@ -219,6 +240,16 @@ class Task:
         """Blocking form of `wait_result_async`, for threads other than the app's loop."""
         host = self._require_host()
         return host.call_from_thread(host.wait(self.uuid, timeout))
+
+    async def cancel_async(self) -> bool:
+        """`await app.cancel(this task)`: True if it was queued or running and is now
+        ended `cancel`; False if it had already ended."""
+        return await self._require_host().cancel(self.uuid)
+
+    def cancel(self) -> bool:
+        """Blocking form of `cancel_async`, for threads other than the app's loop."""
+        host = self._require_host()
+        return host.call_from_thread(host.cancel(self.uuid))
 
     def _require_host(self) -> TaskHost:
         if self._host is None:

@@ -660,6 +660,30 @@ CALLS: dict[str, Row] = {
         "plain function",
         "use chunksize=1",
     ),
+    # cancel, requeue
+    "cancel('nope')": Row(
+        lambda app: app.cancel("nope"), ArgumentValueError, "app.cancel", "'nope'", "task.uuid"
+    ),
+    "cancel(123)": Row(
+        lambda app: app.cancel(123), TaskArgumentsError, "app.cancel", "123 (an int)", "task.uuid"
+    ),
+    "cancel(unknown uuid)": Row(
+        lambda app: app.cancel(uuid_module.UUID(int=5)),
+        TaskNotFound,
+        "app.cancel",
+        "00000000-0000-0000-0000-000000000005",
+        "pass the uuid of a Task that add_task returned",
+    ),
+    "requeue('nope')": Row(
+        lambda app: app.requeue("nope"), ArgumentValueError, "app.requeue", "'nope'", "task.uuid"
+    ),
+    "requeue(unknown uuid)": Row(
+        lambda app: app.requeue(uuid_module.UUID(int=5)),
+        TaskNotFound,
+        "app.requeue",
+        "00000000-0000-0000-0000-000000000005",
+        "a task that ended error or cancel",
+    ),
     # wait, get
     "get('nope')": Row(
         lambda app: app.get("nope"), ArgumentValueError, "app.get", "'nope'", "pass task.uuid"

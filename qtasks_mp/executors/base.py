@@ -190,6 +190,16 @@ class Executor(ABC):
         the code that was running.
         """
 
+    def cancel(self, call: Call) -> bool:
+        """Stop `call`, which `run` is running now (`app.cancel()`): True if `run` will
+        now end soon, raising whatever it raises (the task ends `cancel` anyway).
+
+        The default cannot: False. The dispatcher then cancels the asyncio task awaiting
+        `run` (as at stop: `run` gets `CancelledError`), except for a call a waiting
+        caller drives (`eager`), whose outcome is discarded when `run` returns.
+        """
+        return False
+
     async def aclose(self, cancel_pending: bool = False) -> None:
         """Release resources. The dispatcher has already waited for running calls."""
 

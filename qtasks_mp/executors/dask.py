@@ -75,6 +75,7 @@ from .. import wire
 from ..errors import (
     AppNotRunning,
     QTasksError,
+    TaskCancelError,
     TaskRegistrationError,
     TaskTimeout,
     WorkerCrashed,
@@ -154,6 +155,8 @@ class DaskExecutor(Executor):
         self._own_client = False
         self._targets: dict[TaskSpec, _Target] = {}
         self._cancels: set[asyncio.Task[Any]] = set()
+        self._futures: dict[Call, Any] = {}  # the Dask future of each call running
+        self._cancelled: set[Call] = set()  # calls app.cancel() cancelled
         self.calls_done = 0
         self.crashes = 0
         self.timeouts = 0
@@ -249,6 +252,7 @@ class DaskExecutor(Executor):
         # One Dask future per attempt; never Dask's own `retries=` (retries are ours).
         future = client.submit(_run_in_worker, target, args, kwargs, generator, key=key, pure=False)
         timeout = spec.timeout
+        self._futures[call] = future
         try:
             if timeout is None:
                 result = await future
@@ -272,12 +276,20 @@ class DaskExecutor(Executor):
             self.crashes += 1
             raise _crashed(call, e) from e
         except FutureCancelledError as e:
+            if call in self._cancelled:  # app.cancel(): the dispatcher ends it `cancel`
+                raise TaskCancelError(
+                    "cancelled: by app.cancel(); its Dask future was cancelled (a Dask task "
+                    "already running goes on in its worker thread; its result is dropped)"
+                ) from e
             # Not ours (our own cancellations end above): lost scheduler, or cancelled by
             # someone else sharing the cluster.
             raise QTasksError(
                 f"task {call.task_name!r}: its Dask future was cancelled ({e.reason}); "
                 "check the scheduler's log (a lost connection, or another client cancelled it)"
             ) from e
+        finally:
+            del self._futures[call]
+            self._cancelled.discard(call)
         self.calls_done += 1
         if generator:
             return [await call.handle_item(item) for item in result]
@@ -303,12 +315,23 @@ class DaskExecutor(Executor):
             new_kwargs[k] = fut
         return tuple(new_args), new_kwargs
 
-    def _cancel(self, future: Any) -> None:
+    def cancel(self, call: Call) -> bool:
+        """Cancel the call's Dask future: a task not started yet never runs; a running
+        one goes on in its Dask worker's thread (Dask cannot stop it) and its result is
+        dropped. `run` ends as soon as the scheduler confirms the cancellation."""
+        future = self._futures.get(call)
+        if future is None:
+            return False
+        self._cancelled.add(call)
+        self._cancel(future, "app.cancel()")
+        return True
+
+    def _cancel(self, future: Any, reason: str = "qtasks_mp gave up on it") -> None:
         """Cancel a Dask future without waiting here (we may be cancelled ourselves)."""
         client = self.client
         if client is None or future.done():
             return
-        cancelling = client.cancel([future], reason="qtasks_mp gave up on it")  # type: ignore[no-untyped-call]
+        cancelling = client.cancel([future], reason=reason)  # type: ignore[no-untyped-call]
         task = asyncio.ensure_future(cancelling)
         self._cancels.add(task)
         task.add_done_callback(self._cancels.discard)

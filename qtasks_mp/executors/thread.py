@@ -128,6 +128,7 @@ class ThreadExecutor(Executor):
         self.max_workers = max_workers or 8
         self.overrun = 0  # timed-out calls whose thread is still running
         self._threads: Threads | None = None
+        self._waits: dict[Call, asyncio.Future[Any]] = {}  # what `run` awaits, per call
 
     @property
     def slots(self) -> int:
@@ -147,12 +148,15 @@ class ThreadExecutor(Executor):
         job = self._threads.submit(run_in_thread, call, loop)
         fut = asyncio.wrap_future(job, loop=loop)  # cancelling it cancels a job not started
         timeout = call.spec.timeout
+        self._waits[call] = fut
         try:
             if timeout is None or await within(fut, timeout):
                 return await fut
-        except asyncio.CancelledError:  # the app is stopping; a started thread goes on
+        except asyncio.CancelledError:  # the app stops, or `cancel`; a started thread goes on
             self._left_running(job, fut, loop)
             raise
+        finally:
+            del self._waits[call]
         self._left_running(job, fut, loop)
         raise TaskTimeout(
             call.task_name,
@@ -160,6 +164,16 @@ class ThreadExecutor(Executor):
             "a thread cannot be stopped, so the function keeps running in its thread "
             "(holding one slot) until it returns; use executor='process' for a hard limit",
         )
+
+    def cancel(self, call: Call) -> bool:
+        """A thread cannot be stopped: `run` stops waiting at once (the call ends
+        `cancel`), the function goes on in its thread (holding its slot, as after a
+        timeout) and what it returns is discarded. Its context's `cancelled` is True."""
+        fut = self._waits.get(call)
+        if fut is None:
+            return False
+        fut.cancel()
+        return True
 
     def _left_running(
         self, job: Future[Any], fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from ..checks import got
-from ..errors import Retry, SetupError
+from ..errors import Retry, SetupError, TaskCancelError
 from ..executors.base import Call
 from .base import CallNext, Middleware
 
@@ -41,6 +41,9 @@ class CallLogging(Middleware):
             result = await call_next(call)
         except Retry as r:
             log.warning("%s %s: %s", call.task_name, call.record.uuid, r)
+            raise
+        except TaskCancelError as c:  # not a failure: one line, no traceback
+            log.info("%s %s: %s", call.task_name, call.record.uuid, c)
             raise
         except Exception:
             log.exception(

@@ -6,8 +6,9 @@ fails with `RetriesExhausted`.
 The task options `retry` (attempts after the first), `retry_on_exc` (exception types,
 matched with isinstance; None = any `Exception`) and `retry_backoff` (seconds) decide.
 The delay doubles with each retry and gets +-25% jitter; 0 (the default) retries at
-once, as QTasks does. This middleware does not sleep: it raises `Retry(delay_s)` and
-the dispatcher puts the task back in the store with that ETA, so no slot is held.
+once, as QTasks does. A `TaskCancelError` (a cancel) is never retried. This
+middleware does not sleep: it raises `Retry(delay_s)` and the dispatcher puts the
+task back in the store with that ETA, so no slot is held.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from .. import checks
-from ..errors import ArgumentValueError, RetriesExhausted, Retry, SetupError
+from ..errors import ArgumentValueError, RetriesExhausted, Retry, SetupError, TaskCancelError
 from ..executors.base import Call
 from .base import CallNext, Middleware
 
@@ -104,6 +105,8 @@ class Retries(Middleware):
                     f"task {call.task_name!r} asked for a retry ({r}) but has used its "
                     f"{limit} retries; raise the task's retry= to allow more"
                 ) from r
+            raise
+        except TaskCancelError:  # a cancelled task is never retried
             raise
         except Exception as exc:
             spec = call.spec

@@ -25,7 +25,8 @@ never take each other's tasks early.
 
 The schema is created by the first store that opens the database, under an advisory
 lock (two processes starting at once create it once). A later version upgrades in place
-from the version it finds; a database written by a newer version is refused.
+from the version it finds (`Statements.steps`, each additive); a database written by a
+newer version is refused.
 """
 
 from __future__ import annotations
@@ -109,6 +110,14 @@ class Statements:
                 "WHERE status = 'new' AND eta = 0",
                 f"CREATE TABLE {r} (task_name text PRIMARY KEY, next_at float8 NOT NULL)",
                 f"CREATE INDEX tasks_seq ON {t} (seq)",  # the dashboard's keyset pages
+                # cancel and requeue. `history`: the earlier runs of a requeued task (JSON,
+                # see task.history_entry). `cancel_requested`: a cancel asked while the
+                # task ran, until its dispatcher ends it (a put-back keeps it: it is an
+                # UPDATE); the partial index keeps the periodic check one walk of an
+                # index that is almost always empty.
+                f"ALTER TABLE {t} ADD COLUMN history text",
+                f"ALTER TABLE {t} ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false",
+                f"CREATE INDEX tasks_cancel_requested ON {t} (status) WHERE cancel_requested",
             ],
             # -- end of version 2 ----------------------------------------------------------
         }
@@ -147,6 +156,39 @@ class Statements:
             f"SELECT exists(SELECT 1 FROM {t} WHERE task_name = $1 AND lane = $2 "
             "AND status = 'new' AND eta = 0)"
         )
+        self.cancel_lock = f"SELECT status FROM {t} WHERE uuid = $1 FOR UPDATE"
+        self.cancel_queued = (
+            f"UPDATE {t} SET status = 'cancel', updated_at = $2, finished_at = $2, "
+            "traceback = $3 WHERE uuid = $1"
+        )
+        self.cancel_request = f"UPDATE {t} SET cancel_requested = true WHERE uuid = $1"
+        self.cancels_any = f"SELECT EXISTS (SELECT 1 FROM {t} WHERE cancel_requested)"
+        # Requests whose task went back to the queue (a retry put back, a lease
+        # reclaimed) end it now; those of ended tasks are dropped; ours are returned.
+        self.cancels_check = f"""
+            WITH ended AS (
+                UPDATE {t} SET status = 'cancel', updated_at = $1, finished_at = $1,
+                    traceback = $2, cancel_requested = false
+                WHERE cancel_requested AND status = 'new'
+                RETURNING 1
+            ), gone AS (
+                UPDATE {t} SET cancel_requested = false
+                WHERE cancel_requested AND status NOT IN ('new', 'process')
+            )
+            SELECT uuid, (SELECT count(*) FROM ended) FROM {t}
+            WHERE cancel_requested AND status = 'process' AND lease_owner = $3
+            UNION ALL SELECT NULL, (SELECT count(*) FROM ended)"""
+        self.requeue_lock = f"SELECT {COLUMNS}, history FROM {t} WHERE uuid = $1 FOR UPDATE"
+        self.requeue = f"""
+            WITH back AS (
+                UPDATE {t} SET seq = nextval(pg_get_serial_sequence('{t}', 'seq')),
+                    status = 'new', eta = 0, retry = 0, updated_at = $2, started_at = 0,
+                    finished_at = 0, result = NULL, traceback = NULL, lease_owner = NULL,
+                    lease_until = NULL, cancel_requested = false, history = $3
+                WHERE uuid = $1
+                RETURNING seq
+            )
+            SELECT (SELECT seq FROM back), pg_notify($4, 'n')"""
         # New tasks (their uuid is new: ON CONFLICT only meets a put tried again after its
         # reply was lost, which then changes nothing). The NOTIFY rides in the same
         # statement: sent at commit, never before. Seven arrays, not eleven: encoding
@@ -225,7 +267,7 @@ class Statements:
             "FROM unnest($1::uuid[], $3::text[]) AS x(u, tb) WHERE uuid = x.u"
         )
         self.next_eta = f"SELECT min(eta) FROM {t} WHERE lane = $1 AND status = 'new' AND eta > 0"
-        self.get = f"SELECT {COLUMNS} FROM {t} WHERE uuid = $1"
+        self.get = f"SELECT {COLUMNS}, history FROM {t} WHERE uuid = $1"
         self.counts = f"SELECT status, count(*) FROM {t} GROUP BY status"
         self.drop_queued = (
             f"UPDATE {t} SET status = 'cancel', updated_at = $1, finished_at = $1, "

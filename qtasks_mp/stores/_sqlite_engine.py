@@ -58,6 +58,7 @@ from ._sqlite_schema import (
     create_private,
     ensure_schema,
 )
+from .base import CANCELLED_QUEUED
 
 log = logging.getLogger("qtasks_mp.stores.sqlite")
 
@@ -66,6 +67,7 @@ STOP = object()  # put on the queue by close(): finish the batch, then exit
 _MAX_BATCH = 8192
 _RECLAIM_EVERY_S = 1.0
 _TRIM_EVERY_S = 0.5
+CANCEL_CHECK_S = 0.25  # how often cancels asked by other processes are looked for
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 
@@ -175,6 +177,7 @@ class Engine(threading.Thread):
         poll_s: float,
         config: QueueConfig,
         on_change: Callable[[], None],
+        on_cancel: Callable[[list[bytes]], None],
     ) -> None:
         super().__init__(name=f"qtasks_mp-sqlite:{os.path.basename(path)}", daemon=True)
         self.path = path
@@ -184,6 +187,7 @@ class Engine(threading.Thread):
         self.poll_s = poll_s
         self.config = config
         self.on_change = on_change
+        self.on_cancel = on_cancel
         self.owner = make_owner()
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -264,6 +268,7 @@ class Engine(threading.Thread):
         next_tick = 0.0
         next_renew = time.monotonic() + self.lease_s / 3
         next_reclaim = next_trim = time.monotonic() + _RECLAIM_EVERY_S
+        next_cancels = time.monotonic()
         while True:
             wait = next_tick - time.monotonic()
             try:
@@ -301,6 +306,9 @@ class Engine(threading.Thread):
                 if mono >= next_reclaim:
                     next_reclaim = mono + _RECLAIM_EVERY_S
                     self._reclaim(time.time())
+                if mono >= next_cancels:
+                    next_cancels = mono + CANCEL_CHECK_S
+                    self._check_cancels(time.time())
                 if mono >= next_trim and self._finished_since_trim:
                     next_trim = mono + _TRIM_EVERY_S
                     self._trim(time.time())
@@ -465,6 +473,36 @@ class Engine(threading.Thread):
                 log.warning("task store %r: %d tasks put back to run again: %s", self.path, n, why)
         if back:
             self.on_change()  # our own dispatcher may take them: our writes wake nobody
+
+    def _check_cancels(self, now: float) -> None:
+        """Cancels asked for running tasks (`cancel_requests`, usually empty: one read).
+        Those leased to us go to the app (`on_cancel`); those whose task went back to
+        the queue meanwhile (a retry put back, a lease reclaimed) end `cancel` here; those
+        whose task ended are dropped."""
+        conn = self._conn
+        assert conn is not None
+        if conn.execute("SELECT 1 FROM cancel_requests LIMIT 1").fetchone() is None:
+            return
+        ended = self._write(
+            "UPDATE tasks SET status = 'cancel', updated_at = ?, finished_at = ?, "
+            "traceback = ?, lease_owner = NULL, lease_until = NULL "
+            "WHERE status = 'new' AND uuid IN (SELECT uuid FROM cancel_requests)",
+            (now, now, CANCELLED_QUEUED),
+        )
+        self._write(
+            "DELETE FROM cancel_requests WHERE uuid NOT IN "
+            "(SELECT uuid FROM tasks WHERE status = 'process')",
+            (),
+        )
+        mine = conn.execute(
+            "SELECT t.uuid FROM cancel_requests AS r JOIN tasks AS t ON t.uuid = r.uuid "
+            "WHERE t.status = 'process' AND t.lease_owner = ?",
+            (self.owner,),
+        ).fetchall()
+        if mine:
+            self.on_cancel([row[0] for row in mine])
+        if ended:
+            self.on_change()  # waiters here re-read: our own writes wake nobody
 
     def _trim(self, now: float) -> None:
         """Drop finished tasks past `result_retention_s`, then past the newest

@@ -71,6 +71,13 @@ _STEPS: dict[int, list[str]] = {
         "WHERE status = 'new' AND eta = 0",
         # per rate-limited task: the earliest time (time.time()) its next task may start
         "CREATE TABLE rate_limits (task_name TEXT PRIMARY KEY, next_at REAL NOT NULL)",
+        # cancel and requeue. `history`: the earlier runs of a requeued task, a JSON list
+        # (see task.history_entry). `cancel_requests`: cancels asked for running tasks,
+        # until their dispatcher ends them. A table of its own, not a column: a put
+        # (INSERT OR REPLACE) must not wipe a request made while the task ran (a retry
+        # put back, then cancelled before its next run).
+        "ALTER TABLE tasks ADD COLUMN history TEXT",
+        "CREATE TABLE cancel_requests (uuid BLOB PRIMARY KEY, requested_at REAL NOT NULL)",
     ],
     # -- end of version 2 ------------------------------------------------------------------
 }

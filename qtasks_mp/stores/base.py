@@ -12,10 +12,26 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from enum import Enum
 from uuid import UUID
 
 from ..config import QueueConfig
+from ..errors import ArgumentValueError
 from ..task import TaskRecord
+
+
+class Cancelled(str, Enum):
+    """What `Store.cancel` did."""
+
+    #: it was queued (`new`): it is now ended `cancel` and will never be taken
+    ENDED_NOW = "ended_now"
+    #: it is running (`process`): the request is kept until its dispatcher ends it
+    REQUESTED = "requested"
+    #: it had already ended: nothing changed
+    ALREADY_ENDED = "already_ended"
+
+
+CANCELLED_QUEUED = "cancelled: cancelled before it started"
 
 
 class Store(ABC):
@@ -58,6 +74,27 @@ class Store(ABC):
     @abstractmethod
     async def drop_queued(self) -> int:
         """Forget the tasks that have not started (a memory store's fate at shutdown)."""
+
+    # ------------------------------------------------------------ cancel and requeue
+    # Concrete, so that a store written before them still works; the built-in stores
+    # (memory, SQLite, PostgreSQL) implement them.
+
+    async def cancel(self, uuid: UUID, now: float) -> tuple[Cancelled, TaskRecord] | None:
+        """Cancel a task (None if unknown), atomically against `take`: a queued one ends
+        `cancel` at once (traceback `CANCELLED_QUEUED`); for a running one, the request
+        is kept and reported to the store that holds it (`watch_cancels`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot cancel tasks")
+
+    async def requeue(self, uuid: UUID, now: float) -> tuple[bool, TaskRecord] | None:
+        """Queue a task that ended `error` or `cancel` again under its uuid: retry 0, no
+        result or traceback, the run that ended appended to `history`. (True, the new
+        record); (False, the record as it is) for a task in another status; None if unknown."""
+        raise NotImplementedError(f"{type(self).__name__} cannot requeue tasks")
+
+    def watch_cancels(self, on_cancel: Callable[[list[UUID]], None]) -> None:
+        """A shared store calls `on_cancel` (in the loop it was opened in, within a
+        second) with the ids of tasks it leased to this process whose cancel another
+        process asked for. A store of one process has nothing to report."""
 
     # ---------------------------------------------------------------- unique, rate, progress
     # Not abstract: a store of one's own works without them until a task uses them.
@@ -131,3 +168,12 @@ class TurnTimer:
 
 def _nothing() -> None:
     pass
+
+
+def unique_key_held(record: TaskRecord, holder: UUID) -> ArgumentValueError:
+    """The error of a requeue whose task's unique key another task holds now."""
+    return ArgumentValueError(
+        f"app.requeue: task {record.task_name!r} ({record.uuid}) has unique_key "
+        f"{record.unique_key!r}, which task {holder} holds now (queued or running); "
+        "requeue it after that one ends, or add a new task"
+    )

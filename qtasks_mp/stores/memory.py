@@ -10,10 +10,14 @@ of their own per task name and wait there; `take` hands out one each time the ne
 allowed start (kept per task name) has come, and sets one loop timer to wake the app
 then. Unique tasks are found by (task name, key) in a dict, entries dropped as their
 task finishes.
+
+A cancelled queued task stays in its heap, ended: `take` drops it when it comes up
+(one identity test per task taken, instead of an O(n) removal per cancel).
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import time
 from collections import Counter, deque
@@ -22,8 +26,8 @@ from itertools import count
 from uuid import UUID
 
 from ..config import QueueConfig
-from ..task import TaskRecord, TaskStatus
-from .base import Store, TurnTimer
+from ..task import TaskRecord, TaskStatus, history_entry
+from .base import CANCELLED_QUEUED, Cancelled, Store, TurnTimer, unique_key_held
 
 _UNFINISHED = (TaskStatus.NEW, TaskStatus.PROCESS)
 
@@ -92,8 +96,11 @@ class MemoryStore(Store):
         if not ready:
             return out
         pop = heapq.heappop
+        new = TaskStatus.NEW
         while ready and len(out) < limit:
             rec = pop(ready)[2]
+            if rec.status is not new:  # cancelled while queued
+                continue
             rec.status = TaskStatus.PROCESS
             out.append(rec)
         return out
@@ -112,6 +119,8 @@ class MemoryStore(Store):
         next_at, held = self._next_at, self._held
         for name, interval_s in limits.items():  # those already waiting for their turn
             heap = held.get(name)
+            while heap and heap[0][2].status is not TaskStatus.NEW:  # cancelled meanwhile
+                heapq.heappop(heap)
             if heap and len(out) < limit and next_at.get(name, 0.0) <= now:
                 rec = heapq.heappop(heap)[2]
                 rec.status = TaskStatus.PROCESS
@@ -120,6 +129,8 @@ class MemoryStore(Store):
         while ready and len(out) < limit:
             item = heapq.heappop(ready)
             rec = item[2]
+            if rec.status is not TaskStatus.NEW:  # cancelled while queued
+                continue
             interval = limits.get(rec.task_name)
             if interval is not None:
                 if next_at.get(rec.task_name, 0.0) > now:  # not its turn: wait aside
@@ -135,6 +146,8 @@ class MemoryStore(Store):
 
     async def next_eta(self, lane: str) -> float | None:
         delayed = self._delayed.get(lane)
+        while delayed and delayed[0][2].status is not TaskStatus.NEW:
+            heapq.heappop(delayed)  # a cancelled retry: no wake-up for it
         return delayed[0][0] if delayed else None
 
     async def finish(self, record: TaskRecord) -> None:
@@ -154,6 +167,47 @@ class MemoryStore(Store):
         while finished and finished[0].finished_at < horizon:
             self._records.pop(finished.popleft().uuid.int, None)
 
+    async def cancel(self, uuid: UUID, now: float) -> tuple[Cancelled, TaskRecord] | None:
+        rec = self._records.get(uuid.int)
+        if rec is None:
+            return None
+        if rec.status is TaskStatus.NEW:
+            rec.status = TaskStatus.CANCEL
+            rec.updated_at = rec.finished_at = now
+            rec.traceback = CANCELLED_QUEUED
+            self._finished.append(rec)
+            self._trim(now)
+            return Cancelled.ENDED_NOW, rec
+        if rec.status is TaskStatus.PROCESS:  # held by this process's dispatcher
+            return Cancelled.REQUESTED, rec
+        return Cancelled.ALREADY_ENDED, rec
+
+    async def requeue(self, uuid: UUID, now: float) -> tuple[bool, TaskRecord] | None:
+        rec = self._records.get(uuid.int)
+        if rec is None:
+            return None
+        if rec.status not in (TaskStatus.ERROR, TaskStatus.CANCEL):
+            return False, rec
+        if rec.unique_key is not None:
+            key = (rec.task_name, rec.unique_key)
+            holder = self._unique.get(key)
+            if holder is not None and holder is not rec and holder.status in _UNFINISHED:
+                raise unique_key_held(rec, holder.uuid)
+            self._unique[key] = rec
+        with contextlib.suppress(ValueError):  # O(retention): not dropped while queued
+            self._finished.remove(rec)
+        rec.history = (
+            *rec.history,
+            history_entry(rec.status, rec.retry, rec.finished_at, rec.traceback),
+        )
+        rec.status = TaskStatus.NEW
+        rec.retry = 0
+        rec.eta = rec.started_at = rec.finished_at = 0.0
+        rec.updated_at = now
+        rec.returning = rec.traceback = None
+        await self.put(rec)
+        return True, rec
+
     async def get(self, uuid: UUID) -> TaskRecord | None:
         return self._records.get(uuid.int)
 
@@ -167,6 +221,8 @@ class MemoryStore(Store):
             for heap in heaps.values():
                 for item in heap:
                     rec = item[2]
+                    if rec.status is not TaskStatus.NEW:  # cancelled while queued
+                        continue
                     rec.status = TaskStatus.CANCEL
                     rec.updated_at = rec.finished_at = time.time()
                     rec.traceback = "cancelled: the app stopped before the task started"

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -65,7 +66,7 @@ import psutil
 
 from ..config import QueueConfig
 from ..errors import SerializationError
-from ..task import TaskRecord, TaskStatus
+from ..task import TaskRecord, TaskStatus, history_entry
 from ._postgres_schema import (
     META,
     SCHEMA_VERSION,
@@ -76,7 +77,7 @@ from ._postgres_schema import (
 )
 from ._sqlite_codec import EncodeError, encode_call, encode_value
 from ._sqlite_schema import StoreError, encode_progress
-from .base import Store, TurnTimer
+from .base import CANCELLED_QUEUED, Cancelled, Store, TurnTimer, unique_key_held
 
 try:
     import asyncpg
@@ -96,6 +97,7 @@ _MAX_BATCH = 4096
 _RECLAIM_EVERY_S = 1.0
 _TRIM_EVERY_S = 0.5
 _TICK_S = 0.1
+_CANCEL_CHECK_S = 0.25  # how often cancels asked by other processes are looked for
 _FINISH_WAKE_S = 0.01
 
 
@@ -334,6 +336,7 @@ class PostgresStore(Store):
         self._config = QueueConfig()
         self._wake: Callable[[], None] = _nothing
         self._turns = TurnTimer()  # wakes the app when a rate-limited task may start
+        self._on_cancel: Callable[[list[UUID]], None] = _ignore
         self._wake_soon = False
         self._own_pids: set[int] = set()
         self._held: set[UUID] = set()
@@ -480,11 +483,10 @@ class PostgresStore(Store):
                         await conn.execute(statement)
                     log.info("task store %s: created its tables in schema %r", self, schema)
                     version = 1
-                if version < SCHEMA_VERSION:
-                    for step in range(version + 1, SCHEMA_VERSION + 1):
-                        for statement in sql.steps[step]:
-                            await conn.execute(statement)
-                    await conn.execute(sql.set_version, str(SCHEMA_VERSION))
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in sql.steps[step]:
+                        await conn.execute(statement)
+                    await conn.execute(sql.set_version, str(step))
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
         return str(schema)
@@ -988,13 +990,83 @@ class PostgresStore(Store):
         row = await self._call(run)
         if row is None:
             return None
-        try:
-            return record_from_row(row)
-        except Exception as e:
-            raise SerializationError(
-                f"task {row[2]!r} ({uuid}): its stored arguments or result cannot be "
-                f"decoded here: {type(e).__name__}: {e}"
-            ) from e
+        return _decoded(tuple(row), uuid)
+
+    async def cancel(self, uuid: UUID, now: float) -> tuple[Cancelled, TaskRecord] | None:
+        sql = self._statements()
+
+        async def run(conn: Any) -> tuple[Cancelled, Any] | None:
+            async with conn.transaction():  # the row lock orders us with any take
+                status = await conn.fetchval(sql.cancel_lock, uuid)
+                if status is None:
+                    return None
+                if status == "new":
+                    await conn.execute(sql.cancel_queued, uuid, now, CANCELLED_QUEUED)
+                    how = Cancelled.ENDED_NOW
+                elif status == "process":  # its store sees it within a second
+                    await conn.execute(sql.cancel_request, uuid)
+                    how = Cancelled.REQUESTED
+                else:
+                    how = Cancelled.ALREADY_ENDED
+                return how, await conn.fetchrow(sql.get, uuid)
+
+        found = await self._call(run)
+        if found is None:
+            return None
+        how, row = found
+        return how, _decoded(tuple(row), uuid)
+
+    async def requeue(self, uuid: UUID, now: float) -> tuple[bool, TaskRecord] | None:
+        sql = self._statements()
+
+        async def run(conn: Any) -> tuple[bool | None, Any] | None:
+            async with conn.transaction():
+                row = await conn.fetchrow(sql.requeue_lock, uuid)
+                if row is None:
+                    return None
+                if row[4] not in ("error", "cancel"):
+                    return False, row
+                if row[15] is not None:  # its unique key: held by another task meanwhile?
+                    holder = await conn.fetchrow(sql.unique_holder, row[2], row[15])
+                    if holder is not None:
+                        return None, (row, UUID(bytes=holder[1].bytes))
+                history = json.loads(row[-1] or "[]")
+                history.append(history_entry(row[4], row[7], row[11], row[14]))
+                await conn.fetchrow(sql.requeue, uuid, now, json.dumps(history), self.channel)
+                return True, await conn.fetchrow(sql.get, uuid)
+
+        found = await self._call(run)
+        if found is None:
+            return None
+        requeued, row = found
+        if requeued is None:  # the unique key is held by another task
+            held, holder = row
+            raise unique_key_held(_decoded(tuple(held), uuid), holder)
+        self._forget_etas()
+        return requeued, _decoded(tuple(row), uuid)
+
+    def watch_cancels(self, on_cancel: Callable[[list[UUID]], None]) -> None:
+        self._on_cancel = on_cancel
+
+    async def _check_cancels(self) -> None:
+        """Cancels asked for running tasks: those leased to us go to the app; those whose
+        task went back to the queue end `cancel` here; those of ended tasks are dropped."""
+        sql = self._statements()
+
+        async def run(conn: Any) -> list[Any]:
+            if not await conn.fetchval(sql.cancels_any):
+                return []
+            rows: list[Any] = await conn.fetch(
+                sql.cancels_check, time.time(), CANCELLED_QUEUED, self.owner
+            )
+            return rows
+
+        rows = await self._call(run)
+        mine = [UUID(bytes=r[0].bytes) for r in rows if r[0] is not None]
+        if mine:
+            self._on_cancel(mine)
+        if rows and rows[-1][1]:
+            self._wake_later()  # waiters here re-read: our own writes wake nobody
 
     async def counts(self) -> dict[str, int]:
         sql = self._statements()
@@ -1024,6 +1096,7 @@ class PostgresStore(Store):
         next_reclaim = mono + _RECLAIM_EVERY_S * random.random()  # stores out of step
         next_trim = mono + _TRIM_EVERY_S
         next_poll = mono + self.poll_s
+        next_cancels = mono
         next_listen, listen_delay = mono, _TICK_S
         failing = False
         while True:
@@ -1045,6 +1118,9 @@ class PostgresStore(Store):
                 if mono >= next_reclaim:
                     next_reclaim = mono + _RECLAIM_EVERY_S * (0.75 + 0.5 * random.random())
                     await self._reclaim()
+                if mono >= next_cancels:
+                    next_cancels = mono + _CANCEL_CHECK_S
+                    await self._check_cancels()
                 if self._finished_since_trim and mono >= next_trim:
                     next_trim = mono + _TRIM_EVERY_S
                     await self._trim()
@@ -1152,10 +1228,11 @@ class PostgresStore(Store):
         self, status: str | None, task_name: str | None, limit: int
     ) -> list[tuple[Any, ...]]:
         """Raw rows (uuid bytes, task_name, status, retry, updated_at, traceback,
-        progress), newest first: the same shape as `SQLiteStore.list_tasks`."""
+        progress, history JSON or None), newest first: the same shape as
+        `SQLiteStore.list_tasks`."""
         sql = self._statements()
         query = (
-            "SELECT uuid, task_name, status, retry, updated_at, traceback, progress "
+            "SELECT uuid, task_name, status, retry, updated_at, traceback, progress, history "
             f"FROM {sql.tasks} "
             "WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR task_name = $2) "
             "ORDER BY updated_at DESC LIMIT $3"
@@ -1193,3 +1270,21 @@ def _rowcount(status: str) -> int:
 
 def _nothing() -> None:
     pass
+
+
+def _ignore(uuids: list[UUID]) -> None:
+    pass
+
+
+def _decoded(row: tuple[Any, ...], uuid: UUID) -> TaskRecord:
+    """The record of a row of `COLUMNS, history`."""
+    try:
+        record = record_from_row(row[:-1])
+    except Exception as e:
+        raise SerializationError(
+            f"task {row[2]!r} ({uuid}): its stored arguments or result cannot be "
+            f"decoded here: {type(e).__name__}: {e}"
+        ) from e
+    if row[-1]:
+        record.history = tuple(json.loads(row[-1]))
+    return record

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -30,7 +31,7 @@ from uuid import UUID
 
 from ..config import QueueConfig
 from ..errors import SerializationError
-from ..task import TaskRecord, TaskStatus
+from ..task import TaskRecord, TaskStatus, history_entry
 from ._sqlite_codec import EncodeError, encode_call, encode_value
 from ._sqlite_engine import FINISH_OP, PUT, READ, STOP, WRITE, Engine, Op
 from ._sqlite_schema import (
@@ -41,7 +42,7 @@ from ._sqlite_schema import (
     encode_progress,
     record_from_row,
 )
-from .base import Store, TurnTimer
+from .base import CANCELLED_QUEUED, Cancelled, Store, TurnTimer, unique_key_held
 
 __all__ = ["SQLiteStore", "StoreError", "StoreLocked"]
 
@@ -86,6 +87,7 @@ class SQLiteStore(Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: Callable[[], None] = _nothing
         self._turns = TurnTimer()  # wakes the app when a rate-limited task may start
+        self._on_cancel: Callable[[list[UUID]], None] = _ignore
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -119,6 +121,7 @@ class SQLiteStore(Store):
             poll_s=self.poll_s,
             config=config,
             on_change=self._changed,
+            on_cancel=self._cancels_seen,
         )
         engine.start()
         try:
@@ -135,6 +138,18 @@ class SQLiteStore(Store):
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed
                 loop.call_soon_threadsafe(self._wake)
+
+    def watch_cancels(self, on_cancel: Callable[[list[UUID]], None]) -> None:
+        self._on_cancel = on_cancel
+
+    def _cancels_seen(self, uuids: list[bytes]) -> None:
+        """From the store thread: cancels asked (by another process) for tasks leased
+        to us; the engine looks every `_sqlite_engine.CANCEL_CHECK_S`."""
+        loop = self._loop
+        if loop is not None:
+            ids = [UUID(bytes=u) for u in uuids]
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(self._on_cancel, ids)
 
     async def close(self) -> None:
         self._turns.cancel()
@@ -285,20 +300,86 @@ class SQLiteStore(Store):
     async def get(self, uuid: UUID) -> TaskRecord | None:
         def run(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             row: tuple[Any, ...] | None = conn.execute(
-                f"SELECT {COLUMNS} FROM tasks WHERE uuid = ?", (uuid.bytes,)
+                f"SELECT {COLUMNS}, history FROM tasks WHERE uuid = ?", (uuid.bytes,)
             ).fetchone()
             return row
 
         row = await self._read(run)
         if row is None:
             return None
-        try:
-            return record_from_row(row)
-        except Exception as e:
-            raise SerializationError(
-                f"task {row[2]!r} ({uuid}): its stored arguments or result cannot be "
-                f"decoded here: {type(e).__name__}: {e}"
-            ) from e
+        return _decoded(row, uuid)
+
+    async def cancel(self, uuid: UUID, now: float) -> tuple[Cancelled, TaskRecord] | None:
+        def run(conn: sqlite3.Connection) -> tuple[Cancelled, tuple[Any, ...]] | None:
+            row: tuple[Any, ...] | None = conn.execute(
+                f"SELECT {COLUMNS}, history FROM tasks WHERE uuid = ?", (uuid.bytes,)
+            ).fetchone()
+            if row is None:
+                return None
+            if row[4] == "new":  # in the same transaction as any take: it never starts
+                conn.execute(
+                    "UPDATE tasks SET status = 'cancel', updated_at = ?, finished_at = ?, "
+                    "traceback = ? WHERE uuid = ?",
+                    (now, now, CANCELLED_QUEUED, uuid.bytes),
+                )
+                return Cancelled.ENDED_NOW, row
+            if row[4] == "process":  # its dispatcher's store sees this within a second
+                conn.execute(
+                    "INSERT OR IGNORE INTO cancel_requests VALUES (?, ?)", (uuid.bytes, now)
+                )
+                return Cancelled.REQUESTED, row
+            return Cancelled.ALREADY_ENDED, row
+
+        found = await self._write(run)
+        if found is None:
+            return None
+        how, row = found
+        record = _decoded(row, uuid)
+        if how is Cancelled.ENDED_NOW:
+            record.status = TaskStatus.CANCEL
+            record.updated_at = record.finished_at = now
+            record.traceback = CANCELLED_QUEUED
+        return how, record
+
+    async def requeue(self, uuid: UUID, now: float) -> tuple[bool, TaskRecord] | None:
+        def run(conn: sqlite3.Connection) -> tuple[bool | None, Any] | None:
+            row: tuple[Any, ...] | None = conn.execute(
+                f"SELECT {COLUMNS}, history FROM tasks WHERE uuid = ?", (uuid.bytes,)
+            ).fetchone()
+            if row is None:
+                return None
+            if row[4] not in ("error", "cancel"):
+                return False, row
+            if row[15] is not None:  # its unique key: held by another task meanwhile?
+                holder = conn.execute(
+                    "SELECT uuid FROM tasks WHERE task_name = ? AND unique_key = ? AND "
+                    "status IN ('new', 'process')",
+                    (row[2], row[15]),
+                ).fetchone()
+                if holder is not None:
+                    return None, (row, UUID(bytes=holder[0]))
+            history = json.loads(row[-1] or "[]")
+            history.append(history_entry(row[4], row[7], row[11], row[14]))
+            text = json.dumps(history)
+            seq = conn.execute("SELECT max(seq) + 1 FROM tasks").fetchone()[0]  # arrives now
+            conn.execute(
+                "UPDATE tasks SET seq = ?, status = 'new', eta = 0, retry = 0, updated_at = ?, "
+                "started_at = 0, finished_at = 0, result = NULL, traceback = NULL, "
+                "lease_owner = NULL, lease_until = NULL, history = ? WHERE uuid = ?",
+                (seq, now, text, uuid.bytes),
+            )
+            conn.execute("DELETE FROM cancel_requests WHERE uuid = ?", (uuid.bytes,))
+            return True, (seq, *row[1:4], "new", row[5], 0.0, 0, row[8], now, 0.0, 0.0,
+                          row[12], None, None, row[15], None, text)  # fmt: skip
+
+        found = await self._write(run)
+        if found is None:
+            return None
+        requeued, row = found
+        if requeued is None:  # the unique key is held by another task
+            held, holder = row
+            raise unique_key_held(_decoded(held, uuid), holder)
+        return requeued, _decoded(row, uuid)
 
     async def counts(self) -> dict[str, int]:
         def run(conn: sqlite3.Connection) -> dict[str, int]:
@@ -340,7 +421,7 @@ class SQLiteStore(Store):
         self, status: str | None, task_name: str | None, limit: int
     ) -> list[tuple[Any, ...]]:
         """Raw rows (uuid, task_name, status, retry, updated_at, traceback, progress:
-        encoded, see `decode_progress`), newest first."""
+        encoded, see `decode_progress`; history JSON or None), newest first."""
 
         def run(conn: sqlite3.Connection) -> list[Any]:
             where, params = [], []
@@ -351,7 +432,8 @@ class SQLiteStore(Store):
                 where.append("task_name = ?")
                 params.append(task_name)
             sql = (
-                "SELECT uuid, task_name, status, retry, updated_at, traceback, progress FROM tasks"
+                "SELECT uuid, task_name, status, retry, updated_at, traceback, progress, "
+                "history FROM tasks"
             )
             if where:
                 sql += " WHERE " + " AND ".join(where)
@@ -380,6 +462,24 @@ class SQLiteStore(Store):
 
 def _nothing() -> None:
     pass
+
+
+def _ignore(uuids: list[UUID]) -> None:
+    pass
+
+
+def _decoded(row: tuple[Any, ...], uuid: UUID) -> TaskRecord:
+    """The record of a row of `COLUMNS, history`."""
+    try:
+        record = record_from_row(row[:-1])
+    except Exception as e:
+        raise SerializationError(
+            f"task {row[2]!r} ({uuid}): its stored arguments or result cannot be "
+            f"decoded here: {type(e).__name__}: {e}"
+        ) from e
+    if row[-1]:
+        record.history = tuple(json.loads(row[-1]))
+    return record
 
 
 def _take(

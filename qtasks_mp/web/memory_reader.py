@@ -85,4 +85,5 @@ def detail_from_record(r: Any) -> dict[str, Any]:
     d["kwargs_full"] = long_repr(r.kwargs)
     d["result"] = long_repr(r.returning)
     d["traceback"] = r.traceback
+    d["history"] = list(r.history)
     return with_timings(d)

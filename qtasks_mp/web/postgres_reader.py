@@ -18,6 +18,7 @@ xmax), so the live page asks for an update when the store may have changed, no m
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 from uuid import UUID
@@ -196,8 +197,13 @@ class PostgresReader:
         return Page([_row(r) for r in rows], rows[-1][0] if more else None)
 
     async def task(self, uuid: UUID) -> dict[str, Any] | None:
-        rows = await self._fetch(f"SELECT {ROW}, result FROM {{t}} WHERE uuid = $1", uuid)
-        return detail_from_row(_bytes_uuid(rows[0])) if rows else None
+        rows = await self._fetch(f"SELECT {ROW}, result, history FROM {{t}} WHERE uuid = $1", uuid)
+        if not rows:
+            return None
+        *row, history = _bytes_uuid(rows[0])
+        detail = detail_from_row(tuple(row))
+        detail["history"] = json.loads(history) if history else []  # earlier runs
+        return detail
 
 
 def _bytes_uuid(row: Any) -> tuple[Any, ...]:

@@ -282,6 +282,8 @@ class Dashboard:
             Route("/events", self.events),
             Route("/metrics", self.metrics_endpoint),
             Route("/actions/purge", self.purge_action, methods=["POST"]),
+            Route("/actions/cancel/{uuid}", self.cancel_action, methods=["POST"]),
+            Route("/actions/requeue/{uuid}", self.requeue_action, methods=["POST"]),
             Mount("/static", app=StaticFiles(directory=str(static)), name="static"),
         ]
         self.starlette = Starlette(routes=routes)
@@ -356,6 +358,7 @@ class Dashboard:
             took_s=took,
             first_page=before is None,
             purged=q.get("purged"),
+            done=q.get("done"),
         )
 
     async def task_page(self, request: Request) -> Response:
@@ -366,7 +369,8 @@ class Dashboard:
         task = await self.source.task(uuid)
         if task is None:
             return self._render(request, "missing.html", uuid=str(uuid), page="tasks")
-        return self._render(request, "task.html", task=task, page="tasks")
+        done = request.query_params.get("done")
+        return self._render(request, "task.html", task=task, page="tasks", done=done)
 
     async def workers_page(self, request: Request) -> Response:
         return self._render(
@@ -423,10 +427,43 @@ class Dashboard:
 
     # -------------------------------------------------------------- actions
     #
-    # Actions are POST routes that check the page's CSRF token first. The
-    # cancel and requeue of issue 13 go here when the app has them (app.cancel(uuid),
-    # app.requeue(uuid)): a route each, a form on the task page (templates/task.html,
-    # block "actions"); until then the pages offer no button for them.
+    # Actions are POST routes that check the page's CSRF token first (behind the
+    # token gate, like every page), then redirect (303) to a page that says what
+    # happened. Cancel and requeue are `app.cancel(uuid)` / `app.requeue(uuid)`.
+
+    async def cancel_action(self, request: Request) -> Response:
+        return await self._task_action(request, "cancel")
+
+    async def requeue_action(self, request: Request) -> Response:
+        return await self._task_action(request, "requeue")
+
+    async def _task_action(self, request: Request, action: str) -> Response:
+        from ..errors import ArgumentValueError, TaskNotFound
+
+        form = await _form(request)
+        if not _csrf_ok(request, next(iter(form.get("csrf", [])), None)):
+            return PlainTextResponse(
+                "403: the form's CSRF token is missing or stale: reload the page and retry",
+                status_code=403,
+            )
+        try:
+            uuid = UUID(request.path_params["uuid"])
+        except ValueError:
+            return PlainTextResponse("404: not a task id", status_code=404)
+        try:
+            if action == "cancel":
+                done = "cancelled" if await self.source.cancel(uuid) else "already-ended"
+            else:
+                await self.source.requeue(uuid)
+                done = "requeued"
+        except TaskNotFound as e:
+            return PlainTextResponse(f"404: {e}", status_code=404)
+        except ArgumentValueError as e:
+            return PlainTextResponse(f"409: {e}", status_code=409)
+        back = (form.get("back") or [""])[0]
+        if back != "list":
+            return RedirectResponse(f"/tasks/{uuid}?{urlencode({'done': done})}", status_code=303)
+        return RedirectResponse(f"/tasks?{urlencode({'done': done})}", status_code=303)
 
     async def purge_action(self, request: Request) -> Response:
         form = await _form(request)

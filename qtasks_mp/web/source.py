@@ -8,7 +8,9 @@
                             PostgresReader: a read-only asyncpg pool of its own
 
 The readers never write: a dashboard left open cannot lock the store or take a task.
-The one write, purging finished tasks, goes through the store's own `purge()`.
+The writes (purging finished tasks, cancel, requeue) go through the store's own
+`purge()` and the app's `cancel()` / `requeue()` (for a file alone: a stopped app over
+it, which runs nothing).
 Counting a whole store runs in the background (`Refreshed`), never in a request.
 """
 
@@ -213,6 +215,15 @@ class Source:
     async def purge(self, statuses: list[str], older_than_s: float) -> int:
         raise NotImplementedError
 
+    async def cancel(self, uuid: UUID) -> bool:
+        """`app.cancel(uuid)`: raises `TaskNotFound` for an unknown id."""
+        raise NotImplementedError
+
+    async def requeue(self, uuid: UUID) -> None:
+        """`app.requeue(uuid)`: raises `TaskNotFound`, or `ArgumentValueError` for a
+        task that did not end error or cancel."""
+        raise NotImplementedError
+
     async def metrics(self) -> bytes:
         raise NotImplementedError
 
@@ -277,7 +288,9 @@ class StoreSource(Source):
             count_error=self.counted.error,
         )
 
-    async def purge(self, statuses: list[str], older_than_s: float) -> int:
+    def _store(self) -> tuple[Any, Any]:
+        """A store object over the same data (not opened), for the actions: opening it
+        must not trim anything."""
         from ..config import QueueConfig
 
         store: Any
@@ -290,12 +303,34 @@ class StoreSource(Source):
 
             store = SQLiteStore(self.store)
         config = QueueConfig()
-        config.result_retention_count = 2**62  # opening to purge must not trim anything else
+        config.result_retention_count = 2**62
         config.result_retention_s = float(2**62)
+        return store, config
+
+    async def purge(self, statuses: list[str], older_than_s: float) -> int:
+        store, config = self._store()
         await store.open(config, lambda: None)
         try:
             count: int = await store.purge(statuses, older_than_s)
             return count
+        finally:
+            await store.close()
+
+    async def cancel(self, uuid: UUID) -> bool:
+        cancelled: bool = await self._with_app(lambda app: app.cancel(uuid))
+        return cancelled
+
+    async def requeue(self, uuid: UUID) -> None:
+        await self._with_app(lambda app: app.requeue(uuid))
+
+    async def _with_app(self, job: Callable[[Any], Awaitable[Any]]) -> Any:
+        """`job(app)` on a stopped app over the store: it runs nothing, asks the store,
+        and waits on it for the process that runs the task (a cancel)."""
+        from ..app import AppCore
+
+        store, config = self._store()
+        try:
+            return await job(AppCore("qtasks-mp web", store=store, config=config))
         finally:
             await store.close()
 
@@ -455,6 +490,13 @@ class AppSource(Source):
                     }
                 )
         return out
+
+    async def cancel(self, uuid: UUID) -> bool:
+        cancelled: bool = await self.app.cancel(uuid)
+        return cancelled
+
+    async def requeue(self, uuid: UUID) -> None:
+        await self.app.requeue(uuid)
 
     async def purge(self, statuses: list[str], older_than_s: float) -> int:
         count: int = await self.app.store.purge(statuses, older_than_s)

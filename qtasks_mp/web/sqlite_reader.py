@@ -9,6 +9,7 @@ rows back and then returns what it found with a cursor to go on from there.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import time
@@ -168,7 +169,15 @@ class SQLiteReader:
             ).fetchone()
             if row is None:
                 return None
-            return detail_from_row(row)
+            detail = detail_from_row(row)
+            try:  # the earlier runs of a requeued task (schema version 2)
+                history = c.execute(
+                    "SELECT history FROM tasks WHERE uuid = ?", (uuid.bytes,)
+                ).fetchone()[0]
+            except sqlite3.OperationalError:  # a file no app of version 2 has opened yet
+                history = None
+            detail["history"] = json.loads(history) if history else []
+            return detail
 
         return await self.run(run)
 

@@ -116,3 +116,8 @@ tasks_app = QueueTasks("contract_funcs")
 @tasks_app.task(name="square")
 def square(x: int) -> int:
     return x * x
+
+
+def cancel_self(self: Any, reason: str) -> None:
+    """QTasks' self-cancel from inside a task: `self.ctx.cancel(reason)` raises."""
+    self.ctx.cancel(reason)

@@ -431,3 +431,75 @@ async def test_only_outcomes_skip_the_wait_for_the_disk_unless_full(pg: Opened) 
     assert (await setting(full._pool), await setting(full._outcomes)) == ("on", "on")
     with pytest.raises(ValueError, match="synchronous"):
         PostgresStore(pg.url, synchronous="SOMETIMES")
+
+
+async def test_a_version_1_schema_is_upgraded_in_place_keeping_its_tasks(pg_url: str) -> None:
+    from qtasks_mp.stores._postgres_schema import Statements
+    from qtasks_mp.stores._sqlite_codec import encode_call
+    from qtasks_mp.stores.base import Cancelled
+
+    for statement in Statements('"public"').create:  # what version 1 made
+        query(pg_url, statement)
+    query(
+        pg_url,
+        f"INSERT INTO {TABLE} (uuid, task_name, lane, status, priority, eta, retry, created_at, "
+        "updated_at, started_at, finished_at, args, traceback) VALUES "
+        "('00000000-0000-4000-8000-000000000001', 't', 'inline', 'error', 0, 0, 2, 1, 1, 1, 1, "
+        "$1, 'ValueError: old')",
+        encode_call((), {}),
+    )
+    assert query(pg_url, "SELECT value FROM qtasks_mp_meta") == [("1",)]
+    store = PostgresStore(pg_url)
+    await store.open(QueueConfig(), lambda: None)
+    try:
+        assert query(pg_url, "SELECT value FROM qtasks_mp_meta") == [(str(SCHEMA_VERSION),)]
+        from uuid import UUID
+
+        uuid = UUID("00000000-0000-4000-8000-000000000001")
+        ok, again = await store.requeue(uuid, time.time()) or (None, None)
+        assert ok and again is not None and again.history[0]["traceback"] == "ValueError: old"
+        how, _ = await store.cancel(uuid, time.time()) or (None, None)
+        assert how is Cancelled.ENDED_NOW
+    finally:
+        await store.close()
+
+
+async def test_the_cli_cancels_a_task_running_here_and_requeues_it(pg_url: str) -> None:
+    from qtasks_mp.asyncio import QueueTasks
+
+    app = QueueTasks("pg-cancel", store=pg_url)
+    app.config.shutdown_timeout = 2.0
+    gate = asyncio.Event()
+    runs: list[str] = []
+
+    @app.task
+    async def wait_for_gate() -> str:
+        runs.append("started")
+        await gate.wait()
+        return "opened"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "qtasks_mp", *args, "--store", pg_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    async with app:
+        task = await app.add_task("wait_for_gate")
+        assert task is not None
+        while not runs:  # noqa: ASYNC110 (the task's own flag; it starts within a turn or two)
+            await asyncio.sleep(0.01)
+        out = await asyncio.to_thread(cli, "cancel", str(task.uuid))
+        assert out.returncode == 0 and out.stdout.strip() == f"{task.uuid}  cancelled", out
+        got = await app.get(task.uuid)
+        assert got is not None and got.status == "cancel"
+        gate.set()
+        out = await asyncio.to_thread(cli, "requeue", str(task.uuid))
+        assert out.returncode == 0 and out.stdout.startswith("requeued 1 tasks"), out
+        done = await app.wait(task.uuid, 30)
+        assert done is not None and (done.status, done.returning) == ("success", "opened")
+        assert [h["status"] for h in done.history] == ["cancel"]
+        listed = await asyncio.to_thread(cli, "tasks")
+        assert "earlier run 1: cancel after 1 attempt(s)" in listed.stdout

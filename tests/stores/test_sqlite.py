@@ -518,3 +518,35 @@ async def test_a_task_interrupted_at_shutdown_runs_again_at_the_next_start(tmp_p
     async with second:
         done = await second.wait(task.uuid, timeout=10)
     assert done is not None and done.status == "success" and done.returning == "sent"
+
+
+async def test_a_version_1_file_is_upgraded_in_place_keeping_its_tasks(tmp_path: Path) -> None:
+    from uuid import UUID
+
+    from qtasks_mp.stores._sqlite_codec import encode_call
+    from qtasks_mp.stores._sqlite_schema import _SCHEMA
+    from qtasks_mp.stores.base import Cancelled
+    from qtasks_mp.stores.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA)  # what version 1 made
+    conn.execute(
+        "INSERT INTO tasks (uuid, task_name, lane, status, priority, eta, retry, created_at, "
+        "updated_at, started_at, finished_at, args, traceback) VALUES "
+        "(?, 't', 'inline', 'error', 0, 0, 2, 1, 1, 1, 1, ?, 'ValueError: old')",
+        (UUID(int=1).bytes, encode_call((), {})),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open(QueueConfig(), lambda: None)
+    try:
+        assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        ok, again = await store.requeue(UUID(int=1), time.time()) or (None, None)
+        assert ok and again is not None and again.history[0]["traceback"] == "ValueError: old"
+        how, _ = await store.cancel(UUID(int=1), time.time()) or (None, None)
+        assert how is Cancelled.ENDED_NOW
+    finally:
+        await store.close()

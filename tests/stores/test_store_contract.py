@@ -544,6 +544,30 @@ async def test_a_retry_keeps_its_unique_key(backend: Backend) -> None:
     assert held is not None and held.uuid == rec.uuid
 
 
+async def test_a_requeue_takes_its_unique_key_back_only_when_free(backend: Backend) -> None:
+    from qtasks_mp.errors import ArgumentValueError
+
+    store = await backend.open()
+    first = named("charge", 1, key="k")
+    assert await store.put_unique(first) is None
+    [taken] = await store.take("inline", 10, time.time())
+    taken.status, taken.finished_at, taken.traceback = TaskStatus.ERROR, time.time(), "boom"
+    await store.finish(taken)
+    second = named("charge", 2, key="k")
+    assert await store.put_unique(second) is None  # the key was free: a new holder
+    with pytest.raises(ArgumentValueError, match=f"which task {second.uuid} holds"):
+        await store.requeue(first.uuid, time.time())
+    got = await store.get(first.uuid)
+    assert got is not None and got.status == TaskStatus.ERROR  # untouched
+    [run] = await store.take("inline", 10, time.time())
+    run.status, run.finished_at = TaskStatus.SUCCESS, time.time()
+    await store.finish(run)
+    outcome = await store.requeue(first.uuid, time.time())
+    assert outcome is not None and outcome[0] and outcome[1].unique_key == "k"
+    held = await store.put_unique(named("charge", 3, key="k"))
+    assert held is not None and held.uuid == first.uuid  # the requeued task holds it
+
+
 async def test_stores_racing_on_one_key_add_one_task(durable: Backend) -> None:
     a, b = await durable.open(), await durable.open()
     results = await asyncio.gather(
@@ -629,3 +653,118 @@ async def test_progress_is_saved_while_running_and_kept_with_the_outcome(
     got = await store.get(rec.uuid)
     assert got is not None and got.progress == (10.0, None, None)
     assert got.snapshot(None).progress == (10.0, None, None)
+
+
+# ------------------------------------------------------------------ cancel and requeue
+
+
+async def test_cancel_of_a_queued_task_ends_it_and_it_is_never_taken(backend: Backend) -> None:
+    from qtasks_mp.stores.base import CANCELLED_QUEUED, Cancelled
+
+    store = await backend.open()
+    now = time.time()
+    ready, delayed, other = record("ready"), record("delayed", eta=now + 1), record("other")
+    for rec in (ready, delayed, other):
+        await store.put(rec)
+    for rec in (ready, delayed):
+        how, got = await store.cancel(rec.uuid, now) or (None, None)
+        assert how is Cancelled.ENDED_NOW and got is not None
+        assert (got.uuid, got.status, got.traceback) == (rec.uuid, "cancel", CANCELLED_QUEUED)
+    taken = await store.take("inline", 10, now + 2)  # the delayed one is due by then
+    assert [r.args[0] for r in taken] == ["other"]
+    assert await store.next_eta("inline") is None
+    stored = await store.get(delayed.uuid)
+    assert stored is not None and stored.status == "cancel" and stored.finished_at == now
+    assert (await store.counts())["cancel"] == 2
+    assert await store.cancel(new_uuid(), now) is None
+
+
+async def test_cancel_of_a_running_task_is_a_request_and_of_an_ended_one_nothing(
+    backend: Backend,
+) -> None:
+    from qtasks_mp.stores.base import Cancelled
+
+    store = await backend.open()
+    await store.put(record(1))
+    [rec] = await store.take("inline", 1, time.time())
+    how, got = await store.cancel(rec.uuid, time.time()) or (None, None)
+    assert how is Cancelled.REQUESTED and got is not None and got.status == "process"
+    rec.status, rec.finished_at = TaskStatus.SUCCESS, time.time()
+    await store.finish(rec)
+    how, got = await store.cancel(rec.uuid, time.time()) or (None, None)
+    assert how is Cancelled.ALREADY_ENDED and got is not None and got.status == "success"
+
+
+async def test_requeue_runs_a_failed_task_again_keeping_its_history(backend: Backend) -> None:
+    store = await backend.open()
+    await store.put(record(1))
+    await store.put(record(2))
+    first, second = await store.take("inline", 2, time.time())
+    first.status, first.retry, first.traceback = TaskStatus.ERROR, 2, "ValueError: one\n"
+    first.finished_at = 100.0
+    await store.finish(first)
+    ok, again = await store.requeue(first.uuid, time.time()) or (None, None)
+    assert ok is True and again is not None
+    assert (again.status, again.retry, again.traceback, again.returning) == ("new", 0, None, None)
+    assert again.history == (
+        {"status": "error", "attempts": 3, "finished_at": 100.0, "traceback": "ValueError: one\n"},
+    )
+    second.status, second.finished_at = TaskStatus.SUCCESS, time.time()
+    await store.finish(second)
+    refused, as_is = await store.requeue(second.uuid, time.time()) or (None, None)
+    assert refused is False and as_is is not None and as_is.status == "success"
+    assert await store.requeue(new_uuid(), time.time()) is None
+    [taken] = await store.take("inline", 10, time.time())  # runs again, same uuid
+    assert (taken.uuid, taken.retry) == (first.uuid, 0)
+    taken.status, taken.traceback, taken.finished_at = TaskStatus.CANCEL, "cancelled", 200.0
+    await store.finish(taken)
+    ok, third = await store.requeue(first.uuid, time.time()) or (None, None)
+    assert ok and third is not None and [h["status"] for h in third.history] == ["error", "cancel"]
+    stored = await store.get(first.uuid)
+    assert stored is not None and stored.history == third.history and stored.status == "new"
+
+
+async def test_requeue_puts_the_task_behind_those_already_queued(backend: Backend) -> None:
+    store = await backend.open()
+    await store.put(record("failed"))
+    [failed] = await store.take("inline", 1, time.time())
+    failed.status, failed.finished_at = TaskStatus.ERROR, time.time()
+    await store.finish(failed)
+    await store.put(record("queued"))
+    await store.requeue(failed.uuid, time.time())
+    taken = await store.take("inline", 10, time.time())
+    assert [r.args[0] for r in taken] == ["queued", "failed"]
+
+
+async def test_a_cancel_asked_elsewhere_reaches_the_store_holding_the_task(
+    durable: Backend,
+) -> None:
+    from qtasks_mp.stores.base import Cancelled
+
+    holder = await durable.open()
+    seen: list[list[Any]] = []
+    holder.watch_cancels(seen.append)
+    other = await durable.open()
+    await holder.put(record(1))
+    [rec] = await holder.take("inline", 1, time.time())
+    how, _ = await other.cancel(rec.uuid, time.time()) or (None, None)
+    assert how is Cancelled.REQUESTED
+    await until(lambda: seen, 5, "the holder's store to report the cancel")
+    assert seen[0] == [rec.uuid]
+
+
+async def test_a_retry_put_back_after_a_cancel_request_ends_cancelled(durable: Backend) -> None:
+    holder = await durable.open()
+    other = await durable.open()
+    await holder.put(record(1))
+    [rec] = await holder.take("inline", 1, time.time())
+    await other.cancel(rec.uuid, time.time())
+    rec.retry, rec.eta, rec.status = 1, time.time() + 60, TaskStatus.NEW  # a retry put back
+    await holder.put(rec)
+
+    async def cancelled() -> bool:
+        got = await other.get(rec.uuid)
+        return got is not None and got.status == "cancel"
+
+    await until(cancelled, 5, "the retry to end cancelled")
+    assert await holder.take("inline", 10, time.time() + 120) == []

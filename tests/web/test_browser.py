@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -143,12 +144,76 @@ async def test_token_guards_pages_and_actions_in_the_browser(
             dash.url + "actions/purge", form={"csrf": "x", "status": "success"}
         )
         assert answer.status == 401
+        queued = await app.add_task("daily_analytics", 10)
+        assert queued is not None
+        refused = await other.request.post(
+            dash.url + f"actions/cancel/{queued.uuid}", form={"csrf": "x"}
+        )
+        assert refused.status == 401  # no action without the token
         await other.close()
-        assert (await app.store.counts())["success"] == 2
+        assert await app.wait(queued.uuid, 30) is not None
+        assert (await app.store.counts())["success"] == 3
 
         # Basic auth with the token as password, as a browser's prompt sends it.
         basic = await browser.new_context(http_credentials={"username": "me", "password": "s3cret"})
         shown = await basic.new_page()
         await shown.goto(dash.url)
-        await expect(shown.locator(".card.success b")).to_have_text("2")
+        await expect(shown.locator(".card.success b")).to_have_text("3")
         await basic.close()
+
+
+async def test_cancel_a_running_process_task_and_requeue_it_from_the_pages(
+    tmp_path: Path, browser: Browser
+) -> None:
+    app = build_app(tmp_path / "tasks.db")
+    app.task(name="long_job", executor="process")(time.sleep)
+    async with app, DashboardServer(AppSource(app), port=0) as dash:
+        running = await app.add_task("long_job", 600)
+        queued = [await app.add_task("long_job", 600) for _ in range(3)]  # 2 workers at most
+        pool = app.executors["process"]
+
+        async def started() -> bool:
+            task = await app.get(running.uuid)
+            return task is not None and task.status == "process" and len(pool.stats()["pids"]) > 0
+
+        await until(started, "the long job to run in a worker")
+        page = await browser.new_page()
+        pwned: list[Any] = []
+        page.on("pageerror", lambda e: pwned.append(e))
+        await page.goto(dash.url + f"tasks/{running.uuid}")
+        page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))
+        await page.click(f"form[action$='/cancel/{running.uuid}'] button")
+        await expect(page.locator("#action-done")).to_have_text("Cancelled.", timeout=WAIT_MS)
+        await expect(page.locator("h1 .badge")).to_have_text("cancel")
+        task = await app.get(running.uuid)
+        assert task is not None and task.status == "cancel"
+        assert task.traceback is not None and "was killed and replaced" in task.traceback
+        assert pool.stats()["cancels"] == 1
+
+        # Requeue it from its page: it runs again under the same id, the cancel in history.
+        await page.click(f"form[action$='/requeue/{running.uuid}'] button")
+        await expect(page.locator("#action-done")).to_contain_text("Requeued", timeout=WAIT_MS)
+        await expect(page.locator("#task-history")).to_contain_text("was killed and replaced")
+        await screenshot(page, "dashboard-requeued.png")
+        again = await app.get(running.uuid)
+        assert again is not None and again.status in ("new", "process") and again.history
+
+        # From the task list: cancel every long job still there, queued or running.
+        await page.goto(dash.url + "tasks?name=long_job")
+        for t in [running, *queued]:
+            form = page.locator(f"tr form[action$='/cancel/{t.uuid}'] button")
+            page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))
+            await form.click()
+            await expect(page.locator("#action-done")).to_have_text("Cancelled.", timeout=WAIT_MS)
+        for t in [running, *queued]:
+            got = await app.get(t.uuid)
+            assert got is not None and got.status == "cancel"
+        assert pwned == []
+
+
+async def until(check: Any, what: str, timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -184,10 +184,11 @@ async def test_qtasks_mp_web_serves_a_store_another_process_runs(tmp_path: Path)
         self.progress(3, total=4, note="almost")
 
     async with app:
-        await app.add_task("send", "<script>x</script>", timeout=5)
+        first = await app.add_task("send", "<script>x</script>", timeout=5)
         paged = await app.add_task("pages", timeout=5)
-    await app.add_task("send", "waiting")  # stopped: it waits in the file
+    waiting = await app.add_task("send", "waiting")  # stopped: it waits in the file
     assert paged is not None
+    app_tasks = [t for t in (first, waiting) if t is not None]
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -222,6 +223,32 @@ async def test_qtasks_mp_web_serves_a_store_another_process_runs(tmp_path: Path)
         assert samples[("qtasks_mp_tasks_queued", (("lane", "inline"),))] == 1
         workers = await fetch(url.group(1) + "workers")
         assert "live in the process that runs the app" in workers.body
+
+        # Cancel and requeue in the file, through the standalone dashboard's forms.
+        waiting = next(t for t in app_tasks if t.args == ("waiting",))
+        done = next(t for t in app_tasks if t.args != ("waiting",))
+        page = await fetch(url.group(1) + f"tasks/{waiting.uuid}")
+        token = csrf_of(page)
+        assert f"/actions/cancel/{waiting.uuid}" in page.body
+        cookie = {"Cookie": f"qtasks_mp_csrf={token}", **FORM}
+        cancel = url.group(1) + f"actions/cancel/{waiting.uuid}"
+        assert (await fetch(cancel, b"", FORM)).status == 403  # no CSRF token: refused
+        form = urlencode({"csrf": token}).encode()
+        answer = await fetch(cancel, form, cookie)
+        assert answer.status == 303
+        assert answer.headers["location"] == f"/tasks/{waiting.uuid}?done=cancelled"
+        got = await app.get(waiting.uuid)
+        assert got is not None and got.status == "cancel"
+        again = await fetch(cancel, form, cookie)  # it had ended: said so, nothing changed
+        assert again.headers["location"].endswith("done=already-ended")
+        requeue = url.group(1) + f"actions/requeue/{waiting.uuid}"
+        assert (await fetch(requeue, form, cookie)).status == 303
+        got = await app.get(waiting.uuid)
+        assert got is not None and got.status == "new" and got.history[0]["status"] == "cancel"
+        refused = await fetch(url.group(1) + f"actions/requeue/{done.uuid}", form, cookie)
+        assert refused.status == 409 and "success" in refused.body
+        unknown = await fetch(url.group(1) + "actions/cancel/" + "0" * 32, form, cookie)
+        assert unknown.status == 404
     finally:
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 20) == 0

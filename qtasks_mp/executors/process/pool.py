@@ -134,6 +134,7 @@ class ProcessExecutor(Executor):
         self.crashes = 0
         self.timeouts = 0
         self.recycles = 0
+        self.cancels = 0  # running calls whose worker app.cancel() killed
 
     # ------------------------------------------------------------------ size
 
@@ -282,6 +283,14 @@ class ProcessExecutor(Executor):
             if not self._inflight:
                 self._quiet.set()
 
+    def cancel(self, call: Call) -> bool:
+        """`app.cancel()`: a running call's worker is killed (SIGTERM, then SIGKILL after
+        `kill_grace_s`) and a replacement started at once; no other call is disturbed
+        (those pipelined behind it go to other workers). See `Scheduler.cancel`."""
+        if self.roster is None:
+            return False
+        return self.scheduler.cancel(call)
+
     async def _stream(self, p: PendingCall) -> list[Any]:
         """Collect a generator's items as they arrive; the handler runs here, per item."""
         assert p.items is not None
@@ -368,6 +377,7 @@ class ProcessExecutor(Executor):
             "crashes": self.crashes,
             "timeouts": self.timeouts,
             "recycles": self.recycles,
+            "cancels": self.cancels,
             "startup_s": self.startup_s,
             "autoscale": None if self._autoscaler is None else self._autoscaler.stats(),
         }

@@ -10,12 +10,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ... import wire
-from ...errors import SerializationError, TaskTimeout
+from ...errors import SerializationError, TaskCancelError, TaskTimeout
 from ...registries import Kind, TaskSpec
 from .calls import PendingCall, answer_add_task, emit_log, report_progress
 from .handle import WorkerHandle, WorkerState
 
 if TYPE_CHECKING:
+    from ..base import Call
     from .pool import ProcessExecutor
     from .roster import Roster
 
@@ -152,6 +153,38 @@ class Scheduler:
                 self.pending.remove(p)
         elif h.calls and h.calls[0] is p and h.state in (READY, WorkerState.RETIRING):
             self.roster.doom(h, asyncio.CancelledError())  # the only way to stop running code
+
+    def cancel(self, call: Call) -> bool:
+        """`app.cancel()` of `call`: its `run` ends now with `TaskCancelError`. Not yet
+        sent: dropped. Running (its worker's `calls[0]`): the worker is killed and
+        replaced, the calls pipelined behind it go to other workers. Pipelined behind
+        another call: abandoned (the worker may already have started it, so it cannot
+        be skipped safely; it is a short call, or it would not be pipelined) and its
+        answer ignored. A linear search: cancels are rare, and the hot path pays nothing."""
+        for p in self.pending:
+            if p.call is call:
+                self.pending.remove(p)
+                p.abandoned = True
+                p.fail(TaskCancelError("cancelled: by app.cancel() before it started"))
+                return True
+        for h in self.roster.workers:
+            for i, p in enumerate(h.calls):
+                if p.call is not call:
+                    continue
+                if i == 0 and h.state in (READY, WorkerState.RETIRING):
+                    self.pool.cancels += 1
+                    self.roster.doom(
+                        h,
+                        TaskCancelError(
+                            f"cancelled: by app.cancel(); its worker process (pid {h.pid}) "
+                            "was killed and replaced"
+                        ),
+                    )
+                else:
+                    p.abandoned = True
+                    p.fail(TaskCancelError("cancelled: by app.cancel(); its answer is ignored"))
+                return True
+        return False
 
     def _on_timeout(self, p: PendingCall) -> None:
         h = p.worker
