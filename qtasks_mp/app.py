@@ -29,6 +29,7 @@ from .errors import (
     TaskNotFound,
 )
 from .executors.base import Executor
+from .home import HOME, PRIVATE, SHARED, Home, defining_file
 from .lifecycle import RunState, run_forever_deferred, wait_for_stop_signal
 from .middleware.base import Middleware
 from .middleware.call_logging import CallLogging
@@ -115,11 +116,15 @@ class AppCore:
             registry.size_executor,
         )
         registry.on_registered(self._runtime.registered)
+        registry.facade = self  # the sync facade puts itself here (`my_task.add_task`)
         #: the dashboard's server (`QueueTasks(dashboard=8000)`): `app.dashboard.url`
         self.dashboard = None if dashboard is None else _dashboard(self, name, dashboard)
         if self.dashboard is not None:
             self._runtime.add_service(self.dashboard)
         self._warned_stopped = False  # said once that tasks wait for start()
+        # QTasks' worker and client processes meet at the app's home (home.py)
+        self._home = Home.of(name, defining_file())
+        self._default_store = store is None
 
     # ---------------------------------------------------------------- registration
 
@@ -197,13 +202,15 @@ class AppCore:
         if self.state is RunState.STARTING:
             await self.start()
             return
+        self.join_worker()
         await self._runtime.open_store()
         if self.store.shared:
             return  # other processes may run it
         if timeout is not None:
             raise AppNotRunning(
                 f"task {task_name!r} not accepted: app {self.name!r} is {self.state}, so "
-                f"add_task(..., timeout={timeout!r}) could only time out. {_START_FIRST}"
+                f"add_task(..., timeout={timeout!r}) could only time out, and no worker "
+                f"runs it (`app.run_forever()` in another process). {_START_FIRST}"
             )
         if not self._warned_stopped:
             self._warned_stopped = True
@@ -466,11 +473,64 @@ class AppCore:
             await wait_for_stop_signal()
 
     def run_forever(self) -> None:
-        """Run the app in this thread until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly."""
+        """Run the app in this thread until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly.
+
+        As QTasks' worker: with the default store, tasks come from the app's home, a
+        SQLite file that a process importing this app's module adds to (`home.py`).
+        """
         if run_forever_deferred(self):
             return
-        with contextlib.suppress(KeyboardInterrupt):  # platforms without loop signal handlers
-            asyncio.run(self.serve())
+        self.become_worker()
+        try:
+            with contextlib.suppress(KeyboardInterrupt):  # no loop signal handlers here
+                asyncio.run(self.serve())
+        finally:
+            self.release_home()
+
+    # ---------------------------------------------------------------- QTasks' worker/client
+
+    def become_worker(self) -> None:
+        """Run tasks that other processes importing this app add (QTasks' worker).
+
+        With the default store (not yet opened), the store becomes the app's home, a
+        SQLite file; the worker's lock there tells clients which kind of store it uses.
+        """
+        home = self._home
+        if home is None:
+            return
+        note = SHARED if self.store.shared else PRIVATE
+        if self._default_store and not self._runtime.store_open:
+            from .stores.sqlite import SQLiteStore
+
+            home.db.parent.mkdir(mode=0o700, exist_ok=True)
+            self.store = SQLiteStore(home.db)
+            note = HOME
+            log.info("app %r takes tasks from other processes through %s", self.name, home.db)
+        home.hold(note)
+
+    def release_home(self) -> None:
+        if self._home is not None:
+            self._home.release()
+
+    def join_worker(self) -> None:
+        """A stopped app with the default store, before it opens one: if a worker of this
+        app runs on this machine (`run_forever()`), add tasks to its home instead."""
+        home = self._home
+        if home is None or not self._default_store or self._runtime.store_open:
+            return
+        note = home.worker()
+        if note == HOME:
+            from .stores.sqlite import SQLiteStore
+
+            self.store = SQLiteStore(home.db)
+            log.info("app %r: a worker runs it; tasks go to %s", self.name, home.db)
+        elif note == PRIVATE:
+            raise AppNotRunning(
+                f"app {self.name!r} runs in another process (run_forever()) with a store "
+                "only that process can see, so a task added here would never reach it. "
+                'Give the app the same shared store on both sides: QueueTasks(store="sqlite:'
+                '///tasks.db"), or leave store= out on both sides.'
+            )
 
     def call_from_thread(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the app's loop from another thread and wait for its result."""

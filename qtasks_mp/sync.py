@@ -195,6 +195,7 @@ class QueueTasks:
             executors=executors,
             dashboard=dashboard,
         )
+        self.core._registry.facade = self  # `my_task.add_task(...)` blocks, as here
         self._portal = _Portal()
         # Held while starting or stopping, never while a task runs: see the module doc.
         self._lifecycle = threading.Lock()
@@ -239,7 +240,9 @@ class QueueTasks:
 
     def _auto_start(self) -> None:
         if not self.core.running and not self.core.store.shared:
-            self.start()
+            self.core.join_worker()  # QTasks' client: a worker of this app runs elsewhere
+            if not self.core.store.shared:
+                self.start()
 
     def add_task(
         self,
@@ -363,6 +366,7 @@ class QueueTasks:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            self.core.become_worker()  # QTasks' worker: clients importing the app add tasks
             self.start()
             log.info("running; press Ctrl-C to stop")
             stop.wait()
@@ -371,3 +375,4 @@ class QueueTasks:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             self.stop()
+            self.core.release_home()
