@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .executors.process import ProcessExecutor
     from .middleware import CallLogging, Middleware, Retries, Timing
     from .registries import RegisteredTask
+    from .routers import AsyncRouter, SyncRouter, shared_task
     from .stats import format_table
     from .stores import MemoryStore, Store
     from .sync import QueueTasks
@@ -78,6 +79,9 @@ _WHERE = {
     "Timing": ".middleware",
     "RegisteredTask": ".registries",
     "format_table": ".stats",
+    "AsyncRouter": ".routers",
+    "SyncRouter": ".routers",
+    "shared_task": ".routers",
     "MemoryStore": ".stores",
     "Store": ".stores",
     "QueueTasks": ".sync",
@@ -101,6 +105,9 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AppNotRunning",
+    "AsyncRouter",
+    "SyncRouter",
+    "shared_task",
     "ArgumentValueError",
     "AsyncTask",
     "Call",

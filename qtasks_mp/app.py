@@ -37,6 +37,7 @@ from .middleware.retries import Retries
 from .middleware.timing import Timing
 from .progress import ProgressCallback, ProgressLine
 from .registration import TaskDecorator, TaskRegistry
+from .routers import Router
 from .runtime import Runtime
 from .stores import store_from
 from .stores.base import Store
@@ -136,6 +137,10 @@ class AppCore:
         task, the value and the fix, and nothing is registered (see registration.py).
         """
         return self._registry.task
+
+    def include_router(self, router: Router) -> None:
+        """Register the tasks of a QTasks router (`qtasks_mp.routers`) on this app."""
+        router.include_into(self)
 
     async def add_executor(self, name: str, executor: Executor) -> None:
         """Add an executor under `name`; on a running app, start it now.
@@ -495,6 +500,9 @@ class AppCore:
         With the default store (not yet opened), the store becomes the app's home, a
         SQLite file; the worker's lock there tells clients which kind of store it uses.
         """
+        from .utils.tasks import ensure_link
+
+        ensure_link(self)  # chains of pre-built calls run here (qtasks_mp.utils.tasks)
         home = self._home
         if home is None:
             return

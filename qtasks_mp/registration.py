@@ -28,6 +28,7 @@ from .middleware.base import Middleware, build_chain
 from .middleware.call_logging import CallLogging
 from .middleware.retries import Retries
 from .middleware.timing import Timing
+from .plugins import inject
 from .registries import (
     Kind,
     P,
@@ -179,6 +180,10 @@ class TaskRegistry:
                     f"{', '.join(_STANDARD_OPTIONS)}; other keywords are kept as extras "
                     "(`my_task.extra`), a middleware may declare more in its `options`."
                 )
+        user_fn, fn = (
+            fn,
+            cast("Callable[P, R]", inject.prepare(fn)),
+        )  # QTasks' Depends, State, pydantic arguments
         kind = kind_of(fn)
         timeout = checks.seconds_option(name, "timeout", opts.get("timeout"), zero_ok=False)
         max_time = checks.seconds_option(name, "max_time", opts.get("max_time"), zero_ok=False)
@@ -242,7 +247,7 @@ class TaskRegistry:
         )
         self.specs[name] = spec
         self._on_registered(spec)
-        return RegisteredTask(spec, fn, self.facade)
+        return RegisteredTask(spec, user_fn, self.facade)
 
     def resolve_executor(
         self, name: str, kind: Kind, choice: str | Executor | None, pass_context: bool = False

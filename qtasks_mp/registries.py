@@ -227,8 +227,7 @@ class RegisteredTask(Generic[P, R]):
         options: dict[str, Any] = {
             k: kwargs.pop(k) for k in ("priority", "timeout", "task_name") if k in kwargs
         }
-        if not options.get("task_name"):
-            self.spec.bind(args, kwargs)  # refused now, not when the call is added
+        # Not bound to the signature yet: a chain adds the previous result (`add(4)`).
         return TaskCall(self, args, kwargs, **options)
 
     # QTasks' attributes of a task object (`self.priority` in an echo task reads these too)

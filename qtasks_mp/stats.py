@@ -44,3 +44,78 @@ def format_table(tasks: Mapping[str, Mapping[str, Any]]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+class InspectStats:
+    """QTasks' inspection of an app's registered tasks (`stats.inspect().tasks()`)."""
+
+    def __init__(self, app: Any) -> None:
+        self._core = getattr(app, "core", app)
+
+    def app(self, json: bool = False) -> Any:
+        core = self._core
+        info = {
+            "name": core.name,
+            "method": "sync" if core is not self._core_facade() else "async",
+            "config": repr(core.config),
+            "tasks": len(core.specs),
+            "store": type(core.store).__name__,
+            "executors": sorted(core.executors),
+        }
+        if json:
+            return info
+        return "\n".join(f"{k.capitalize()}: {v}" for k, v in info.items()) + "\n" + "-" * 50
+
+    def _core_facade(self) -> Any:
+        return self._core._registry.facade
+
+    def task(self, task_name: str, json: bool = False) -> Any:
+        return self.tasks(task_name, json=json)
+
+    def tasks(self, *tasks: str, json: bool = False) -> Any:
+        specs = self._core.specs
+        chosen = [specs[t] for t in tasks if t in specs] if tasks else list(specs.values())
+        rows = [
+            {
+                "name": s.name,
+                "priority": s.priority if s.priority is not None else 0,
+                "description": s.description,
+                "tags": list(s.tags),
+                "asynchronous": s.kind.is_async,
+                "echo": s.echo,
+                "retry": s.retry,
+                "retry_on_exc": [e.__name__ for e in s.retry_on_exc or ()],
+                "max_time": s.timeout,
+                "executor": s.executor,
+                "extra": dict(s.options),
+            }
+            for s in chosen
+        ]
+        if json:
+            return rows
+        return "\n".join(
+            "\n".join(f"{k.replace('_', ' ').capitalize()}: {v}" for k, v in r.items())
+            + "\n"
+            + "-" * 50
+            for r in rows
+        )
+
+
+class Stats:
+    """QTasks' `AsyncStats` / `SyncStats`: `inspect()` (awaited on the async app)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def inspect(self) -> Any:
+        inspect = InspectStats(self.app)
+        if hasattr(self.app, "core"):  # the sync facade
+            return inspect
+        return _ready(inspect)
+
+
+async def _ready(value: Any) -> Any:
+    return value
+
+
+AsyncStats = SyncStats = Stats

@@ -50,6 +50,8 @@ from .lifecycle import run_forever_deferred
 from .middleware.base import Middleware
 from .progress import ProgressCallback
 from .registration import TaskDecorator
+from .routers import Router
+from .routers import attach as shared_tasks_attach
 from .stores.base import Store
 from .task import Task
 
@@ -202,6 +204,7 @@ class QueueTasks:
         self._parent_pid: int | None = None  # set in a forked child of a running app
         with _exit_lock:
             _apps.add(self)
+        shared_tasks_attach(self)  # QTasks' shared tasks are tasks of every app
 
     # The core's own objects, typed: registration and configuration are not async.
     @property
@@ -226,6 +229,10 @@ class QueueTasks:
 
     def stats(self) -> dict[str, Any]:
         return self.core.stats()
+
+    def include_router(self, router: Router) -> None:
+        """Register the tasks of a QTasks router (`qtasks_mp.routers`) on this app."""
+        router.include_into(self)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a core coroutine where the core runs: our background loop, or the loop of
