@@ -126,6 +126,7 @@ class AppCore:
         # QTasks' worker and client processes meet at the app's home (home.py)
         self._home = Home.of(name, defining_file())
         self._default_store = store is None
+        self._home_lock = threading.Lock()
 
     # ---------------------------------------------------------------- registration
 
@@ -477,14 +478,17 @@ class AppCore:
         async with self:
             await wait_for_stop_signal()
 
-    def run_forever(self) -> None:
+    def run_forever(self, num_workers: int | None = None) -> None:
         """Run the app in this thread until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly.
 
         As QTasks' worker: with the default store, tasks come from the app's home, a
         SQLite file that a process importing this app's module adds to (`home.py`).
+        `num_workers` (QTasks) sets `config.max_tasks_process`.
         """
         if run_forever_deferred(self):
             return
+        if num_workers is not None:
+            self.config.max_tasks_process = num_workers
         self.become_worker()
         try:
             with contextlib.suppress(KeyboardInterrupt):  # no loop signal handlers here
@@ -526,19 +530,23 @@ class AppCore:
         home = self._home
         if home is None or not self._default_store or self._runtime.store_open:
             return
-        note = home.worker()
-        if note == HOME:
-            from .stores.sqlite import SQLiteStore
+        with self._home_lock:  # threads of a sync app may get here together
+            if not self._default_store:
+                return
+            note = home.worker()
+            if note == HOME:
+                from .stores.sqlite import SQLiteStore
 
-            self.store = SQLiteStore(home.db)
-            log.info("app %r: a worker runs it; tasks go to %s", self.name, home.db)
-        elif note == PRIVATE:
-            raise AppNotRunning(
-                f"app {self.name!r} runs in another process (run_forever()) with a store "
-                "only that process can see, so a task added here would never reach it. "
-                'Give the app the same shared store on both sides: QueueTasks(store="sqlite:'
-                '///tasks.db"), or leave store= out on both sides.'
-            )
+                self.store = SQLiteStore(home.db)
+                self._default_store = False  # chosen: looked at once
+                log.info("app %r: a worker runs it; tasks go to %s", self.name, home.db)
+            elif note == PRIVATE:
+                raise AppNotRunning(
+                    f"app {self.name!r} runs in another process (run_forever()) with a store "
+                    "only that process can see, so a task added here would never reach it. "
+                    'Give the app the same shared store on both sides: QueueTasks(store="sqlite:'
+                    '///tasks.db"), or leave store= out on both sides.'
+                )
 
     def call_from_thread(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the app's loop from another thread and wait for its result."""

@@ -360,10 +360,15 @@ class QueueTasks:
     ) -> None:
         self.stop()
 
-    def run_forever(self) -> None:
-        """Run until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly. Call from the main thread."""
+    def run_forever(self, num_workers: int | None = None) -> None:
+        """Run until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly. Call from the main thread.
+
+        `num_workers` (QTasks: its worker threads) sets `config.thread_workers`.
+        """
         if run_forever_deferred(self):
             return
+        if num_workers is not None:
+            self.config.thread_workers = num_workers
         stop = threading.Event()
         got: list[str] = []
 

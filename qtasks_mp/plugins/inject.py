@@ -88,7 +88,7 @@ def prepare(fn: Callable[..., Any]) -> Callable[..., Any]:
         return given
 
     def enter(stack: Any, dep: Depends) -> Any:
-        value = dep.func()
+        value = _opened(dep.func)
         if isinstance(value, contextlib.AbstractContextManager):
             return stack.enter_context(value)
         return value
@@ -132,7 +132,7 @@ async def _fill_async(stack: contextlib.AsyncExitStack, filler: Any, kept: dict[
     if not filler.per_task and id(filler.func) in kept:
         return kept[id(filler.func)]
     target = stack if filler.per_task else contextlib.AsyncExitStack()  # worker: never left
-    value = filler.func()
+    value = _opened(filler.func)
     if isinstance(value, contextlib.AbstractAsyncContextManager):
         value = await target.enter_async_context(value)
     elif isinstance(value, contextlib.AbstractContextManager):
@@ -142,6 +142,15 @@ async def _fill_async(stack: contextlib.AsyncExitStack, filler: Any, kept: dict[
     if not filler.per_task:
         kept[id(filler.func)] = value
     return value
+
+
+def _opened(func: Callable[..., Any]) -> Any:
+    """What a dependency gives: a generator function is a context manager (QTasks)."""
+    if inspect.isasyncgenfunction(func):
+        return contextlib.asynccontextmanager(func)()
+    if inspect.isgeneratorfunction(func):
+        return contextlib.contextmanager(func)()
+    return func()
 
 
 def _ordered(params: list[_P]) -> list[_P]:

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from .context import AsyncTask, SyncTask, TaskInfo
-from .errors import TaskArgumentsError
+from ..context import AsyncTask, SyncTask, TaskInfo
+from ..errors import TaskArgumentsError
 
 if TYPE_CHECKING:
-    from .executors.base import Executor
-    from .middleware.base import Middleware
+    from ..executors.base import Executor
+    from ..middleware.base import Middleware
 
 P = ParamSpec("P")
 

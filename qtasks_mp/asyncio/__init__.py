@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .app import AppCore
-from .routers import attach
+from ..app import AppCore
+from ..routers import attach
 
 
 class QueueTasks(AppCore):
