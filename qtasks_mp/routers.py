@@ -28,16 +28,21 @@ class PendingTask:
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
         self._where = where
-        self._on: list[RegisteredTask[Any, Any]] = []  # on each app, the latest last
+        # the apps it is on, the latest last: weak, a task declared once must not keep
+        # every app of the process (and their stores) alive
+        self._on: list[weakref.ref[Any]] = []
 
     def register_on(self, app: Any) -> RegisteredTask[Any, Any]:
         registered: RegisteredTask[Any, Any] = app.task(**self.options)(self.fn)
-        self._on.append(registered)
+        self.name = registered.name
+        self._on.append(weakref.ref(app))
         return registered
 
     @property
     def registered(self) -> RegisteredTask[Any, Any]:
-        if not self._on:
+        self._on = [ref for ref in self._on if ref() is not None]
+        app = self._on[-1]() if self._on else None
+        if app is None:
             raise RuntimeError(
                 f"task {self.name!r} is declared {self._where} but on no app yet; "
                 + (
@@ -46,7 +51,8 @@ class PendingTask:
                     else "create the app (QueueTasks()) in this process first"
                 )
             )
-        return self._on[-1]
+        core = getattr(app, "core", app)
+        return RegisteredTask(core.specs[self.name], self.fn, app)
 
     def add_task(self, *args: Any, **kwargs: Any) -> Any:
         """Add the task on its app (the latest one it is on, as in QTasks)."""

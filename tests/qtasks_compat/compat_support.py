@@ -74,6 +74,12 @@ class Proc:
         assert ok and out.count(text) >= count, f"{text!r} x{count} not seen:\n{out}"
         return out
 
+    def stop_reader(self) -> None:
+        """For a process that has ended: read the rest of its output, close the pipe."""
+        self._reader.join(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
     def stop(self) -> str:
         """SIGINT, as Ctrl-C; it must end cleanly."""
         if self.proc.poll() is None:

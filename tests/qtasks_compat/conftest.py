@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from compat_support import remove_home
 
-collect_ignore = ["ports"]
+collect_ignore = ["ports", "apps"]
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ app's module and add tasks. Each asserts the outcome QTasks documents."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,22 @@ def test_client_without_worker_for_a_private_store_fails_saying_what_to_add(
         assert "AppNotRunning" in out.stderr and 'store="sqlite:///tasks.db"' in out.stderr
     finally:
         proc.stop()
+
+
+def test_chain_survives_a_worker_restart(tmp_path: Path) -> None:
+    """A chain runs through the store: its worker is SIGKILLed in the second step, a
+    new worker takes over (the step's lease runs out), and the client gets 4, 8, 16."""
+    for name in ("chain_app.py", "chain_client.py"):
+        shutil.copy(Path(__file__).parent / "apps" / name, tmp_path)
+    first = Proc([sys.executable, "chain_app.py"], tmp_path)
+    first.wait_for("press Ctrl-C to stop")
+    client = Proc([sys.executable, "chain_client.py"], tmp_path)
+    assert first.proc.wait(timeout=60) == -9  # killed itself in add(4, 4)
+    first.stop_reader()
+    second = worker(tmp_path, "chain_app.py")
+    try:
+        assert client.proc.wait(timeout=60) == 0
+        client.wait_for("[4, 8, 16]")
+    finally:
+        client.stop_reader()
+        second.stop()
