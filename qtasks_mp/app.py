@@ -525,28 +525,32 @@ class AppCore:
             self._home.release()
 
     def join_worker(self) -> None:
-        """A stopped app with the default store, before it opens one: if a worker of this
-        app runs on this machine (`run_forever()`), add tasks to its home instead."""
+        """A stopped app whose store only this process sees, before it opens it: if a
+        worker of this app runs on this machine (`run_forever()`), add tasks to its
+        home (default store), or fail saying what to add (a store given here)."""
         home = self._home
-        if home is None or not self._default_store or self._runtime.store_open:
+        if home is None or self.store.shared or self._runtime.store_open:
             return
         with self._home_lock:  # threads of a sync app may get here together
-            if not self._default_store:
+            if self.store.shared:
                 return
             note = home.worker()
-            if note == HOME:
+            if note is None:
+                return
+            if note == HOME and self._default_store:
                 from .stores.sqlite import SQLiteStore
 
                 self.store = SQLiteStore(home.db)
-                self._default_store = False  # chosen: looked at once
                 log.info("app %r: a worker runs it; tasks go to %s", self.name, home.db)
-            elif note == PRIVATE:
-                raise AppNotRunning(
-                    f"app {self.name!r} runs in another process (run_forever()) with a store "
-                    "only that process can see, so a task added here would never reach it. "
-                    'Give the app the same shared store on both sides: QueueTasks(store="sqlite:'
-                    '///tasks.db"), or leave store= out on both sides.'
-                )
+                return
+            where = "the store of its worker" if note == HOME else "its worker's own store"
+            raise AppNotRunning(
+                f"app {self.name!r} runs in another process (run_forever()), and a task "
+                f"added here would go to {type(self.store).__name__}, which only this "
+                f"process sees, not to {where}. Give the app the same shared store on "
+                'both sides: QueueTasks(store="sqlite:///tasks.db"), or leave store= out '
+                "on both sides."
+            )
 
     def call_from_thread(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the app's loop from another thread and wait for its result."""

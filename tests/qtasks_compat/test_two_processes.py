@@ -158,17 +158,15 @@ def test_based_async_app(ported: dict[str, Path], tmp_path: Path) -> None:
 def test_client_without_worker_for_a_private_store_fails_saying_what_to_add(
     tmp_path: Path,
 ) -> None:
-    """A worker whose store only it can see: the client's first add_task says so."""
+    """A worker whose store only it can see (a MemoryStore given in the module): the
+    client's first add_task fails, saying what to give both sides."""
     (tmp_path / "private_app.py").write_text(
         "from qtasks_mp import QueueTasks, MemoryStore\n"
         "app = QueueTasks(store=MemoryStore())\n"
         "@app.task\ndef f(): return 1\n"
         "if __name__ == '__main__':\n    app.run_forever()\n"
     )
-    (tmp_path / "client.py").write_text(
-        "from private_app import app\nimport qtasks_mp\napp.core._default_store = True\n"
-        "app.add_task('f')\n"
-    )
+    (tmp_path / "client.py").write_text("from private_app import app\napp.add_task('f')\n")
     proc = worker(tmp_path, "private_app.py")
     try:
         out = run([sys.executable, "client.py"], tmp_path)
