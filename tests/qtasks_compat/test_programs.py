@@ -46,3 +46,13 @@ def test_concurrent_async_enqueue(ported: dict[str, Path], tmp_path: Path) -> No
     where = ported["concurrent"] = copy_port("concurrent", tmp_path)
     out = python("test_async_concurrent_tasks.py", where, timeout=100)
     assert "Completed 20000 tasks in" in out
+
+
+def test_cli_stats_inspect_tasks(ported: dict[str, Path], tmp_path: Path) -> None:
+    """QTasks' `qtasks -A app:app stats inspect tasks`: the registered tasks."""
+    where = ported["gs-inspect"] = copy_port("getting_started", tmp_path)
+    out = run(
+        [sys.executable, "-m", "qtasks_mp", "-A", "app:app", "stats", "inspect", "tasks"], where
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Name: mytest" in out.stdout and "Name: error_zero" in out.stdout
