@@ -75,6 +75,7 @@ class InspectStats:
     def tasks(self, *tasks: str, json: bool = False) -> Any:
         specs = self._core.specs
         chosen = [specs[t] for t in tasks if t in specs] if tasks else list(specs.values())
+        chosen = [s for s in chosen if not s.name.startswith("qtasks_mp.")]  # chain links
         rows = [
             {
                 "name": s.name,
