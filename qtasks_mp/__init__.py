@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .executors.process import ProcessExecutor
     from .middleware import CallLogging, Middleware, Retries, Timing
     from .registries import RegisteredTask
+    from .routers import AsyncRouter, SyncRouter, shared_task
     from .stats import format_table
     from .stores import MemoryStore, Store
     from .sync import QueueTasks
@@ -80,6 +81,9 @@ _WHERE = {
     "Timing": ".middleware",
     "RegisteredTask": ".registries",
     "format_table": ".stats",
+    "AsyncRouter": ".routers",
+    "SyncRouter": ".routers",
+    "shared_task": ".routers",
     "MemoryStore": ".stores",
     "Store": ".stores",
     "QueueTasks": ".sync",
@@ -104,6 +108,9 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AppNotRunning",
+    "AsyncRouter",
+    "SyncRouter",
+    "shared_task",
     "ArgumentValueError",
     "AsyncTask",
     "Call",

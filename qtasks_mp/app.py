@@ -30,6 +30,7 @@ from .errors import (
     TaskNotFound,
 )
 from .executors.base import Executor
+from .home import HOME, PRIVATE, SHARED, Home, defining_file
 from .lifecycle import RunState, run_forever_deferred, wait_for_stop_signal
 from .middleware.base import Middleware
 from .middleware.call_logging import CallLogging
@@ -37,6 +38,7 @@ from .middleware.retries import Retries
 from .middleware.timing import Timing
 from .progress import ProgressCallback, ProgressLine
 from .registration import TaskDecorator, TaskRegistry
+from .routers import Router
 from .runtime import Runtime
 from .stores import store_from
 from .stores.base import Cancelled, Store
@@ -117,11 +119,16 @@ class AppCore:
             registry.size_executor,
         )
         registry.on_registered(self._runtime.registered)
+        registry.facade = self  # the sync facade puts itself here (`my_task.add_task`)
         #: the dashboard's server (`QueueTasks(dashboard=8000)`): `app.dashboard.url`
         self.dashboard = None if dashboard is None else _dashboard(self, name, dashboard)
         if self.dashboard is not None:
             self._runtime.add_service(self.dashboard)
         self._warned_stopped = False  # said once that tasks wait for start()
+        # QTasks' worker and client processes meet at the app's home (home.py)
+        self._home = Home.of(name, defining_file())
+        self._default_store = store is None
+        self._home_lock = threading.Lock()
 
     # ---------------------------------------------------------------- registration
 
@@ -133,6 +140,10 @@ class AppCore:
         task, the value and the fix, and nothing is registered (see registration.py).
         """
         return self._registry.task
+
+    def include_router(self, router: Router) -> None:
+        """Register the tasks of a QTasks router (`qtasks_mp.routers`) on this app."""
+        router.include_into(self)
 
     async def add_executor(self, name: str, executor: Executor) -> None:
         """Add an executor under `name`; on a running app, start it now.
@@ -215,13 +226,15 @@ class AppCore:
         if self.state is RunState.STARTING:
             await self.start()
             return
+        self.join_worker()
         await self._runtime.open_store()
         if self.store.shared:
             return  # other processes may run it
         if timeout is not None:
             raise AppNotRunning(
                 f"task {task_name!r} not accepted: app {self.name!r} is {self.state}, so "
-                f"add_task(..., timeout={timeout!r}) could only time out. {_START_FIRST}"
+                f"add_task(..., timeout={timeout!r}) could only time out, and no worker "
+                f"runs it (`app.run_forever()` in another process). {_START_FIRST}"
             )
         if not self._warned_stopped:
             self._warned_stopped = True
@@ -577,12 +590,79 @@ class AppCore:
         async with self:
             await wait_for_stop_signal()
 
-    def run_forever(self) -> None:
-        """Run the app in this thread until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly."""
+    def run_forever(self, num_workers: int | None = None) -> None:
+        """Run the app in this thread until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly.
+
+        As QTasks' worker: with the default store, tasks come from the app's home, a
+        SQLite file that a process importing this app's module adds to (`home.py`).
+        `num_workers` (QTasks) sets `config.max_tasks_process`.
+        """
         if run_forever_deferred(self):
             return
-        with contextlib.suppress(KeyboardInterrupt):  # platforms without loop signal handlers
-            asyncio.run(self.serve())
+        if num_workers is not None:
+            self.config.max_tasks_process = num_workers
+        self.become_worker()
+        try:
+            with contextlib.suppress(KeyboardInterrupt):  # no loop signal handlers here
+                asyncio.run(self.serve())
+        finally:
+            self.release_home()
+
+    # ---------------------------------------------------------------- QTasks' worker/client
+
+    def become_worker(self) -> None:
+        """Run tasks that other processes importing this app add (QTasks' worker).
+
+        With the default store (not yet opened), the store becomes the app's home, a
+        SQLite file; the worker's lock there tells clients which kind of store it uses.
+        """
+        from .utils.tasks import ensure_link
+
+        ensure_link(self)  # chains of pre-built calls run here (qtasks_mp.utils.tasks)
+        home = self._home
+        if home is None:
+            return
+        note = SHARED if self.store.shared else PRIVATE
+        if self._default_store and not self._runtime.store_open:
+            from .stores.sqlite import SQLiteStore
+
+            home.db.parent.mkdir(mode=0o700, exist_ok=True)
+            self.store = SQLiteStore(home.db)
+            note = HOME
+            log.info("app %r takes tasks from other processes through %s", self.name, home.db)
+        home.hold(note)
+
+    def release_home(self) -> None:
+        if self._home is not None:
+            self._home.release()
+
+    def join_worker(self) -> None:
+        """A stopped app whose store only this process sees, before it opens it: if a
+        worker of this app runs on this machine (`run_forever()`), add tasks to its
+        home (default store), or fail saying what to add (a store given here)."""
+        home = self._home
+        if home is None or self.store.shared or self._runtime.store_open:
+            return
+        with self._home_lock:  # threads of a sync app may get here together
+            if self.store.shared:
+                return
+            note = home.worker()
+            if note is None:
+                return
+            if note == HOME and self._default_store:
+                from .stores.sqlite import SQLiteStore
+
+                self.store = SQLiteStore(home.db)
+                log.info("app %r: a worker runs it; tasks go to %s", self.name, home.db)
+                return
+            where = "the store of its worker" if note == HOME else "its worker's own store"
+            raise AppNotRunning(
+                f"app {self.name!r} runs in another process (run_forever()), and a task "
+                f"added here would go to {type(self.store).__name__}, which only this "
+                f"process sees, not to {where}. Give the app the same shared store on "
+                'both sides: QueueTasks(store="sqlite:///tasks.db"), or leave store= out '
+                "on both sides."
+            )
 
     def progress_changed(self, record: TaskRecord) -> None:
         """A running task reported progress (`self.progress(...)`), from any thread."""

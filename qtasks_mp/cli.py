@@ -37,6 +37,7 @@ from uuid import UUID
 from .app import AppCore
 from .errors import ArgumentValueError, QTasksError
 from .lifecycle import defer_run_forever, wait_for_stop_signal
+from .qtasks_cli import inspect_lines, translate
 from .stats import format_duration, format_progress
 from .stores import store_from
 from .stores._sqlite_schema import decode_progress
@@ -119,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads of the default thread executor (config.thread_workers)",
     )
     run.set_defaults(func=_cmd_run)
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="an app's registered tasks and their options (QTasks: stats inspect tasks)",
+    )
+    inspect.add_argument("target", metavar="MODULE:APP")
+    inspect.add_argument("what", nargs="*", help="tasks [NAME...] (default) or app")
+    inspect.set_defaults(func=_cmd_inspect)
 
     stats = sub.add_parser(
         "stats",
@@ -239,7 +248,8 @@ def _duration(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `qtasks-mp` and `python -m qtasks_mp`; returns the exit status."""
-    live = live_command(sys.argv[1:] if argv is None else argv)
+    argv = translate(sys.argv[1:] if argv is None else argv)  # QTasks' `-A module:app run`
+    live = live_command(argv)
     if live is not None:
         return live  # `web` and `top` (extra `web`) parse their own options
     args = build_parser().parse_args(argv)
@@ -282,6 +292,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 "drop --store or set store= in the module"
             )
         core.store = _sqlite_store(args.store, args.busy_timeout)
+    else:
+        core.become_worker()  # the default store: the app's home, as run_forever() does
     timers = _timers_of(module, core)
     if not core.store.shared:
         log.warning(
@@ -290,6 +302,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             core.name,
         )
     asyncio.run(_serve(core, timers))
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    token = defer_run_forever.set(True)
+    try:
+        _, obj = load_target(args.target)
+    finally:
+        defer_run_forever.reset(token)
+    print(inspect_lines(obj, args.what))
     return 0
 
 

@@ -144,19 +144,47 @@ class AsyncTask(TaskInfo):
 
     async def add_task(
         self,
-        task_name: str,
         *args: Any,
+        task_name: str | None = None,
         priority: int | None = None,
         timeout: float | None = None,
         **kwargs: Any,
     ) -> Task | None:
-        """Queue a nested task; the same arguments as `app.add_task` (`args=`, `kwargs=` too)."""
-        return await self._host.add_task(
-            task_name, *args, priority=priority, timeout=timeout, **kwargs
-        )
+        """Queue a nested task; the same arguments as `app.add_task` (`args=`, `kwargs=` too).
+
+        The task's name comes first, or as `task_name=` (QTasks: `self.add_task(5,
+        task_name="test_num")`); with neither, this task is added again.
+        """
+        name, args = _name_and_args(self, task_name, args)
+        return await self._host.add_task(name, *args, priority=priority, timeout=timeout, **kwargs)
+
+    @property
+    def ctx(self) -> Any:
+        """QTasks' task context (`self.ctx.get_logger()`, `sleep`, `get_metadata`, ...)."""
+        from .contexts import TaskContext  # not in a process worker: this context is not there
+
+        return TaskContext(self, self._host)
+
+    def __getattr__(self, name: str) -> Any:
+        """QTasks' task attributes: `self.priority`, `self.tags`, `self.extra`, ..."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from .contexts import task_attribute
+
+        return task_attribute(self._host, self.task_name, name)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.task_name!r} {self.uuid} attempt={self.attempt}>"
+
+
+def _name_and_args(
+    context: TaskInfo, task_name: str | None, args: tuple[Any, ...]
+) -> tuple[str, tuple[Any, ...]]:
+    if task_name is not None:
+        return task_name, args
+    if args:
+        return args[0], args[1:]
+    return context.task_name, args
 
 
 class SyncTask(AsyncTask):
@@ -166,12 +194,13 @@ class SyncTask(AsyncTask):
 
     def add_task(  # type: ignore[override]
         self,
-        task_name: str,
         *args: Any,
+        task_name: str | None = None,
         priority: int | None = None,
         timeout: float | None = None,
         **kwargs: Any,
     ) -> Task | None:
         """Queue a nested task from a worker thread; blocks until it is accepted."""
-        coro = self._host.add_task(task_name, *args, priority=priority, timeout=timeout, **kwargs)
+        name, args = _name_and_args(self, task_name, args)
+        coro = self._host.add_task(name, *args, priority=priority, timeout=timeout, **kwargs)
         return self._host.call_from_thread(coro)

@@ -28,6 +28,7 @@ from .middleware.base import Middleware, build_chain
 from .middleware.call_logging import CallLogging
 from .middleware.retries import Retries
 from .middleware.timing import Timing
+from .plugins import inject
 from .registries import (
     Kind,
     P,
@@ -47,6 +48,9 @@ _STANDARD_OPTIONS = [
     *("generate_handler", "executor", "timeout", "max_time", "middlewares", "tags", "description"),
     *("unique", "rate_limit"),
 ]
+
+#: QTasks' options kept as extras with no effect here (docs/qtasks.md says why)
+_QTASKS_EXTRAS = {"decode", "middlewares_before", "middlewares_after", "awaiting"}
 
 #: Middleware known not to count on running in a task of its own (see `Route.eager`).
 _BUILTIN_MIDDLEWARE = (CallLogging, Timing, TaskMetrics, Retries)
@@ -107,6 +111,8 @@ class TaskRegistry:
         for key, executor in (executors or {}).items():
             self.add_executor(executor, key)
         self._on_registered: Callable[[TaskSpec], None] = lambda spec: None
+        #: the app object `my_task.add_task(...)` goes through (the sync or async facade)
+        self.facade: Any = None
 
     def on_registered(self, callback: Callable[[TaskSpec], None]) -> None:
         self._on_registered = callback
@@ -167,14 +173,20 @@ class TaskRegistry:
         )
         options = {k: opts.pop(k) for k in list(opts) if k not in _STANDARD_OPTIONS}
         declared = {o for mw in (*self.middlewares, *task_middlewares) for o in mw.options}
-        unknown = sorted(set(options) - declared)
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], _STANDARD_OPTIONS + sorted(declared), 1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise fail(
-                f"unknown option {unknown[0]!r}{hint}. Options: {', '.join(_STANDARD_OPTIONS)}; "
-                "a middleware may declare more in its `options`."
-            )
+        for extra in sorted(set(options) - declared - _QTASKS_EXTRAS):
+            # Kept as an extra (`my_task.extra`, QTasks' `test="..."`), unless it looks
+            # like a misspelt option, which would otherwise change nothing and say nothing.
+            close = difflib.get_close_matches(extra, _STANDARD_OPTIONS + sorted(declared), 1)
+            if close:
+                raise fail(
+                    f"unknown option {extra!r} (did you mean {close[0]!r}?). Options: "
+                    f"{', '.join(_STANDARD_OPTIONS)}; other keywords are kept as extras "
+                    "(`my_task.extra`), a middleware may declare more in its `options`."
+                )
+        user_fn, fn = (
+            fn,
+            cast("Callable[P, R]", inject.prepare(fn)),
+        )  # QTasks' Depends, State, pydantic arguments
         kind = kind_of(fn)
         timeout = checks.seconds_option(name, "timeout", opts.get("timeout"), zero_ok=False)
         max_time = checks.seconds_option(name, "max_time", opts.get("max_time"), zero_ok=False)
@@ -242,7 +254,7 @@ class TaskRegistry:
         )
         self.specs[name] = spec
         self._on_registered(spec)
-        return RegisteredTask(spec, fn)
+        return RegisteredTask(spec, user_fn, self.facade)
 
     def resolve_executor(
         self, name: str, kind: Kind, choice: str | Executor | None, pass_context: bool = False

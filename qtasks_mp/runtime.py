@@ -95,6 +95,10 @@ class Runtime:
         """Run `service` beside the app from its next start on."""
         self._services.append(service)
 
+    @property
+    def store_open(self) -> bool:
+        return self._store_open
+
     def use_store(self, store: Store) -> None:
         if self._store_open:
             raise AppNotRunning(

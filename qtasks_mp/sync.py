@@ -50,6 +50,8 @@ from .lifecycle import run_forever_deferred
 from .middleware.base import Middleware
 from .progress import ProgressCallback
 from .registration import TaskDecorator
+from .routers import Router
+from .routers import attach as shared_tasks_attach
 from .stores.base import Store
 from .task import Task
 
@@ -195,12 +197,14 @@ class QueueTasks:
             executors=executors,
             dashboard=dashboard,
         )
+        self.core._registry.facade = self  # `my_task.add_task(...)` blocks, as here
         self._portal = _Portal()
         # Held while starting or stopping, never while a task runs: see the module doc.
         self._lifecycle = threading.Lock()
         self._parent_pid: int | None = None  # set in a forked child of a running app
         with _exit_lock:
             _apps.add(self)
+        shared_tasks_attach(self)  # QTasks' shared tasks are tasks of every app
 
     # The core's own objects, typed: registration and configuration are not async.
     @property
@@ -226,6 +230,10 @@ class QueueTasks:
     def stats(self) -> dict[str, Any]:
         return self.core.stats()
 
+    def include_router(self, router: Router) -> None:
+        """Register the tasks of a QTasks router (`qtasks_mp.routers`) on this app."""
+        router.include_into(self)
+
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a core coroutine where the core runs: our background loop, or the loop of
         a program that started the core itself (e.g. `AsyncTimer(app).run_forever()`)."""
@@ -239,7 +247,9 @@ class QueueTasks:
 
     def _auto_start(self) -> None:
         if not self.core.running and not self.core.store.shared:
-            self.start()
+            self.core.join_worker()  # QTasks' client: a worker of this app runs elsewhere
+            if not self.core.store.shared:
+                self.start()
 
     def add_task(
         self,
@@ -368,10 +378,15 @@ class QueueTasks:
     ) -> None:
         self.stop()
 
-    def run_forever(self) -> None:
-        """Run until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly. Call from the main thread."""
+    def run_forever(self, num_workers: int | None = None) -> None:
+        """Run until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly. Call from the main thread.
+
+        `num_workers` (QTasks: its worker threads) sets `config.thread_workers`.
+        """
         if run_forever_deferred(self):
             return
+        if num_workers is not None:
+            self.config.thread_workers = num_workers
         stop = threading.Event()
         got: list[str] = []
 
@@ -381,6 +396,7 @@ class QueueTasks:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            self.core.become_worker()  # QTasks' worker: clients importing the app add tasks
             self.start()
             log.info("running; press Ctrl-C to stop")
             stop.wait()
@@ -389,3 +405,4 @@ class QueueTasks:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             self.stop()
+            self.core.release_home()

@@ -42,17 +42,34 @@ class AsyncTimer:
 
     def add_task(
         self,
-        task_name: str,
-        trigger: BaseTrigger,
+        *call: Any,
+        task_name: str | None = None,
+        trigger: BaseTrigger | None = None,
         args: tuple[Any, ...] | list[Any] = (),
         kwargs: dict[str, Any] | None = None,
         priority: int | None = None,
-        **job_options: Any,
+        timeout: float | None = None,
+        **options: Any,
     ) -> Job:
-        """Add `task_name` with these arguments each time `trigger` fires.
+        """Add a task each time `trigger` fires: `timer.add_task("name", trigger=...,
+        args=(...), kwargs={...})`, the other `options` going to APScheduler's `add_job`
+        (`id`, `max_instances`, `misfire_grace_time`...).
 
-        `job_options` go to APScheduler's `add_job` (`id`, `max_instances`, `misfire_grace_time`…).
+        QTasks' form works too: `timer.add_task(5, task_name="name", trigger=...)`, the
+        positional arguments and the other keywords then being the task's arguments.
+        `timeout` (QTasks) is accepted and not used: a timer does not wait for its task.
         """
+        job_options = options
+        if task_name is None:
+            if not call:
+                raise TypeError("timer.add_task: give the task's name first (or task_name=)")
+            task_name, call = call[0], call[1:]
+            if trigger is None and call and isinstance(call[0], BaseTrigger):
+                trigger, call = call[0], call[1:]
+        else:  # QTasks: the other keywords are the task's own
+            kwargs = {**(kwargs or {}), **options}
+            job_options = {}
+        args = (*call, *args)
         if not isinstance(trigger, BaseTrigger):
             raise TypeError(
                 f"timer for task {task_name!r}: trigger= takes an APScheduler trigger "
@@ -118,4 +135,7 @@ class AsyncTimer:
             asyncio.run(self.serve())
 
 
-__all__ = ["AsyncTimer"]
+#: QTasks' sync timer: the same timer; `run_forever()` blocks, and a sync app is accepted.
+SyncTimer = AsyncTimer
+
+__all__ = ["AsyncTimer", "SyncTimer"]

@@ -13,14 +13,16 @@ from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.registries import Kind
 
 
-def test_bare_decorator_uses_function_name_and_keeps_calling() -> None:
+def test_bare_decorator_uses_function_name_and_keeps_the_function() -> None:
     app = QueueTasks()
 
     @app.task
     def double(x: int) -> int:
         return 2 * x
 
-    assert double(4) == 8  # still the function
+    assert double.fn(4) == 8  # the function itself
+    call = double(4)  # QTasks' pre-built call, added later with call.add_task()
+    assert (call.task_name, call.args, call.kwargs) == ("double", (4,), {})
     assert double.name == "double"
     assert app.specs["double"].executor == "thread"
 

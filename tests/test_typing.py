@@ -25,6 +25,7 @@ def double(x: int) -> int:
     return 2 * x
 
 
+reveal_type(double.fn(3))
 reveal_type(double(3))
 double("three")
 send_reminder(1)
@@ -39,5 +40,6 @@ def test_decorated_tasks_keep_their_signatures(tmp_path: Path) -> None:
         ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(path)]
     )
     assert re.search(r'Revealed type is "(builtins\.)?int"', out), out
+    assert 'Revealed type is "qtasks_mp.registries.TaskCall"' in out, out  # QTasks' pre-built call
     assert 'Argument 1 to "__call__" of "RegisteredTask" has incompatible type "str"' in out
     assert 'Missing positional argument "text"' in out

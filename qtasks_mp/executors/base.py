@@ -208,3 +208,17 @@ class Executor(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.active}/{self.slots}>"
+
+
+class BaseTaskExecutor:
+    """QTasks' executor base (`qtasks.executors.base`), so that QTasks code imports.
+
+    QTasks runs a task through an instance of such a class (`executor=MyTaskExecutor`);
+    here `executor=` takes an `Executor` (or its name), which runs calls, and
+    `@app.task` refuses a class with that fix. See docs/qtasks.md ("Executors").
+    """
+
+    def __init__(self, task_func: Any, task_broker: Any, log: Any = None) -> None:
+        self.task_func = task_func
+        self.task_broker = task_broker
+        self.log = log

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from .context import AsyncTask, SyncTask, TaskInfo
-from .errors import TaskArgumentsError
+from ..context import AsyncTask, SyncTask, TaskInfo
+from ..errors import TaskArgumentsError
 
 if TYPE_CHECKING:
-    from .executors.base import Executor
-    from .middleware.base import Middleware
+    from ..executors.base import Executor
+    from ..middleware.base import Middleware
 
 P = ParamSpec("P")
 
@@ -151,22 +151,148 @@ def accepts_context(fn: Callable[..., Any]) -> bool:
     )
 
 
-class RegisteredTask(Generic[P, R]):
-    """What `@app.task` returns: the function, still callable as before, plus its spec."""
+class TaskCall:
+    """A task call built in advance, QTasks' `(A)syncTaskCls`: what `my_task(2, 2)` returns.
 
-    def __init__(self, spec: TaskSpec, fn: Callable[P, R]) -> None:
+    `call.add_task()` adds it (awaitable on the async app); chains
+    (`qtasks_mp.utils.tasks`) pass each result on as one more positional argument.
+    """
+
+    __slots__ = ("args", "kwargs", "priority", "task", "task_name", "timeout")
+
+    def __init__(
+        self,
+        task: RegisteredTask[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        priority: int | None = None,
+        timeout: float | None = None,
+        task_name: str | None = None,
+    ) -> None:
+        self.task = task
+        self.task_name = task_name or task.name
+        self.args = args
+        self.kwargs = kwargs
+        self.priority = priority
+        self.timeout = timeout
+
+    def add_task(self) -> Any:
+        """Add the call: a `Task` on the sync app, a coroutine of one on the async app."""
+        return self.task.add_task(
+            *self.args,
+            task_name=self.task_name,
+            priority=self.priority,
+            timeout=self.timeout,
+            **self.kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskCall(task_name={self.task_name!r}, priority={self.priority!r}, "
+            f"timeout={self.timeout!r}, args={self.args!r}, kwargs={self.kwargs!r})"
+        )
+
+
+class RegisteredTask(Generic[P, R]):
+    """What `@app.task` returns, QTasks' `(A)syncTask`: `my_task.add_task(...)` adds the
+    task (awaitable on the async app, blocking on the sync one), `my_task(2, 2)` builds a
+    call to add later (`TaskCall`), and the function itself is `my_task.fn`.
+
+    `app` is the facade the task was registered on (anything with QTasks' `add_task`).
+    """
+
+    def __init__(self, spec: TaskSpec, fn: Callable[P, R], app: Any = None) -> None:
         self.spec = spec
         self.name = spec.name
-        self._fn = fn
+        self.fn = fn
+        self.app = app
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", spec.name)
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._fn(*args, **kwargs)
+    def add_task(
+        self,
+        *args: Any,
+        task_name: str | None = None,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Add this task (`task_name=` adds another by name, as in QTasks); the same
+        arguments as `app.add_task`. On the async app, await it."""
+        if self.app is None:
+            raise TypeError(f"task {self.name!r} was not registered on an app")
+        return self.app.add_task(
+            task_name or self.name, *args, priority=priority, timeout=timeout, **kwargs
+        )
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall:
+        """A call to add later (QTasks' pre-built task): `add(2, 2, priority=1)`."""
+        options: dict[str, Any] = {
+            k: kwargs.pop(k) for k in ("priority", "timeout", "task_name") if k in kwargs
+        }
+        # Not bound to the signature yet: a chain adds the previous result (`add(4)`).
+        return TaskCall(self, args, kwargs, **options)
+
+    # QTasks' attributes of a task object (`self.priority` in an echo task reads these too)
+    @property
+    def task_name(self) -> str:
+        return self.name
+
+    @property
+    def priority(self) -> int | None:
+        return self.spec.priority
+
+    @property
+    def echo(self) -> bool:
+        return self.spec.echo
+
+    @property
+    def retry(self) -> int | None:
+        return self.spec.retry
+
+    @property
+    def retry_on_exc(self) -> tuple[type[BaseException], ...] | None:
+        return self.spec.retry_on_exc
+
+    @property
+    def max_time(self) -> float | None:
+        return self.spec.timeout
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.spec.tags)
+
+    @property
+    def description(self) -> str | None:
+        return self.spec.description
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return dict(self.spec.options)
+
+    @property
+    def generate_handler(self) -> Callable[[Any], Any] | None:
+        return self.spec.generate_handler
+
+    @property
+    def executor(self) -> str | Executor:
+        return self.spec.executor
+
+    @property
+    def middlewares(self) -> list[Middleware]:
+        return list(self.spec.middlewares)
 
     def __repr__(self) -> str:
         return f"<task {self.name!r} ({self.spec.kind.value}, executor={self.spec.executor!r})>"
 
 
-__all__ = ["AsyncTask", "Kind", "RegisteredTask", "SyncTask", "TaskInfo", "TaskSpec"]
+__all__ = [
+    "AsyncTask",
+    "Kind",
+    "RegisteredTask",
+    "SyncTask",
+    "TaskCall",
+    "TaskInfo",
+    "TaskSpec",
+]

@@ -8,11 +8,18 @@ async with app:
 
 from __future__ import annotations
 
-from .app import AppCore
+from typing import Any
+
+from ..app import AppCore
+from ..routers import attach
 
 
 class QueueTasks(AppCore):
     """The app, async: `await app.add_task(...)`, `async with app:`, `app.run_forever()`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        attach(self)  # QTasks' shared tasks are tasks of every app
 
 
 __all__ = ["QueueTasks"]

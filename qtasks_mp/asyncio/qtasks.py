@@ -1,0 +1,7 @@
+"""QTasks' import path `qtasks.asyncio.qtasks.QueueTasks`."""
+
+from __future__ import annotations
+
+from . import QueueTasks
+
+__all__ = ["QueueTasks"]

@@ -1,0 +1,7 @@
+"""QTasks' `qtasks.schemas.task.Task`: our `Task` snapshot."""
+
+from __future__ import annotations
+
+from ..task import Task
+
+__all__ = ["Task"]

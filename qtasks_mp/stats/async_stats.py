@@ -1,0 +1,7 @@
+"""QTasks' import path of `AsyncStats`."""
+
+from __future__ import annotations
+
+from . import AsyncStats
+
+__all__ = ["AsyncStats"]

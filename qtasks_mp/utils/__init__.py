@@ -1,0 +1,1 @@
+"""QTasks' `qtasks.utils` paths."""

@@ -1,0 +1,7 @@
+"""QTasks' import path of `SyncTaskUtils`."""
+
+from __future__ import annotations
+
+from . import SyncTaskUtils
+
+__all__ = ["SyncTaskUtils"]

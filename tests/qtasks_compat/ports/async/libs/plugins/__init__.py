@@ -1,0 +1,1 @@
+"""Init example plugins."""
