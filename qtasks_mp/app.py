@@ -100,6 +100,11 @@ class AppCore:
             else:
                 extra.append(mw)
         self.middlewares: list[Middleware] = [*builtin, *extra]
+        # Middlewares that write into a new task's record as add_task builds it (trace
+        # context): usually none, and then add_task pays one empty-tuple test.
+        self._on_add = tuple(
+            mw.on_add for mw in self.middlewares if type(mw).on_add is not Middleware.on_add
+        )
         timing = builtin[1]
         assert isinstance(timing, Timing)
         self.timing = timing
@@ -361,6 +366,8 @@ class AppCore:
         )
         if spec.unique:
             record.unique_key = call_key(task_name, spec.signature, args, kwargs)
+        for on_add in self._on_add:
+            on_add(record)
         return record
 
     def check_call(

@@ -84,9 +84,10 @@ class TaskRecord:
     `eta` is the earliest time it may run (0 = now); `seq` keeps FIFO order among
     equal priorities. `unique_key`: while a task of the same name and key is new or
     process, adding another returns that one. `progress`: the latest
-    `(done, total, note)` the task reported, or None.
-    equal priorities. `history` holds the earlier runs of a requeued task (see
-    `history_entry`), oldest first; a store reads it only for `get`.
+    `(done, total, note)` the task reported, or None. `history` holds the earlier
+    runs of a requeued task (see `history_entry`), oldest first; a store reads it only
+    for `get`. `headers`: string pairs that travel with the task from `add_task` to its
+    runs (a middleware's `on_add` writes them, e.g. the W3C trace context), or None.
     """
 
     __slots__ = (
@@ -94,6 +95,7 @@ class TaskRecord:
         "created_at",
         "eta",
         "finished_at",
+        "headers",
         "history",
         "kwargs",
         "lane",
@@ -140,6 +142,7 @@ class TaskRecord:
         self.unique_key: str | None = None
         self.progress: tuple[float, float | None, str | None] | None = None
         self.history: tuple[dict[str, Any], ...] = ()
+        self.headers: dict[str, str] | None = None
 
     def snapshot(self, host: TaskHost | None) -> Task:
         return Task(self, host)

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any, ClassVar
 
 from ..executors.base import Call
+from ..task import TaskRecord
 
 CallNext = Callable[[Call], Awaitable[Any]]
 
@@ -24,6 +25,12 @@ class Middleware(ABC):
 
     @abstractmethod
     async def __call__(self, call: Call, call_next: CallNext) -> Any: ...
+
+    def on_add(self, record: TaskRecord) -> None:
+        """Called as `add_task` builds a new task's record, in the adding program (a
+        producer without a dispatcher too), for the app's middlewares that define it:
+        write into `record.headers` (a dict of str, kept by every store) what the task's
+        runs should see, such as the caller's trace context. Not called otherwise."""
 
     def check_options(self, task_name: str, options: Mapping[str, Any]) -> None:
         """Refuse, at `@app.task`, the options this middleware reads that it could not use.

@@ -12,11 +12,12 @@ its status set to ERROR) or `cancel`. It sits inside `Retries`, as every middlew
 yours does, so an attempt that will be retried ends `error` too; the next attempt is
 a new span with the next `attempt` number.
 
-The span's parent comes from the record's W3C trace context (`traceparent`) when the
-record carries one: see `inject()`. Records do not carry headers yet, so today each
-attempt starts its own trace; the place for the propagation from `add_task` (also
-across processes through a SQLite store) is `inject()` on the adding side and
-`_parent()` here, waiting for a `headers` field on `TaskRecord` that the stores keep.
+The span's parent is the span that was current where `add_task` was called: `on_add`
+writes its W3C trace context (`traceparent`, `tracestate`) into the task's
+`record.headers`, which every store keeps, so a task added by a web request in one
+process and run by a worker in another (a SQLite or PostgreSQL store) joins the
+request's trace, and so do all its attempts. Put the middleware in `middlewares=` on
+the adding side too (the producer's app): `on_add` runs there.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import asyncio
 from typing import Any
 
 from ..executors.base import Call
+from ..task import TaskRecord
 from .base import CallNext, Middleware
 
 try:
@@ -46,20 +48,19 @@ class OpenTelemetry(Middleware):
     def __init__(self, *, tracer_provider: trace.TracerProvider | None = None) -> None:
         self.tracer = trace.get_tracer("qtasks_mp", tracer_provider=tracer_provider)
 
-    @staticmethod
-    def inject(headers: dict[str, str]) -> dict[str, str]:
-        """Write the current trace context (`traceparent`, `tracestate`) into `headers`.
-
-        For the adding side, once records carry headers: called where `add_task`
-        builds the record, it makes the attempts' spans children of the caller's span.
-        """
+    def on_add(self, record: TaskRecord) -> None:
+        """The caller's trace context into the new task's headers (none: no span)."""
+        headers: dict[str, str] = {}
         inject(headers)
-        return headers
+        if headers:
+            record.headers = {**(record.headers or {}), **headers}
 
     @staticmethod
-    def _parent(call: Call) -> otel_context.Context | None:
-        headers = getattr(call.record, "headers", None)
-        return extract(headers) if headers else None
+    def _parent(call: Call) -> otel_context.Context:
+        """The context recorded at `add_task`, and nothing else: the loop's current one
+        may belong to whatever started the dispatcher's worker (a request's span), so a
+        task added without a trace context starts a trace of its own."""
+        return extract(call.record.headers or {}, context=otel_context.Context())
 
     async def __call__(self, call: Call, call_next: CallNext) -> Any:
         record = call.record

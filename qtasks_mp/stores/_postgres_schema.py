@@ -31,6 +31,7 @@ newer version is refused.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
 
@@ -51,7 +52,7 @@ FINISHED_SQL = "status IN ('success', 'error', 'cancel')"  # matches tasks_finis
 
 COLUMNS = (
     "seq, uuid, task_name, lane, status, priority, eta, retry, created_at, updated_at, "
-    "started_at, finished_at, args, result, traceback, unique_key, progress"
+    "started_at, finished_at, args, result, traceback, unique_key, progress, headers"
 )
 
 
@@ -118,6 +119,8 @@ class Statements:
                 f"ALTER TABLE {t} ADD COLUMN history text",
                 f"ALTER TABLE {t} ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false",
                 f"CREATE INDEX tasks_cancel_requested ON {t} (status) WHERE cancel_requested",
+                # what travels with a task from add_task to its runs (record.headers), JSON
+                f"ALTER TABLE {t} ADD COLUMN headers text",
             ],
             # -- end of version 2 ----------------------------------------------------------
         }
@@ -127,8 +130,8 @@ class Statements:
         self.put_unique = f"""
             WITH put AS (
                 INSERT INTO {t} (uuid, task_name, lane, status, priority, eta, retry,
-                    created_at, updated_at, started_at, finished_at, args, unique_key)
-                VALUES ($1, $2, $3, 'new', $4, $5, 0, $6, $6, 0, 0, $7, $8)
+                    created_at, updated_at, started_at, finished_at, args, unique_key, headers)
+                VALUES ($1, $2, $3, 'new', $4, $5, 0, $6, $6, 0, 0, $7, $8, $10)
                 ON CONFLICT (task_name, unique_key)
                     WHERE unique_key IS NOT NULL AND status IN ('new', 'process')
                 DO NOTHING
@@ -203,6 +206,17 @@ class Statements:
                 ON CONFLICT (uuid) DO NOTHING
             )
             SELECT pg_notify($8, $9)"""
+        # The same with an eighth array, `headers`, for a batch where some task has them.
+        self.put_headers = f"""
+            WITH put AS (
+                INSERT INTO {t} (uuid, task_name, lane, status, priority, eta, retry,
+                    created_at, updated_at, started_at, finished_at, args, headers)
+                SELECT u, n, l, 'new', p, e, 0, c, c, 0, 0, a, h
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::float8[],
+                            $6::float8[], $7::bytea[], $8::text[]) AS x(u, n, l, p, e, c, a, h)
+                ON CONFLICT (uuid) DO NOTHING
+            )
+            SELECT pg_notify($9, $10)"""
         # A task we hold put back (a retry, an interrupted run, an inbox at stop). It
         # replaces the row only while the row is still leased to us ($12): if our lease
         # was lost meanwhile, the reclaimer already put it back, attempt counted.
@@ -311,7 +325,7 @@ class Statements:
 def record_from_row(row: Any) -> TaskRecord:
     """A `TaskRecord` from a row of `COLUMNS`. Raises what decoding the values raises."""
     (seq, uuid, name, lane, status, priority, eta, retry, created, updated, started,
-     finished, args_blob, returning, traceback, unique_key, progress) = row  # fmt: skip
+     finished, args_blob, returning, traceback, unique_key, progress, headers) = row  # fmt: skip
     args, kwargs = decode_call(args_blob)
     record = TaskRecord(UUID(bytes=uuid.bytes), name, lane, priority, args, kwargs, created)
     record.seq = seq
@@ -326,4 +340,6 @@ def record_from_row(row: Any) -> TaskRecord:
     record.unique_key = unique_key
     if progress is not None:
         record.progress = decode_progress(progress)
+    if headers:
+        record.headers = json.loads(headers)
     return record

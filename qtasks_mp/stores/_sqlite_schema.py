@@ -18,6 +18,7 @@ from a newer version is refused, not mangled.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from typing import Any
@@ -78,6 +79,8 @@ _STEPS: dict[int, list[str]] = {
         # put back, then cancelled before its next run).
         "ALTER TABLE tasks ADD COLUMN history TEXT",
         "CREATE TABLE cancel_requests (uuid BLOB PRIMARY KEY, requested_at REAL NOT NULL)",
+        # what travels with a task from add_task to its runs (record.headers), as JSON
+        "ALTER TABLE tasks ADD COLUMN headers TEXT",
     ],
     # -- end of version 2 ------------------------------------------------------------------
 }
@@ -86,13 +89,21 @@ FINISHED_SQL = "status IN ('success', 'error', 'cancel')"  # matches tasks_finis
 
 COLUMNS = (
     "seq, uuid, task_name, lane, status, priority, eta, retry, created_at, updated_at, "
-    "started_at, finished_at, args, result, traceback, unique_key, progress"
+    "started_at, finished_at, args, result, traceback, unique_key, progress, headers"
 )
 
+# A new task, or one of ours put back (a retry, a run cut short): it gets the next
+# `seq` (arrives now) and starts afresh, but keeps what outlives a run (`history`).
 INSERT = (
-    "INSERT OR REPLACE INTO tasks (uuid, task_name, lane, status, priority, eta, retry, "
-    "created_at, updated_at, started_at, finished_at, args, result, traceback, unique_key) "
-    "VALUES (?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, 0, ?, NULL, ?, ?)"
+    "INSERT INTO tasks (uuid, task_name, lane, status, priority, eta, retry, created_at, "
+    "updated_at, started_at, finished_at, args, result, traceback, unique_key, headers) "
+    "VALUES (?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, 0, ?, NULL, ?, ?, ?) "
+    "ON CONFLICT (uuid) DO UPDATE SET seq = (SELECT max(seq) + 1 FROM tasks), "
+    "status = 'new', priority = excluded.priority, eta = excluded.eta, "
+    "retry = excluded.retry, updated_at = excluded.updated_at, "
+    "started_at = excluded.started_at, finished_at = 0, args = excluded.args, "
+    "result = NULL, traceback = excluded.traceback, unique_key = excluded.unique_key, "
+    "headers = excluded.headers, lease_owner = NULL, lease_until = NULL, progress = NULL"
 )
 
 FINISH = (
@@ -165,7 +176,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
 def record_from_row(row: tuple[Any, ...]) -> TaskRecord:
     """A `TaskRecord` from a row of `COLUMNS`. Raises what decoding the values raises."""
     (seq, uuid, name, lane, status, priority, eta, retry, created, updated, started,
-     finished, args_blob, returning, traceback, unique_key, progress) = row  # fmt: skip
+     finished, args_blob, returning, traceback, unique_key, progress, headers) = row  # fmt: skip
     args, kwargs = decode_call(args_blob)
     record = TaskRecord(UUID(bytes=uuid), name, lane, priority, args, kwargs, created)
     record.seq = seq
@@ -180,6 +191,8 @@ def record_from_row(row: tuple[Any, ...]) -> TaskRecord:
     record.unique_key = unique_key
     if progress is not None:
         record.progress = decode_progress(progress)
+    if headers:
+        record.headers = json.loads(headers)
     return record
 
 

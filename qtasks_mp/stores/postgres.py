@@ -709,6 +709,7 @@ class PostgresStore(Store):
                     record.eta,
                     record.created_at,
                     args,
+                    json.dumps(record.headers) if record.headers else None,
                 )
             )
         record.status = TaskStatus.NEW
@@ -741,6 +742,7 @@ class PostgresStore(Store):
                     args,
                     record.unique_key,
                     self.channel,
+                    json.dumps(record.headers) if record.headers else None,
                 )
                 if added is not None:
                     return None
@@ -796,7 +798,10 @@ class PostgresStore(Store):
         payload = "d" if any(e > 0 for e in columns[4]) else "n"
 
         async def run(conn: Any) -> None:
-            await conn.fetchrow(sql.put, *columns, self.channel, payload)
+            if any(columns[7]):  # some task carries headers: the eight-array form
+                await conn.fetchrow(sql.put_headers, *columns, self.channel, payload)
+            else:
+                await conn.fetchrow(sql.put, *columns[:7], self.channel, payload)
 
         return await self._batch(run, items, self._flush_puts)
 

@@ -203,6 +203,7 @@ class SQLiteStore(Store):
             args,
             record.traceback,
             record.unique_key,
+            json.dumps(record.headers) if record.headers else None,
         )
 
     async def put(self, record: TaskRecord) -> None:
@@ -370,7 +371,7 @@ class SQLiteStore(Store):
             )
             conn.execute("DELETE FROM cancel_requests WHERE uuid = ?", (uuid.bytes,))
             return True, (seq, *row[1:4], "new", row[5], 0.0, 0, row[8], now, 0.0, 0.0,
-                          row[12], None, None, row[15], None, text)  # fmt: skip
+                          row[12], None, None, row[15], None, row[17], text)  # fmt: skip
 
         found = await self._write(run)
         if found is None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -10,7 +15,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from qtasks_mp.asyncio import QueueTasks
-from qtasks_mp.executors.base import Call
 from qtasks_mp.middleware.opentelemetry import OpenTelemetry
 
 
@@ -66,36 +70,78 @@ async def test_a_span_per_attempt_with_errors_recorded(exporter: InMemorySpanExp
     assert third.status.description == "ValueError: bad row"
 
 
-async def test_a_record_with_a_trace_context_becomes_the_parent(
+async def test_the_adding_span_is_the_parent_of_every_attempt(
     exporter: InMemorySpanExporter,
 ) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    otel = OpenTelemetry(tracer_provider=provider)
-    app = QueueTasks("otel")
+    app = QueueTasks("otel", middlewares=[OpenTelemetry(tracer_provider=provider)])
+    app.config.shutdown_timeout = 2.0
+    seen: list[int] = []
 
-    @app.task(name="t")
-    async def t() -> None:
-        pass
+    @app.task(name="flaky", retry=1, retry_on_exc=[ConnectionError])
+    async def flaky() -> None:
+        seen.append(trace.get_current_span().get_span_context().trace_id)
+        if len(seen) == 1:
+            raise ConnectionError("down")
 
     tracer = provider.get_tracer("test")
-    with tracer.start_as_current_span("add_task") as caller:
-        headers = OpenTelemetry.inject({})
-    assert "traceparent" in headers
+    async with app:
+        with tracer.start_as_current_span("request") as request:
+            added = await app.add_task("flaky")
+        assert added is not None and await app.wait_idle(5)
+        untraced = await app.add_task("flaky", timeout=5)  # no span around it: no parent
+    assert untraced is not None
+    request_ctx = request.get_span_context()
+    attempts = [s for s in exporter.get_finished_spans() if s.name == "flaky"][:2]
+    assert [s.parent.span_id if s.parent else None for s in attempts] == [request_ctx.span_id] * 2
+    assert seen[:2] == [request_ctx.trace_id] * 2
+    assert seen[2] != request_ctx.trace_id
 
-    class Record:  # a record as it will be once records carry headers
-        def __init__(self) -> None:
-            self.uuid, self.lane, self.priority, self.retry = "u", "inline", 0, 0
-            self.args: tuple[object, ...] = ()
-            self.kwargs: dict[str, object] = {}
-            self.headers = headers
 
-    async def run(call: Call) -> None:
-        assert trace.get_current_span().get_span_context().trace_id == (
-            caller.get_span_context().trace_id
-        )
+PRODUCER = """
+import asyncio, sys
+from opentelemetry.sdk.trace import TracerProvider
+from qtasks_mp.asyncio import QueueTasks
+from qtasks_mp.middleware.opentelemetry import OpenTelemetry
 
-    call = Call(app.specs["t"], Record(), None)  # type: ignore[arg-type]
-    await otel(call, run)
-    span = exporter.get_finished_spans()[-1]
-    assert span.parent is not None and span.parent.span_id == caller.get_span_context().span_id
+provider = TracerProvider()
+app = QueueTasks("web", store=sys.argv[1], middlewares=[OpenTelemetry(tracer_provider=provider)])
+
+@app.task(name="send_receipt")
+async def send_receipt(order: int) -> None: ...
+
+async def main() -> None:
+    with provider.get_tracer("web").start_as_current_span("POST /orders") as span:
+        await app.add_task("send_receipt", 42)  # no dispatcher here: it waits in the file
+    print(format(span.get_span_context().trace_id, "032x"), flush=True)
+    await app.store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_the_trace_crosses_processes_through_a_sqlite_store(
+    exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "tasks.db")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PRODUCER, db, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    producer_trace = int(out.decode().strip(), 16)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    worker = QueueTasks("worker", store=db, middlewares=[OpenTelemetry(tracer_provider=provider)])
+    worker.config.shutdown_timeout = 2.0
+
+    @worker.task(name="send_receipt")
+    async def send_receipt(order: int) -> None:
+        pass
+
+    async with worker:
+        assert await worker.wait_idle(10)
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "send_receipt"]
+    assert span.context is not None and span.context.trace_id == producer_trace
+    assert span.parent is not None and span.parent.is_remote

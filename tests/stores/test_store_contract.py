@@ -568,6 +568,25 @@ async def test_a_requeue_takes_its_unique_key_back_only_when_free(backend: Backe
     assert held is not None and held.uuid == first.uuid  # the requeued task holds it
 
 
+async def test_history_and_headers_outlive_a_retry_put_back(backend: Backend) -> None:
+    store = await backend.open()
+    rec = named("charge", 1)
+    rec.headers = {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
+    await store.put(rec)
+    [taken] = await store.take("inline", 10, time.time())
+    assert taken.headers == rec.headers  # as add_task wrote them
+    taken.status, taken.finished_at, taken.traceback = TaskStatus.ERROR, time.time(), "boom"
+    await store.finish(taken)
+    outcome = await store.requeue(rec.uuid, time.time())
+    assert outcome is not None and outcome[0]
+    [again] = await store.take("inline", 10, time.time())
+    again.retry, again.traceback = 1, "retrying"
+    await store.put(again)  # a retry put back
+    got = await store.get(rec.uuid)
+    assert got is not None and got.retry == 1 and got.headers == rec.headers
+    assert [h["traceback"] for h in got.history] == ["boom"]
+
+
 async def test_stores_racing_on_one_key_add_one_task(durable: Backend) -> None:
     a, b = await durable.open(), await durable.open()
     results = await asyncio.gather(
