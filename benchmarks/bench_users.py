@@ -222,8 +222,8 @@ class Sizes:
 
     @classmethod
     def make(cls, quick: bool) -> Sizes:
-        if quick:
-            return cls(2_000, 200, 2_000, 8, 0.02, 2)
+        if quick:  # a smoke run: every contender once, after its warm-up
+            return cls(1_000, 100, 1_000, 4, 0.01, 1)
         return cls(50_000, 2_000, 20_000, 40, 0.05, 5)
 
 

@@ -167,8 +167,8 @@ class AppCore:
         runtime = self._runtime
         if runtime.state is not RunState.RUNNING:
             await self._not_running(task_name, timeout)
-        else:
-            runtime.check_loop(f"task {task_name!r}")
+        elif asyncio.get_running_loop() is not runtime.loop:
+            runtime.check_loop(f"task {task_name!r}")  # raises
         dispatcher = runtime.dispatcher
         if dispatcher is not None and record.lane not in dispatcher.lanes:
             await runtime.lane_ready(record.lane)  # raises if it cannot start

@@ -60,8 +60,9 @@ class Waiters:
         self.deadlines = Deadlines(loop)
         self._host = host
         self._read = read  # the store's `get`
-        self._futures: dict[UUID, Waiting] = {}  # the first waiter of each task
-        self._more: dict[UUID, list[Waiting]] = {}  # the others (rare)
+        # By `uuid.int`, as the memory store keys its records: a UUID hashes in Python.
+        self._futures: dict[int, Waiting] = {}  # the first waiter of each task
+        self._more: dict[int, list[Waiting]] = {}  # the others (rare)
         self._expiries: dict[int, _Expiry] = {}  # by tick: deadline // _TICK_S + 1
         self._unfinished = unfinished
         self._idle = asyncio.Event()
@@ -95,8 +96,9 @@ class Waiters:
 
     def resolve(self, record: TaskRecord) -> None:
         """Wake the waiters of a finished task (ended here or elsewhere)."""
-        fut = self._futures.pop(record.uuid, None) if self._futures else None
-        more = self._more.pop(record.uuid, None) if self._more else None
+        key = record.uuid.int
+        fut = self._futures.pop(key, None) if self._futures else None
+        more = self._more.pop(key, None) if self._more else None
         if fut is None and more is None:
             return
         snap = record.snapshot(self._host)
@@ -124,10 +126,11 @@ class Waiters:
         or None when `timeout` runs out), and what `leave` needs. Await the future,
         then call `leave` whatever happened."""
         fut: Waiting = self.loop.create_future()
-        if uuid in self._futures:
-            self._more.setdefault(uuid, []).append(fut)
+        key = uuid.int
+        if key in self._futures:
+            self._more.setdefault(key, []).append(fut)
         else:
-            self._futures[uuid] = fut
+            self._futures[key] = fut
         if timeout is None:
             return fut, None
         # A deadline on our own future: cheaper than asyncio.wait_for's extra future and
@@ -153,14 +156,15 @@ class Waiters:
                 expiry.deadline.cancel()
                 expiry.deadline = None
                 self._expiries.pop(expiry.tick, None)
-        if self._futures.get(uuid) is fut:  # not resolved: timed out or cancelled
-            del self._futures[uuid]
+        key = uuid.int
+        if self._futures.get(key) is fut:  # not resolved: timed out or cancelled
+            del self._futures[key]
         elif self._more and not fut.done():
-            more = self._more.get(uuid)
+            more = self._more.get(key)
             if more is not None and fut in more:
                 more.remove(fut)
                 if not more:
-                    del self._more[uuid]
+                    del self._more[key]
 
     def _expire(self, expiry: _Expiry) -> None:
         """The time of every waiter in `expiry` ran out."""
@@ -178,7 +182,8 @@ class Waiters:
         return True
 
     def waited_for(self) -> list[UUID]:
-        return list(self._futures.keys() | self._more.keys()) if self._more else list(self._futures)
+        keys = self._futures.keys() | self._more.keys() if self._more else self._futures
+        return [UUID(int=key) for key in keys]
 
     def recheck(self) -> None:
         """Another process changed the store: re-read the tasks someone here waits for."""
