@@ -1,7 +1,8 @@
 """Many deadlines on one loop timer.
 
-Callers of `add_task(..., timeout=)` and `wait()` each need a deadline, and nearly all
-of them end well before it. `loop.call_later` + `cancel` per call leaves a cancelled
+Callers of `add_task(..., timeout=)` and `wait()` need deadlines (those ending in the
+same 2 ms share one: `waiters.py`), and so do calls a waiting caller runs itself;
+nearly all of them end well before it. `loop.call_later` + `cancel` per call leaves a cancelled
 timer in the loop's heap for each (the loop rebuilds that heap every hundred or so),
 which cost a tenth of a process round trip. Here a cancelled deadline is one cleared
 slot, dropped as soon as it reaches the top, and the loop holds a single timer: the

@@ -40,7 +40,7 @@ import logging
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -237,12 +237,18 @@ class Dispatcher:
         else:  # the room is held by calls run by their callers: they recruit when done
             lane.starved = True
 
-    async def run_waited(self, record: TaskRecord, timeout: float) -> TaskRecord | None:
-        """Run a task whose caller waits for it in the caller's own task, if its lane is idle.
+    def run_waited(
+        self, record: TaskRecord, timeout: float
+    ) -> Coroutine[Any, Any, TaskRecord | None] | None:
+        """A task was put in the store and its caller waits for it: if its lane is idle
+        (and its route lets a caller drive it), the coroutine that runs it in the
+        caller's own task; otherwise None, and the task is offered to its lane's workers.
 
-        Returns the record it ran (ended, or back in the store for a retry), or None:
-        the lane was busy (a worker takes the task as usual), or the call went on in a
-        task of its own (the timeout ran out, the caller was cancelled, the app stops).
+        The coroutine returns the record it ran (ended, or back in the store for a
+        retry), or None: a worker was quicker (it takes the task as usual), or the call
+        went on in a task of its own (the timeout ran out, the caller was cancelled, the
+        app stops). Deciding without a coroutine keeps a gather of waiting callers on a
+        busy lane at one coroutine each.
         """
         lane = self.lanes.get(record.lane)
         route = self.routes.get(record.task_name)
@@ -257,6 +263,11 @@ class Dispatcher:
         ):
             self.offer(record.lane)
             return None
+        return self._run_waited(record, route, lane, timeout)
+
+    async def _run_waited(
+        self, record: TaskRecord, route: Route, lane: _Lane, timeout: float
+    ) -> TaskRecord | None:
         try:
             if self.store.shared:  # its take suspends: the caller may be cancelled there
                 taken = await self._take_for_caller(lane)

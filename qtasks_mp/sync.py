@@ -46,6 +46,7 @@ from .config import QueueConfig
 from .errors import AppNotRunning
 from .executors.base import Executor
 from .executors.thread import Threads
+from .handoff import call_in_loop
 from .lifecycle import run_forever_deferred
 from .middleware.base import Middleware
 from .progress import ProgressCallback
@@ -109,7 +110,7 @@ class _Portal:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("a blocking app call was made from inside the app's own loop")
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        return call_in_loop(loop, coro)
 
     def close(self) -> None:
         with self._lock:

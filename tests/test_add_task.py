@@ -93,6 +93,51 @@ async def test_timeout_that_runs_out_returns_none_and_the_task_goes_on(
     assert await app.wait_idle(timeout=5)
 
 
+async def test_gathered_waiters_share_deadlines_and_time_out_together(
+    app: QueueTasks, gate: asyncio.Event
+) -> None:
+    """A gather of waiting callers holds one deadline per 2 ms tick, not one each; every
+    one of them still gets None when the time runs out, and none is kept after."""
+
+    @app.task
+    async def blocked(i: int) -> int:
+        await gate.wait()
+        return i
+
+    await app.start()
+    waiters = app._runtime.waiters
+    assert waiters is not None
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    gathered = asyncio.gather(*(app.add_task("blocked", i, timeout=0.2) for i in range(200)))
+    await asyncio.sleep(0)  # every caller is waiting now
+    ticks = (loop.time() - began) / 0.002 + 2  # the ticks their deadlines can fall in
+    assert len(waiters) == 200
+    assert len(waiters.deadlines) <= min(ticks, 100), (len(waiters.deadlines), ticks)
+    assert await gathered == [None] * 200
+    assert len(waiters) == 0 and len(waiters.deadlines) == 0
+    gate.set()
+    assert await app.wait_idle(timeout=5)
+
+
+async def test_ended_waits_leave_no_deadline_behind(app: QueueTasks) -> None:
+    """A waiter that got its answer drops its share of the deadline at once: 300
+    gathered round trips with an hour to spare leave nothing armed."""
+
+    @app.task
+    async def quick(i: int) -> int:
+        return i
+
+    await app.start()
+    waiters = app._runtime.waiters
+    assert waiters is not None
+    done = await asyncio.gather(*(app.add_task("quick", i, timeout=3600) for i in range(300)))
+    assert [t.returning for t in done if t is not None] == list(range(300))
+    assert len(waiters) == 0
+    live = [e for e in waiters.deadlines._heap if e[2].callback is not None]
+    assert live == []
+
+
 async def test_get_reads_the_current_state(app: QueueTasks, gate: asyncio.Event) -> None:
     started = asyncio.Event()
 

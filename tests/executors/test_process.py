@@ -139,6 +139,31 @@ async def test_depth_by_measured_call_length(measured_s: float | None, depth: in
     assert pool.depth == depth
 
 
+async def test_a_function_not_yet_timed_is_sent_one_call_per_worker() -> None:
+    """A pool that learned a no-op is quick still sends a new function's calls one per
+    worker until one of them has answered: a batch of long calls must not queue behind
+    each other on one worker while another idles (the pool's average says "quick")."""
+    pool = ProcessExecutor(max_workers=2, autoscale=False)
+    await pool.start()
+    try:
+        for _ in range(20):
+            await pool.run(make_call(procfuncs.noop))
+        pool.scheduler.service_s = 0.0001  # quick, whatever this machine measured
+        assert pool.depth == 16
+        runs = [
+            asyncio.ensure_future(pool.run(make_call(procfuncs.block_forever))) for _ in range(6)
+        ]
+        await asyncio.sleep(0)  # every run() has submitted its call
+        assert pool.roster is not None
+        held = sorted(len(h.calls) for h in pool.roster.workers)
+        assert held == [1, 1], held
+        assert len(pool.scheduler.pending) == 4
+    finally:
+        await pool.aclose(cancel_pending=True)
+    results = await asyncio.gather(*runs, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+
+
 async def test_function_is_pickled_once_and_sent_once_per_worker(pool: ProcessExecutor) -> None:
     fn = procfuncs.PicklesOnce()
     calls = [make_call(fn) for _ in range(20)]

@@ -27,6 +27,15 @@ _LONG_CALL_S = 0.005  # calls slower than this are sent one at a time
 READY = WorkerState.READY
 
 
+def _depth(service_s: float | None, unknown: int) -> int:
+    """Calls a worker may hold at once, for calls that take `service_s` (None: unknown)."""
+    if service_s is None:
+        return unknown
+    if service_s < _SHORT_CALL_S:
+        return 16
+    return 1 if service_s >= _LONG_CALL_S else 2
+
+
 class Scheduler:
     """The calls of one pool: those no worker has room for yet (`pending`), which
     worker gets each (the ready one holding fewest, up to `depth`), each running call's
@@ -40,6 +49,7 @@ class Scheduler:
         self.pool = pool
         self.pending: deque[PendingCall] = deque()
         self.service_s: float | None = None  # moving average of call run time
+        self._service_by_key: dict[int, float] = {}  # ... per function (`depth_for`)
         self._keys: dict[TaskSpec, int] = {}
         self._functions: dict[int, bytes] = {}  # key -> encoded OP_FUNC message
         self.answers: set[asyncio.Task[None]] = set()  # workers' add_task being run here
@@ -55,12 +65,18 @@ class Scheduler:
         """Calls a worker may hold at once now (see `pipeline_depth`)."""
         if self.pool.pipeline_depth is not None:
             return self.pool.pipeline_depth
-        service = self.service_s
-        if service is None:
-            return 2
-        if service < _SHORT_CALL_S:
-            return 16
-        return 1 if service >= _LONG_CALL_S else 2
+        return _depth(self.service_s, unknown=2)
+
+    def depth_for(self, key: int) -> int:
+        """Calls a worker may hold when the next one is of function `key`: as `depth`,
+        but from that function's own run times, and 1 until one of its calls has
+        answered. A batch of a function never seen before is sent one call per worker,
+        so a long call never waits behind another while a worker idles; the pool's
+        average would pipeline a new long function as deep as the quick ones before it.
+        """
+        if self.pool.pipeline_depth is not None:
+            return self.pool.pipeline_depth
+        return _depth(self._service_by_key.get(key), unknown=1)
 
     def key(self, spec: TaskSpec) -> int:
         """`spec`'s function's key; encoded once, for every worker to come."""
@@ -86,7 +102,7 @@ class Scheduler:
     def submit(self, p: PendingCall) -> None:
         """Send `p` to the ready worker holding fewest calls, or queue it."""
         best: WorkerHandle | None = None
-        depth = self.depth
+        depth = self.depth_for(p.key)
         for h in self.roster.workers:
             if not h.takes_calls:
                 continue
@@ -122,8 +138,7 @@ class Scheduler:
     def feed(self, h: WorkerHandle) -> None:
         """Give waiting calls to `h` while it has room."""
         pending = self.pending
-        depth = self.depth
-        while pending and h.takes_calls and len(h.calls) < depth:
+        while pending and h.takes_calls and len(h.calls) < self.depth_for(pending[0].key):
             p = pending.popleft()
             if not p.abandoned:
                 self._send(h, p)
@@ -293,6 +308,9 @@ class Scheduler:
         ran = asyncio.get_running_loop().time() - p.started
         previous = self.service_s
         self.service_s = ran if previous is None else 0.8 * previous + 0.2 * ran
+        by_key = self._service_by_key
+        previous = by_key.get(p.key)
+        by_key[p.key] = ran if previous is None else 0.8 * previous + 0.2 * ran
         if message[0] == wire.OP_OK and message[3] is not None:
             message[3] = p.take_segment(message[3])
         h.done += 1

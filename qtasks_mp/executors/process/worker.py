@@ -32,6 +32,7 @@ from ...context import TaskInfo, check_progress
 #: How long a worker waits for its next message without sleeping (see `_Conn._poll`).
 _SPIN_S = 100e-6
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)  # 0 (not Linux): recv_into blocks, no spin
+_yield = getattr(os, "sched_yield", lambda: None)
 
 try:  # RSS of this process, cheaply: /proc/self/statm (Linux), else psutil
     _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -85,7 +86,11 @@ class _Conn:
         after our answer; a worker that slept in the meantime has to be woken (on a
         virtual machine its CPU too), which costs more than this short wait. Only after
         a read that brought a single message: calls sent in batches (a busy app) need
-        the CPU for the parent, not for a worker waiting on it.
+        the CPU for the parent, not for a worker waiting on it. Between reads it yields
+        its CPU to any thread that can run: on two cores a worker spinning beside the
+        parent's two threads (a sync caller and the app's loop) took a core they needed,
+        and a sync caller's round trip to a worker went from ~320 µs to ~210 µs here
+        with the yield.
         """
         end = time.perf_counter() + _SPIN_S
         recv_into, buffer = self.sock.recv_into, self.buffer
@@ -95,6 +100,7 @@ class _Conn:
             except BlockingIOError:
                 if time.perf_counter() > end:
                     return None
+                _yield()  # a parent (or another worker) that can run gets the CPU first
 
     def send(self, message: list[Any]) -> None:
         data = wire.packb(message)
