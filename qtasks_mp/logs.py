@@ -7,10 +7,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    _Adapter = logging.LoggerAdapter[logging.Logger]
+else:  # LoggerAdapter is subscriptable from Python 3.11 only
+    _Adapter = logging.LoggerAdapter
 
 
-class Logger(logging.LoggerAdapter[logging.Logger]):
+class Logger(_Adapter):
     """`logger.info(...)` and the rest of `logging.Logger`'s methods, for one component."""
 
     def __init__(
