@@ -29,6 +29,7 @@ from .errors import (
     TaskFailed,
     TaskNotFound,
 )
+from .events import Events
 from .executors.base import Executor
 from .handoff import call_in_loop
 from .home import HOME, PRIVATE, SHARED, Home, defining_file
@@ -113,6 +114,8 @@ class AppCore:
         self._registry = registry = TaskRegistry(self.config, self.middlewares, executors)
         self.specs = registry.specs
         self.executors = registry.executors
+        #: QTasks' `app.events.on.<event>()` handlers (events.py)
+        self.events = Events(lambda: registry.facade)
         # ... and all that lives only while the app runs (runtime.py).
         self._runtime = Runtime(
             name,
@@ -121,8 +124,9 @@ class AppCore:
             registry.executors,
             registry.specs,
             self,
-            registry.route,
+            lambda spec: registry.route(spec, self.events.middleware()),
             registry.size_executor,
+            self.events,
         )
         registry.on_registered(self._runtime.registered)
         registry.facade = self  # the sync facade puts itself here (`my_task.add_task`)

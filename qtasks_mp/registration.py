@@ -359,10 +359,11 @@ class TaskRegistry:
             "Register it with @app.task before adding it."
         )
 
-    def route(self, spec: TaskSpec) -> Route:
+    def route(self, spec: TaskSpec, outer: Middleware | None = None) -> Route:
+        """`outer`: a middleware put outside all others (the app's events, if any)."""
         assert isinstance(spec.executor, str)
         executor = self.executors[spec.executor]
-        middlewares = [*self.middlewares, *spec.middlewares]
+        middlewares = [*([outer] if outer else []), *self.middlewares, *spec.middlewares]
         chain = build_chain(middlewares, executor.run)
         eager = executor.eager and all(type(m) in _BUILTIN_MIDDLEWARE for m in middlewares)
         return Route(spec, chain, eager)

@@ -33,6 +33,7 @@ from .config import QueueConfig
 from .context import TaskHost
 from .dispatcher import Dispatcher, Route
 from .errors import AppNotRunning
+from .events import Events
 from .executors.base import Executor
 from .lifecycle import RunState
 from .registries import TaskSpec
@@ -64,6 +65,7 @@ class Runtime:
         host: TaskHost,
         route: Callable[[TaskSpec], Route],
         size: Callable[[str, Executor], None],
+        events: Events,
     ) -> None:
         self.name = name
         self.store = store
@@ -73,6 +75,8 @@ class Runtime:
         self._host = host
         self._route = route
         self._size = size
+        self._events = events
+        self._tell_ended = False  # a task_success/error/cancel handler (read at start)
         self._services: list[Service] = []
         self._services_started: list[Service] = []
         self.state = RunState.STOPPED
@@ -176,6 +180,8 @@ class Runtime:
         """The dispatcher's one finishing path ends here: wake the task's waiters."""
         assert self.waiters is not None
         self.waiters.finished(record)
+        if self._tell_ended:
+            self._events.ended(record)
 
     # ------------------------------------------------------------ lanes
 
@@ -256,6 +262,7 @@ class Runtime:
         self.state = RunState.STARTING
         transition = self._transition = asyncio.get_running_loop().create_future()
         try:
+            await self._events.fire("starting")
             await self._start_run()
         except BaseException as e:
             try:
@@ -273,9 +280,11 @@ class Runtime:
             len(self._specs),
             ", ".join(f"{k}({e.slots})" for k, e in self._started.items()),
         )
+        await self._events.fire("worker_running")
 
     async def _start_run(self) -> None:
         waiters = self.bind_loop()
+        self._tell_ended = self._events.wants_ended()
         await self.open_store()
         self.progress.start(self.store, asyncio.get_running_loop())
         dispatcher = Dispatcher(
@@ -316,10 +325,13 @@ class Runtime:
         self.state = RunState.STOPPING
         transition = self._transition = asyncio.get_running_loop().create_future()
         try:
+            await self._events.fire("worker_stopping")
             await self._close_run()
+            await self._events.drain(self.config.shutdown_timeout)
         finally:
             self.state = RunState.STOPPED
             transition.set_result(None)
+        await self._events.fire("stopping")
 
     async def enter(self) -> None:
         await self.start()

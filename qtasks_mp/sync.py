@@ -44,6 +44,7 @@ from uuid import UUID
 from .app import AppCore
 from .config import QueueConfig
 from .errors import AppNotRunning
+from .events import Events
 from .executors.base import Executor
 from .executors.thread import Threads
 from .handoff import call_in_loop
@@ -219,6 +220,11 @@ class QueueTasks:
     @property
     def executors(self) -> dict[str, Executor]:
         return self.core.executors
+
+    @property
+    def events(self) -> Events:
+        """QTasks' `app.events.on.<event>()`; handlers run in the app's loop thread."""
+        return self.core.events
 
     @property
     def store(self) -> Store:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compat_support import Proc, copy_port, python, run, worker
+from compat_support import Proc, copy_port, python, remove_home, run, worker
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -195,3 +195,21 @@ def test_chain_survives_a_worker_restart(tmp_path: Path) -> None:
     finally:
         client.stop_reader()
         second.stop()
+
+
+def test_events_in_the_worker(tmp_path: Path) -> None:
+    """architecture/components/schemas.md block 1 (`@app.events.on.worker_running`):
+    the worker's handlers are told it runs, that a client's task succeeded, that it
+    stopped; the client's own app (not running) is told nothing."""
+    for name in ("events_app.py", "events_client.py"):
+        shutil.copy(Path(__file__).parent / "apps" / name, tmp_path)
+    proc = worker(tmp_path, "events_app.py")
+    try:
+        proc.wait_for("event: worker_running")
+        assert python("events_client.py", tmp_path).split() == ["5"]
+        proc.wait_for("event: task_success add 5")
+    finally:
+        out = proc.stop()
+        remove_home(tmp_path / "events_app.py")
+    assert out.count("event: worker_running") == 1
+    assert out.index("event: task_success add 5") < out.index("event: stopping")
