@@ -585,13 +585,16 @@ class PostgresStore(Store):
         upkeep, self._upkeep = self._upkeep, None
         if upkeep is not None:
             upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await upkeep
+            # Wait for it without taking its CancelledError for ours: a cancel of this
+            # close() must still cancel it (suppressing it here swallowed ours too).
+            await asyncio.wait([upkeep])
+            if not upkeep.cancelled() and upkeep.exception() is not None:
+                log.warning("task store %s: its upkeep failed: %r", self, upkeep.exception())
         await self._puts.drain()
         await self._finishes.drain()
         if self.sql is not None:
             try:
-                async with self._pool.acquire() as conn:
+                async with self._pool.acquire(timeout=self.connect_timeout_s) as conn:
                     await conn.execute(self.sql.release, self.owner)
             except Exception as e:
                 log.warning("task store %s: could not put back its leased tasks: %s", self, e)
