@@ -117,7 +117,8 @@ def shared_task(fn_or_name: Any = None, /, **options: Any) -> Any:
     def declare(fn: Callable[..., Any]) -> PendingTask:
         pending = PendingTask(fn, dict(options), "with shared_task")
         _shared.append(pending)
-        for app in list(_apps):
+        latest = _latest() if _latest is not None else None
+        for app in sorted(_apps, key=lambda app: app is latest):  # the latest last
             pending.register_on(app)
         return pending
 

@@ -1,0 +1,1 @@
+"""Integrations with other frameworks, at QTasks' import paths (`qtasks.contrib`)."""
