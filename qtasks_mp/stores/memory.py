@@ -73,6 +73,11 @@ class _Ready:
                 return fifo.popleft()
             del fifos[heapq.heappop(order)]
 
+    def __len__(self) -> int:
+        """Queued here, cancelled ones not yet dropped included (metrics.py reads it,
+        from the dashboard's thread: one int read)."""
+        return self.count
+
     def __iter__(self) -> Iterator[TaskRecord]:
         for fifo in self.fifos.values():
             yield from fifo
