@@ -137,3 +137,15 @@ def test_take_matches_a_sorted_model_across_puts_delays_cancels_and_takes(
         assert [r.args[0] for r in rest] == [r.args[0] for r in left]
 
     asyncio.run(scenario())
+
+
+async def test_queued_per_lane_counts_ready_and_delayed_tasks() -> None:
+    """The metrics' queued-per-lane gauge reads the store's queues (metrics.py)."""
+    from qtasks_mp.metrics import memory_lane_counts
+
+    store = MemoryStore()
+    for rec in (record(0), record(3), record(eta=time.time() + 60), record(lane="thread")):
+        await store.put(rec)
+    assert memory_lane_counts(store) == {"inline": 3, "thread": 1}
+    await store.take("inline", 1, time.time())
+    assert memory_lane_counts(store) == {"inline": 2, "thread": 1}
