@@ -284,7 +284,7 @@ class Dispatcher:
             lane.inbox.extend(taken)
             self._recruit(lane)
             return None
-        eager = Eager(self._execute(mine, route, lane), self._adopt)
+        eager = Eager(self._execute(mine, route, lane, None), self._adopt)
         self._eager.add(eager)
         deadline = self.deadlines.add(timeout, eager.detach)
         try:
@@ -335,6 +335,7 @@ class Dispatcher:
     async def _work(self, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()
         inbox, executor, routes = lane.inbox, lane.executor, self.routes
+        me = asyncio.current_task()
         deadline = loop.time() + _SLICE_S
         lane.recruiting = False
         while True:
@@ -344,7 +345,7 @@ class Dispatcher:
                 if len(lane.workers) > executor.slots:  # the executor shrank: retire
                     # now (not in a done-callback a turn later: workers ending in the same
                     # turn must see each other go), and let the loop hand on our share.
-                    lane.workers.discard(asyncio.current_task())
+                    lane.workers.discard(me)
                     self.wake_event.set()
                     return
                 room = executor.capacity - lane.taking
@@ -369,12 +370,22 @@ class Dispatcher:
             record = inbox.popleft()
             if inbox:
                 self._recruit(lane)
-            await self._execute(record, routes.get(record.task_name), lane)
+            await self._execute(record, routes.get(record.task_name), lane, me)
             if loop.time() > deadline:
                 await asyncio.sleep(0)  # let the producers, timers and other lanes run
                 deadline = loop.time() + _SLICE_S
 
-    async def _execute(self, record: TaskRecord, route: Route | None, lane: _Lane) -> None:
+    async def _execute(
+        self,
+        record: TaskRecord,
+        route: Route | None,
+        lane: _Lane,
+        worker: asyncio.Task[Any] | None,
+    ) -> None:
+        """Run one call through its chain, record its outcome and finish it. `worker`:
+        the asyncio task of the lane's worker running it, or None when its waiting
+        caller drives it (eager.py); `cancel` cancels a worker's task for a non-eager
+        route."""
         executor = lane.executor
         executor.claim()
         record.started_at = record.updated_at = time.time()
@@ -391,7 +402,7 @@ class Dispatcher:
                 context = ctx_type(self.host, spec.name, record.uuid, record.retry + 1, record)
             call = Call(spec, record, context)
             key = record.uuid.int
-            self._running[key] = (call, None if route.eager else asyncio.current_task())
+            self._running[key] = (call, None if route.eager else worker)
             # Decided as the chain ends, with no await in between: a cancel asked before
             # wins over whatever the call ended with; one asked after finds the call gone
             # (app.cancel() then says False).

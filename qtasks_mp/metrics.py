@@ -174,9 +174,9 @@ def _lane_counts(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
 
 
 def memory_lane_counts(store: Any) -> dict[str, int] | None:
-    """{lane: queued} of a `MemoryStore`, from the lengths of its heaps (None if unknown).
+    """{lane: queued} of a `MemoryStore`, from the lengths of its queues (None if unknown).
 
-    Reads the store's private heaps: it has no public per-lane count yet. `len()` of a
+    Reads the store's private queues: it has no public per-lane count yet. `len()` of a
     list is safe to read from another thread.
     """
     ready = getattr(store, "_ready", None)

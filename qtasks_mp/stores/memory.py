@@ -1,7 +1,10 @@
 """`MemoryStore`: the default store. Fast, and gone with the process.
 
-Queued tasks live in one heap per lane, ordered by (priority, arrival); delayed tasks
-in a second heap per lane ordered by ETA, moved to the ready heap when due. Finished
+Queued tasks of a lane wait in one FIFO per priority (`_Ready`): adding and taking
+cost O(1) and no object beyond the record, however many wait (a gather of 50,000
+waited `add_task` queues 50,000 at once); only the priorities in use are kept in a
+heap. Delayed tasks wait in a second heap per lane ordered by ETA, and join their FIFO
+in arrival order when due. Finished
 tasks stay in a dict for `get()` and are dropped oldest-first past the retention
 bounds; the bookkeeping is O(1) per task, so the store stays flat under any load.
 
@@ -17,11 +20,12 @@ A cancelled queued task stays in its heap, ended: `take` drops it when it comes 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import heapq
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import count
 from uuid import UUID
 
@@ -32,11 +36,63 @@ from .base import CANCELLED_QUEUED, Cancelled, Store, TurnTimer, unique_key_held
 _UNFINISHED = (TaskStatus.NEW, TaskStatus.PROCESS)
 
 
+def _arrival(record: TaskRecord) -> int:
+    return record.seq
+
+
+class _Ready:
+    """The queued tasks of one lane in (priority, arrival) order: a FIFO per priority,
+    and a heap of the priorities that have one. An emptied FIFO stays until a task of
+    a lower priority number is taken past it, so a lane of one priority keeps one."""
+
+    __slots__ = ("count", "fifos", "order")
+
+    def __init__(self) -> None:
+        self.fifos: dict[int, deque[TaskRecord]] = {}
+        self.order: list[int] = []  # heap of the keys of `fifos`
+        self.count = 0
+
+    def push(self, record: TaskRecord) -> None:
+        fifo = self.fifos.get(record.priority)
+        if fifo is None:
+            fifo = self.fifos[record.priority] = deque()
+            heapq.heappush(self.order, record.priority)
+        if fifo and fifo[-1].seq > record.seq:  # a delayed task come due: by arrival
+            bisect.insort(fifo, record, key=_arrival)
+        else:
+            fifo.append(record)
+        self.count += 1
+
+    def pop(self) -> TaskRecord:
+        """The first task; only when `count` > 0."""
+        order, fifos = self.order, self.fifos
+        while True:
+            fifo = fifos[order[0]]
+            if fifo:
+                self.count -= 1
+                return fifo.popleft()
+            del fifos[heapq.heappop(order)]
+
+    def __len__(self) -> int:
+        """Queued here, cancelled ones not yet dropped included (metrics.py reads it,
+        from the dashboard's thread: one int read)."""
+        return self.count
+
+    def __iter__(self) -> Iterator[TaskRecord]:
+        for fifo in self.fifos.values():
+            yield from fifo
+
+    def clear(self) -> None:
+        self.fifos.clear()
+        self.order.clear()
+        self.count = 0
+
+
 class MemoryStore(Store):
     shared = False
 
     def __init__(self) -> None:
-        self._ready: dict[str, list[tuple[int, int, TaskRecord]]] = {}
+        self._ready: dict[str, _Ready] = {}
         self._delayed: dict[str, list[tuple[float, int, TaskRecord]]] = {}
         self._records: dict[int, TaskRecord] = {}  # by uuid.int: UUID hashes in Python
         self._finished: deque[TaskRecord] = deque()
@@ -64,7 +120,10 @@ class MemoryStore(Store):
         if record.eta > 0.0:
             heapq.heappush(self._delayed.setdefault(record.lane, []), (record.eta, seq, record))
         else:
-            heapq.heappush(self._ready.setdefault(record.lane, []), (record.priority, seq, record))
+            ready = self._ready.get(record.lane)
+            if ready is None:
+                ready = self._ready[record.lane] = _Ready()
+            ready.push(record)
 
     async def put_unique(self, record: TaskRecord) -> TaskRecord | None:
         assert record.unique_key is not None
@@ -87,18 +146,15 @@ class MemoryStore(Store):
         delayed = self._delayed.get(lane)
         if delayed:
             if ready is None:
-                ready = self._ready[lane] = []
-            while delayed and delayed[0][0] <= now:
-                _, seq, rec = heapq.heappop(delayed)
-                rec.eta = 0.0
-                heapq.heappush(ready, (rec.priority, seq, rec))
+                ready = self._ready[lane] = _Ready()
+            self._due(delayed, ready, now)
         out: list[TaskRecord] = []
-        if not ready:
+        if ready is None:
             return out
-        pop = heapq.heappop
+        pop = ready.pop
         new = TaskStatus.NEW
-        while ready and len(out) < limit:
-            rec = pop(ready)[2]
+        while ready.count and len(out) < limit:
+            rec = pop()
             if rec.status is not new:  # cancelled while queued
                 continue
             rec.status = TaskStatus.PROCESS
@@ -109,12 +165,12 @@ class MemoryStore(Store):
         self, lane: str, limit: int, now: float, limits: dict[str, float]
     ) -> list[TaskRecord]:
         """`take` for a lane with rate-limited tasks: at most one of each per turn."""
-        ready = self._ready.setdefault(lane, [])
+        ready = self._ready.get(lane)
+        if ready is None:
+            ready = self._ready[lane] = _Ready()
         delayed = self._delayed.get(lane)
-        while delayed and delayed[0][0] <= now:
-            _, seq, rec = heapq.heappop(delayed)
-            rec.eta = 0.0
-            heapq.heappush(ready, (rec.priority, seq, rec))
+        if delayed:
+            self._due(delayed, ready, now)
         out: list[TaskRecord] = []
         next_at, held = self._next_at, self._held
         for name, interval_s in limits.items():  # those already waiting for their turn
@@ -126,14 +182,14 @@ class MemoryStore(Store):
                 rec.status = TaskStatus.PROCESS
                 out.append(rec)
                 next_at[name] = max(next_at.get(name, 0.0), now) + interval_s
-        while ready and len(out) < limit:
-            item = heapq.heappop(ready)
-            rec = item[2]
+        while ready.count and len(out) < limit:
+            rec = ready.pop()
             if rec.status is not TaskStatus.NEW:  # cancelled while queued
                 continue
             interval = limits.get(rec.task_name)
             if interval is not None:
                 if next_at.get(rec.task_name, 0.0) > now:  # not its turn: wait aside
+                    item = (rec.priority, rec.seq, rec)
                     heapq.heappush(held.setdefault(rec.task_name, []), item)
                     continue
                 next_at[rec.task_name] = max(next_at.get(rec.task_name, 0.0), now) + interval
@@ -143,6 +199,14 @@ class MemoryStore(Store):
         if turns:  # wake the app when the first of them may start
             self._turns.at(min(turns), now)
         return out
+
+    @staticmethod
+    def _due(delayed: list[tuple[float, int, TaskRecord]], ready: _Ready, now: float) -> None:
+        """Move the delayed tasks whose ETA has come to `ready`."""
+        while delayed and delayed[0][0] <= now:
+            rec = heapq.heappop(delayed)[2]
+            rec.eta = 0.0
+            ready.push(rec)
 
     async def next_eta(self, lane: str) -> float | None:
         delayed = self._delayed.get(lane)
@@ -216,18 +280,22 @@ class MemoryStore(Store):
         return {s.value: by_status.get(s.value, 0) for s in TaskStatus}
 
     async def drop_queued(self) -> int:
-        dropped = 0
-        for heaps in (self._ready, self._delayed, self._held):
+        queued: list[TaskRecord] = []
+        for ready in self._ready.values():
+            queued.extend(ready)
+            ready.clear()
+        for heaps in (self._delayed, self._held):
             for heap in heaps.values():
-                for item in heap:
-                    rec = item[2]
-                    if rec.status is not TaskStatus.NEW:  # cancelled while queued
-                        continue
-                    rec.status = TaskStatus.CANCEL
-                    rec.updated_at = rec.finished_at = time.time()
-                    rec.traceback = "cancelled: the app stopped before the task started"
-                    self._finished.append(rec)
-                    dropped += 1
+                queued.extend(item[2] for item in heap)
                 heap.clear()
+        dropped = 0
+        for rec in queued:
+            if rec.status is not TaskStatus.NEW:  # cancelled while queued
+                continue
+            rec.status = TaskStatus.CANCEL
+            rec.updated_at = rec.finished_at = time.time()
+            rec.traceback = "cancelled: the app stopped before the task started"
+            self._finished.append(rec)
+            dropped += 1
         self._trim(time.time())
         return dropped
