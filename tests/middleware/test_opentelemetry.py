@@ -140,8 +140,11 @@ async def test_the_trace_crosses_processes_through_a_sqlite_store(
     async def send_receipt(order: int) -> None:
         pass
 
-    async with worker:
-        assert await worker.wait_idle(10)
+    async with worker:  # the task was added by another process: wait for its span
+        for _ in range(500):  # bounded (10 s)
+            if any(s.name == "send_receipt" for s in exporter.get_finished_spans()):
+                break
+            await asyncio.sleep(0.02)
     [span] = [s for s in exporter.get_finished_spans() if s.name == "send_receipt"]
     assert span.context is not None and span.context.trace_id == producer_trace
     assert span.parent is not None and span.parent.is_remote
