@@ -52,11 +52,16 @@ def test_sigkilled_worker_loses_nothing_and_reruns_only_what_was_running(tmp_pat
     asyncio.run(_accept(db, N))
     env = {"QTASKS_TEST_RUNS": str(runs)}
 
-    first = start_worker(db, log, env=env)
-    wait_until(lambda: sum(_runs(runs).values()) >= 150, 15, "the first worker to get going")
-    assert stop_worker(first, signal.SIGKILL) == -signal.SIGKILL
-    # What the dead worker held: taken (leased), maybe running, not recorded as finished.
-    held = {first_arg(a) for (a,) in query(db, "SELECT args FROM tasks WHERE status='process'")}
+    held: set[int] = set()
+    for _ in range(5):  # a kill between two batches hits nothing in flight: kill another
+        first = start_worker(db, log, env=env)
+        wait_until(lambda: sum(_runs(runs).values()) >= 150, 15, "the first worker to get going")
+        wait_until(lambda: statuses(db).get("process"), 15, "a task in flight")
+        assert stop_worker(first, signal.SIGKILL) == -signal.SIGKILL
+        # What the dead worker held: taken (leased), maybe running, not recorded as finished.
+        held = {first_arg(a) for (a,) in query(db, "SELECT args FROM tasks WHERE status='process'")}
+        if held:
+            break
     before = statuses(db)
     assert held, f"the kill hit no task in flight: {before}"
     assert before.get("success", 0) < N
