@@ -17,12 +17,12 @@ facade, mode = sys.argv[1], sys.argv[2]
 if facade == "sync":
     from qtasks_mp import QueueTasks as SyncApp
 
-    app = SyncApp()
+    app = SyncApp(store="memory://")  # not run_forever's home file: runs share nothing
     core = app.core
 else:
     from qtasks_mp.asyncio import QueueTasks as AsyncApp
 
-    app = core = AsyncApp()
+    app = core = AsyncApp(store="memory://")
 
 core.config.max_tasks_process = 1
 core.config.shutdown_timeout = 0.3 if mode == "overruns" else 5.0
