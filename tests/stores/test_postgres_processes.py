@@ -142,6 +142,16 @@ def test_a_sigkilled_consumer_loses_nothing_and_reruns_only_what_it_held(
     a, b, runs, _ = _start_two(pg_url, tmp_path, QTASKS_TEST_TASK_S="0.02")
     try:
         wait_for(lambda: sum(_runs(runs).values()) >= 300, 20, "the consumers to get going")
+        wait_for(  # a consumer leases only what it can start: kill A while it holds some
+            lambda: any(
+                f"|{a.pid}|" in str(owner)
+                for (owner,) in query(
+                    pg_url, f"SELECT lease_owner FROM {TABLE} WHERE status = 'process'"
+                )
+            ),
+            20,
+            "the first consumer to hold a task",
+        )
         b.proc.send_signal(signal.SIGSTOP)  # B must not put A's tasks back before we look
         try:
             assert a.stop(signal.SIGKILL) == -signal.SIGKILL
