@@ -406,7 +406,8 @@ class QueueTasks:
             self.core.become_worker()  # QTasks' worker: clients importing the app add tasks
             self.start()
             log.info("running; press Ctrl-C to stop")
-            stop.wait()
+            while not stop.wait(0.2):  # woken often: a blocked wait may not run the handler
+                pass
             log.info("%s received: stopping", got[0] if got else "stop")
         finally:
             for s, handler in previous.items():
