@@ -9,14 +9,16 @@ async so that a durable store can do its I/O off the loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from enum import Enum
+from typing import Any
 from uuid import UUID
 
 from ..config import QueueConfig
-from ..errors import ArgumentValueError
+from ..errors import ArgumentValueError, SerializationError
 from ..task import TaskRecord
 
 
@@ -177,3 +179,24 @@ def unique_key_held(record: TaskRecord, holder: UUID) -> ArgumentValueError:
         f"{record.unique_key!r}, which task {holder} holds now (queued or running); "
         "requeue it after that one ends, or add a new task"
     )
+
+
+def record_with_history(
+    from_row: Callable[[Any], TaskRecord], row: tuple[Any, ...], uuid: UUID
+) -> TaskRecord:
+    """The record of a SQL store's row of `COLUMNS, history` (`from_row` decodes the
+    columns); raises `SerializationError` naming the task when they cannot be decoded."""
+    try:
+        record = from_row(row[:-1])
+    except Exception as e:
+        raise SerializationError(
+            f"task {row[2]!r} ({uuid}): its stored arguments or result cannot be "
+            f"decoded here: {type(e).__name__}: {e}"
+        ) from e
+    if row[-1]:
+        record.history = tuple(json.loads(row[-1]))
+    return record
+
+
+def ignore_cancels(uuids: list[UUID]) -> None:
+    """The `watch_cancels` callback until the app gives one."""

@@ -77,7 +77,15 @@ from ._postgres_schema import (
 )
 from ._sqlite_codec import EncodeError, encode_call, encode_value
 from ._sqlite_schema import StoreError, encode_progress
-from .base import CANCELLED_QUEUED, Cancelled, Store, TurnTimer, unique_key_held
+from .base import (
+    CANCELLED_QUEUED,
+    Cancelled,
+    Store,
+    TurnTimer,
+    ignore_cancels,
+    record_with_history,
+    unique_key_held,
+)
 
 try:
     import asyncpg
@@ -336,7 +344,7 @@ class PostgresStore(Store):
         self._config = QueueConfig()
         self._wake: Callable[[], None] = _nothing
         self._turns = TurnTimer()  # wakes the app when a rate-limited task may start
-        self._on_cancel: Callable[[list[UUID]], None] = _ignore
+        self._on_cancel: Callable[[list[UUID]], None] = ignore_cancels
         self._wake_soon = False
         self._own_pids: set[int] = set()
         self._held: set[UUID] = set()
@@ -1280,19 +1288,6 @@ def _nothing() -> None:
     pass
 
 
-def _ignore(uuids: list[UUID]) -> None:
-    pass
-
-
 def _decoded(row: tuple[Any, ...], uuid: UUID) -> TaskRecord:
     """The record of a row of `COLUMNS, history`."""
-    try:
-        record = record_from_row(row[:-1])
-    except Exception as e:
-        raise SerializationError(
-            f"task {row[2]!r} ({uuid}): its stored arguments or result cannot be "
-            f"decoded here: {type(e).__name__}: {e}"
-        ) from e
-    if row[-1]:
-        record.history = tuple(json.loads(row[-1]))
-    return record
+    return record_with_history(record_from_row, row, uuid)

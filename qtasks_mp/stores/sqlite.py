@@ -42,7 +42,15 @@ from ._sqlite_schema import (
     encode_progress,
     record_from_row,
 )
-from .base import CANCELLED_QUEUED, Cancelled, Store, TurnTimer, unique_key_held
+from .base import (
+    CANCELLED_QUEUED,
+    Cancelled,
+    Store,
+    TurnTimer,
+    ignore_cancels,
+    record_with_history,
+    unique_key_held,
+)
 
 __all__ = ["SQLiteStore", "StoreError", "StoreLocked"]
 
@@ -87,7 +95,7 @@ class SQLiteStore(Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: Callable[[], None] = _nothing
         self._turns = TurnTimer()  # wakes the app when a rate-limited task may start
-        self._on_cancel: Callable[[list[UUID]], None] = _ignore
+        self._on_cancel: Callable[[list[UUID]], None] = ignore_cancels
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -465,22 +473,9 @@ def _nothing() -> None:
     pass
 
 
-def _ignore(uuids: list[UUID]) -> None:
-    pass
-
-
 def _decoded(row: tuple[Any, ...], uuid: UUID) -> TaskRecord:
     """The record of a row of `COLUMNS, history`."""
-    try:
-        record = record_from_row(row[:-1])
-    except Exception as e:
-        raise SerializationError(
-            f"task {row[2]!r} ({uuid}): its stored arguments or result cannot be "
-            f"decoded here: {type(e).__name__}: {e}"
-        ) from e
-    if row[-1]:
-        record.history = tuple(json.loads(row[-1]))
-    return record
+    return record_with_history(record_from_row, row, uuid)
 
 
 def _take(
