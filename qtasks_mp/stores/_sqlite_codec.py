@@ -1,4 +1,5 @@
-"""How `SQLiteStore` turns task arguments and results into bytes, and back.
+"""How the SQL stores (SQLite, PostgreSQL) turn task arguments and results into bytes,
+and back.
 
 msgpack first: compact, fast, and readable by any language. It is packed with
 `strict_types=True`, so anything msgpack would silently change (a tuple becoming a
@@ -16,11 +17,16 @@ the worker. That is why the store creates its file readable by its owner only.
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from ..errors import SerializationError
+from ..task import TaskStatus
 from ..wire import dumps, type_name
+
+if TYPE_CHECKING:
+    from ..task import TaskRecord
 
 _EXT_PICKLE = 1
 _EXT_TUPLE = 2
@@ -84,6 +90,34 @@ def decode_call(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
 def encode_value(value: Any) -> bytes | None:
     """The stored form of a result; None stands for None (the common case costs nothing)."""
     return None if value is None else _pack(value)
+
+
+def stored_call(record: TaskRecord, store: str) -> bytes:
+    """`record`'s arguments as `store` keeps them; raises `SerializationError` naming
+    the task, the argument and the fix, before anything is accepted."""
+    try:
+        return encode_call(record.args, record.kwargs)
+    except EncodeError as e:
+        raise SerializationError(
+            f"task {record.task_name!r} cannot be stored in {store}: {e}. Pass plain data "
+            "(numbers, strings, bytes, lists, dicts) or picklable objects"
+        ) from e
+
+
+def stored_outcome(record: TaskRecord, store: str) -> bytes | None:
+    """`record.returning` as `store` keeps it. A result that cannot be encoded ends the
+    task `error` instead, its traceback saying why: the outcome must be stored, and
+    every reader sees the same one."""
+    try:
+        return encode_value(record.returning)
+    except EncodeError as e:
+        record.status = TaskStatus.ERROR
+        record.returning = None
+        record.traceback = (
+            f"SerializationError: task {record.task_name!r} returned a value that "
+            f"cannot be stored in {store}: {e}\n"
+        )
+        return None
 
 
 def decode_value(data: bytes | None) -> Any:

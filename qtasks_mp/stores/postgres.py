@@ -65,7 +65,6 @@ from uuid import UUID
 import psutil
 
 from ..config import QueueConfig
-from ..errors import SerializationError
 from ..task import TaskRecord, TaskStatus, history_entry
 from ._postgres_schema import (
     META,
@@ -75,7 +74,7 @@ from ._postgres_schema import (
     quote,
     record_from_row,
 )
-from ._sqlite_codec import EncodeError, encode_call, encode_value
+from ._sqlite_codec import stored_call, stored_outcome
 from ._sqlite_schema import StoreError, encode_progress
 from .base import (
     CANCELLED_QUEUED,
@@ -701,13 +700,7 @@ class PostgresStore(Store):
 
     async def put(self, record: TaskRecord) -> None:
         sql = self._statements()
-        try:
-            args = encode_call(record.args, record.kwargs)
-        except EncodeError as e:
-            raise SerializationError(
-                f"task {record.task_name!r} cannot be stored in {self}: {e}. Pass plain data "
-                "(numbers, strings, bytes, lists, dicts) or picklable objects"
-            ) from e
+        args = stored_call(record, str(self))
         if record.uuid in self._held:  # ours, taken from the store: put back
             await self._put_back(sql, record, args)
         else:
@@ -732,13 +725,7 @@ class PostgresStore(Store):
 
     async def put_unique(self, record: TaskRecord) -> TaskRecord | None:
         sql = self._statements()
-        try:
-            args = encode_call(record.args, record.kwargs)
-        except EncodeError as e:
-            raise SerializationError(
-                f"task {record.task_name!r} cannot be stored in {self}: {e}. Pass plain data "
-                "(numbers, strings, bytes, lists, dicts) or picklable objects"
-            ) from e
+        args = stored_call(record, str(self))
 
         async def run(conn: Any) -> Any:
             while True:
@@ -957,17 +944,7 @@ class PostgresStore(Store):
 
     async def finish(self, record: TaskRecord) -> None:
         self._statements()
-        try:
-            returning = encode_value(record.returning)
-        except EncodeError as e:
-            # The outcome must be stored: keep the failure to store it, for every reader.
-            record.status = TaskStatus.ERROR
-            record.returning = None
-            record.traceback = (
-                f"SerializationError: task {record.task_name!r} returned a value that "
-                f"cannot be stored in {self}: {e}\n"
-            )
-            returning = None
+        returning = stored_outcome(record, str(self))
         try:
             await self._finishes.submit(
                 (

@@ -30,9 +30,8 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from ..config import QueueConfig
-from ..errors import SerializationError
 from ..task import TaskRecord, TaskStatus, history_entry
-from ._sqlite_codec import EncodeError, encode_call, encode_value
+from ._sqlite_codec import stored_call, stored_outcome
 from ._sqlite_engine import FINISH_OP, PUT, READ, STOP, WRITE, Engine, Op
 from ._sqlite_schema import (
     COLUMNS,
@@ -191,13 +190,7 @@ class SQLiteStore(Store):
 
     def _row(self, record: TaskRecord) -> tuple[Any, ...]:
         """The parameters of `INSERT` for `record`."""
-        try:
-            args = encode_call(record.args, record.kwargs)
-        except EncodeError as e:
-            raise SerializationError(
-                f"task {record.task_name!r} cannot be stored in {self.path!r}: {e}. Pass "
-                "plain data (numbers, strings, bytes, lists, dicts) or picklable objects"
-            ) from e
+        args = stored_call(record, repr(self.path))
         return (
             record.uuid.bytes,
             record.task_name,
@@ -280,17 +273,7 @@ class SQLiteStore(Store):
         return await self._read(run)
 
     async def finish(self, record: TaskRecord) -> None:
-        try:
-            returning = encode_value(record.returning)
-        except EncodeError as e:
-            # The outcome must be stored: keep the failure to store it, for every reader.
-            record.status = TaskStatus.ERROR
-            record.returning = None
-            record.traceback = (
-                f"SerializationError: task {record.task_name!r} returned a value that "
-                f"cannot be stored in {self.path!r}: {e}\n"
-            )
-            returning = None
+        returning = stored_outcome(record, repr(self.path))
         await self._submit(
             FINISH_OP,
             (
