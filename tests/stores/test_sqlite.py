@@ -1,11 +1,10 @@
-"""SQLiteStore in one process: durability of put, group commit, order, leases, codec,
-watching other connections, retention, errors that name the file, and the app on top."""
+"""SQLiteStore in one process: durability of put, group commit, leases, watching other
+connections, retention, errors that name the file, and the app on top. Order, lanes,
+ETAs, the codec and restarts are the store contract's (test_store_contract.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import enum
 import os
 import sqlite3
 import stat
@@ -14,14 +13,13 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlite_support import query, statuses
 
-from qtasks_mp import QueueConfig, Retry, SerializationError
+from qtasks_mp import QueueConfig
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.stores import store_from
 from qtasks_mp.stores._sqlite_engine import make_owner
@@ -42,18 +40,6 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await s.open(QueueConfig(), lambda: None)
     yield s
     await s.close()
-
-
-class Color(enum.IntEnum):
-    RED = 1
-
-
-class Point:
-    def __init__(self, x: int) -> None:
-        self.x = x
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Point) and other.x == self.x
 
 
 # ------------------------------------------------------------------ selection and file
@@ -108,32 +94,6 @@ async def test_concurrent_puts_share_transactions(store: SQLiteStore) -> None:
 # ------------------------------------------------------------------ order, lanes, ETA, upsert
 
 
-async def test_take_orders_by_priority_then_arrival(store: SQLiteStore) -> None:
-    priorities = [3, -1, 0, 3, -1, 0, 2, 0]
-    for i, p in enumerate(priorities):
-        await store.put(record(i, priority=p))
-    out: list[tuple[int, int]] = []
-    while taken := await store.take("inline", 3, time.time()):
-        assert all(r.status == TaskStatus.PROCESS for r in taken)
-        out += [(r.priority, r.args[0]) for r in taken]
-    assert out == sorted((p, i) for i, p in enumerate(priorities))
-    assert statuses(Path(store.path)) == {"process": len(priorities)}
-
-
-async def test_lanes_are_separate_and_delayed_tasks_wait_for_their_eta(
-    store: SQLiteStore,
-) -> None:
-    now = time.time()
-    await store.put(record(lane="thread"))
-    later = record(eta=now + 60)
-    await store.put(later)
-    assert await store.take("inline", 10, now) == []
-    assert await store.next_eta("inline") == later.eta
-    assert len(await store.take("thread", 10, now)) == 1
-    assert [r.uuid for r in await store.take("inline", 10, now + 61)] == [later.uuid]
-    assert await store.next_eta("inline") is None
-
-
 async def test_put_back_for_retry_is_an_upsert_with_its_eta(store: SQLiteStore) -> None:
     await store.put(record(1))
     [rec] = await store.take("inline", 10, time.time())
@@ -147,48 +107,6 @@ async def test_put_back_for_retry_is_an_upsert_with_its_eta(store: SQLiteStore) 
 
 
 # ------------------------------------------------------------------ codec
-
-
-async def test_values_round_trip_exactly(store: SQLiteStore) -> None:
-    args = (
-        (1, (2, 3)),
-        {1: "int key", "nested": [(4,), {5}]},
-        b"\x00bytes",
-        Color.RED,
-        datetime.datetime(2024, 5, 1, 12, 30),
-        Point(3),
-        Fraction(1, 3),
-        None,
-        1.5,
-    )
-    rec = record(*args)
-    rec.kwargs = {"when": datetime.date(2024, 1, 2), "t": ()}
-    await store.put(rec)
-    [taken] = await store.take("inline", 1, time.time())
-    assert taken.args == args and taken.kwargs == rec.kwargs
-    assert type(taken.args[3]) is Color and type(taken.args[0][1]) is tuple
-    taken.status, taken.returning = TaskStatus.SUCCESS, {"result": (Point(1), [1, 2])}
-    taken.finished_at = time.time()
-    await store.finish(taken)
-    got = await store.get(taken.uuid)
-    assert got is not None and got.status == "success"
-    assert got.returning == {"result": (Point(1), [1, 2])}
-
-
-async def test_an_argument_that_cannot_be_stored_is_refused_by_name(store: SQLiteStore) -> None:
-    rec = record(1, threading.Lock())
-    with pytest.raises(SerializationError, match=r"task 't'.*argument 1.*lock"):
-        await store.put(rec)
-    assert statuses(Path(store.path)) == {}
-
-
-async def test_a_result_that_cannot_be_stored_becomes_an_error(store: SQLiteStore) -> None:
-    await store.put(record())
-    [rec] = await store.take("inline", 1, time.time())
-    rec.status, rec.returning, rec.finished_at = TaskStatus.SUCCESS, threading.Lock(), time.time()
-    await store.finish(rec)
-    got = await store.get(rec.uuid)
-    assert got is not None and got.status == "error" and "cannot be stored" in str(got.traceback)
 
 
 # ------------------------------------------------------------------ leases
@@ -448,76 +366,6 @@ async def test_app_runs_tasks_from_a_sqlite_url(tmp_path: Path) -> None:
         assert await app.wait_idle(10)
         got = [await app.get(t.uuid) for t in tasks if t is not None]
         assert [t.returning for t in got if t is not None] == [2 * i for i in range(300)]
-
-
-async def test_a_delayed_retry_survives_a_restart(tmp_path: Path) -> None:
-    db = tmp_path / "app.db"
-    runs: list[int] = []
-
-    def make_app() -> QueueTasks:
-        app = QueueTasks(store=db)
-
-        @app.task(retry=1)
-        async def flaky() -> str:
-            runs.append(len(runs))
-            if len(runs) == 1:
-                raise Retry(0.5)
-            return "second time"
-
-        return app
-
-    first = make_app()
-    async with first:
-        task = await first.add_task("flaky")
-        assert task is not None
-        deadline = time.monotonic() + 5
-        while query(db, "SELECT retry FROM tasks") != [(1,)]:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
-    [(status, eta)] = query(db, "SELECT status, eta FROM tasks")
-    assert status == "new" and eta > time.time()  # stopped before its ETA: still stored
-    second = make_app()
-    async with second:
-        done = await second.wait(task.uuid, timeout=5)
-    assert done is not None and (done.status, done.returning, done.retry) == (
-        "success",
-        "second time",
-        1,
-    )
-    assert runs == [0, 1]
-
-
-async def test_a_task_interrupted_at_shutdown_runs_again_at_the_next_start(tmp_path: Path) -> None:
-    """Durable store: a task still running when shutdown_timeout ends is put back, not lost."""
-    db = tmp_path / "tasks.db"
-    release = asyncio.Event()
-    started = asyncio.Event()
-
-    def make_app() -> QueueTasks:
-        app = QueueTasks(store=f"sqlite:///{db}")
-        app.config.shutdown_timeout = 0.05
-
-        @app.task(name="report")
-        async def report() -> str:
-            started.set()
-            await release.wait()
-            return "sent"
-
-        return app
-
-    first = make_app()
-    async with first:
-        task = await first.add_task("report")
-        await asyncio.wait_for(started.wait(), 5)
-    assert task is not None
-    interrupted = await first.get(task.uuid)
-    assert interrupted is not None and interrupted.status == "new" and interrupted.retry == 1
-
-    release.set()
-    second = make_app()
-    async with second:
-        done = await second.wait(task.uuid, timeout=10)
-    assert done is not None and done.status == "success" and done.returning == "sent"
 
 
 async def test_a_version_1_file_is_upgraded_in_place_keeping_its_tasks(tmp_path: Path) -> None:
