@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -83,3 +84,23 @@ def stop_worker(proc: Any, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -
     finally:
         proc.log_file.close()
     return code
+
+
+def waited_round_trips(store: str, n: int) -> list[float]:
+    """Run tests/apps/waiting_producer.py against `store` (a worker runs elsewhere): each
+    of its `n` waited `add_task("double", i)` must come back `2 * i`, "success". Returns
+    the round trips (s), sorted, and prints their median and max."""
+    done = subprocess.run(
+        [sys.executable, str(APPS / "waiting_producer.py"), store, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout)
+    assert [(r, s) for r, s, _ in results] == [(2 * i, "success") for i in range(n)]
+    latencies = sorted(t for _, _, t in results)
+    median, worst = latencies[n // 2], latencies[-1]
+    print(f"producer round trip: median {median * 1e3:.1f} ms, max {worst * 1e3:.1f}")
+    return latencies

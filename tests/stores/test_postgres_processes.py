@@ -4,7 +4,6 @@ waiting for results that a consumer process records."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pg_support import Cluster, query, wait_for
+from sqlite_support import waited_round_trips
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER_APP = REPO / "tests" / "apps" / "pg_worker_app.py"
@@ -219,47 +219,14 @@ def test_a_server_restart_under_load_loses_no_accepted_task(
     print(f"tasks started more than once after the restart: {len(again)}")
 
 
-WAITER = textwrap.dedent(
-    """
-    import json, sys, time
-    from qtasks_mp import QueueTasks   # the sync facade: a Flask view, a script
-
-    app = QueueTasks("web", store=sys.argv[1])
-
-    @app.task
-    async def double(x: int) -> int: ...
-
-    out = []
-    for i in range(int(sys.argv[2])):
-        start = time.perf_counter()
-        task = app.add_task("double", i, timeout=10)
-        out.append([None if task is None else task.returning,
-                    None if task is None else task.status, time.perf_counter() - start])
-    assert not app.running   # the producer never started a dispatcher
-    print(json.dumps(out))
-    """
-)
-
-
 def test_producers_wait_for_results_of_two_consumers_that_run_each_task_once(
     pg_url: str, tmp_path: Path
 ) -> None:
     a, b, runs, _ = _start_two(pg_url, tmp_path)
     try:
         producer = _produce(pg_url, 400)
-        waiter = subprocess.run(
-            [sys.executable, "-c", WAITER, pg_url, "20"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=REPO,
-        )
-        assert waiter.returncode == 0, waiter.stderr[-3000:]
-        results = json.loads(waiter.stdout)
-        assert [(r, s) for r, s, _ in results] == [(2 * i, "success") for i in range(20)]
-        latencies = sorted(t for _, _, t in results)
+        latencies = waited_round_trips(pg_url, 20)
         median = latencies[len(latencies) // 2]
-        print(f"producer round trip: median {median * 1e3:.1f} ms, max {latencies[-1] * 1e3:.1f}")
         assert median < 0.25, latencies  # NOTIFY wakes the consumer and the waiter
         assert _accepted(producer, 30) == 400
         wait_for(lambda: _statuses(pg_url).get("success") == 420, 20, "all 420 to finish")

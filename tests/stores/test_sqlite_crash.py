@@ -4,7 +4,6 @@ producer process waiting for a worker process's result, several concurrent write
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from sqlite_support import (
     statuses,
     stop_worker,
     wait_until,
+    waited_round_trips,
 )
 
 from qtasks_mp.asyncio import QueueTasks
@@ -83,46 +83,13 @@ def test_sigkilled_worker_loses_nothing_and_reruns_only_what_was_running(tmp_pat
     assert "put back to run again" in log.read_text()
 
 
-PRODUCER = textwrap.dedent(
-    """
-    import json, sys, time
-    from qtasks_mp import QueueTasks   # the sync facade: a Flask view, a script
-
-    app = QueueTasks("web", store=sys.argv[1])
-
-    @app.task
-    async def double(x: int) -> int: ...
-
-    out = []
-    for i in range(int(sys.argv[2])):
-        start = time.perf_counter()
-        task = app.add_task("double", i, timeout=10)
-        out.append([None if task is None else task.returning,
-                    None if task is None else task.status, time.perf_counter() - start])
-    assert not app.running   # the producer never started a dispatcher
-    print(json.dumps(out))
-    """
-)
-
-
 def test_a_producer_process_gets_results_from_a_worker_process(tmp_path: Path) -> None:
     db, log = tmp_path / "tasks.db", tmp_path / "worker.log"
     worker = start_worker(db, log)
     try:
         wait_until(lambda: "running; press Ctrl-C" in log.read_text(), 15, "the worker")
-        done = subprocess.run(
-            [sys.executable, "-c", PRODUCER, str(db), "20"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=REPO,
-        )
-        assert done.returncode == 0, done.stderr
-        results = json.loads(done.stdout)
-        assert [(r, s) for r, s, _ in results] == [(2 * i, "success") for i in range(20)]
-        latencies = sorted(t for _, _, t in results)
+        latencies = waited_round_trips(str(db), 20)
         median = latencies[len(latencies) // 2]
-        print(f"producer round trip: median {median * 1e3:.1f} ms, max {latencies[-1] * 1e3:.1f}")
         assert median < 0.25, latencies  # the target is ~50 ms; no polling fallback exists
     finally:
         assert stop_worker(worker) == 0, log.read_text()[-3000:]
