@@ -31,14 +31,6 @@ newer version is refused.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-from uuid import UUID
-
-from ..task import TaskRecord, TaskStatus
-from ._sqlite_codec import decode_call, decode_value
-from ._sqlite_schema import decode_progress
-
 SCHEMA_VERSION = 2
 
 META = "qtasks_mp_meta"
@@ -320,26 +312,3 @@ class Statements:
         self.task_rows = (
             f"SELECT task_name, status, retry, created_at, eta, started_at, finished_at FROM {t}"
         )
-
-
-def record_from_row(row: Any) -> TaskRecord:
-    """A `TaskRecord` from a row of `COLUMNS`. Raises what decoding the values raises."""
-    (seq, uuid, name, lane, status, priority, eta, retry, created, updated, started,
-     finished, args_blob, returning, traceback, unique_key, progress, headers) = row  # fmt: skip
-    args, kwargs = decode_call(args_blob)
-    record = TaskRecord(UUID(bytes=uuid.bytes), name, lane, priority, args, kwargs, created)
-    record.seq = seq
-    record.status = TaskStatus(status)
-    record.eta = eta
-    record.retry = retry
-    record.updated_at = updated
-    record.started_at = started
-    record.finished_at = finished
-    record.returning = decode_value(returning)
-    record.traceback = traceback
-    record.unique_key = unique_key
-    if progress is not None:
-        record.progress = decode_progress(progress)
-    if headers:
-        record.headers = json.loads(headers)
-    return record

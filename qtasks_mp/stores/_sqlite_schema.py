@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -173,12 +174,14 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
         raise
 
 
-def record_from_row(row: tuple[Any, ...]) -> TaskRecord:
-    """A `TaskRecord` from a row of `COLUMNS`. Raises what decoding the values raises."""
+def record_from_row(row: Sequence[Any]) -> TaskRecord:
+    """A `TaskRecord` from a row of `COLUMNS` (SQLite's or PostgreSQL's: the uuid as
+    bytes or as a UUID). Raises what decoding the values raises."""
     (seq, uuid, name, lane, status, priority, eta, retry, created, updated, started,
      finished, args_blob, returning, traceback, unique_key, progress, headers) = row  # fmt: skip
     args, kwargs = decode_call(args_blob)
-    record = TaskRecord(UUID(bytes=uuid), name, lane, priority, args, kwargs, created)
+    uuid = UUID(bytes=uuid if uuid.__class__ is bytes else uuid.bytes)  # asyncpg's UUID type
+    record = TaskRecord(uuid, name, lane, priority, args, kwargs, created)
     record.seq = seq
     record.status = TaskStatus(status)
     record.eta = eta

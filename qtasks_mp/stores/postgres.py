@@ -72,10 +72,9 @@ from ._postgres_schema import (
     TASKS,
     Statements,
     quote,
-    record_from_row,
 )
 from ._sqlite_codec import stored_call, stored_outcome
-from ._sqlite_schema import StoreError, encode_progress
+from ._sqlite_schema import StoreError, encode_progress, record_from_row
 from .base import (
     CANCELLED_QUEUED,
     Cancelled,
