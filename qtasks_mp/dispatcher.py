@@ -96,7 +96,10 @@ class _Lane:
         self.idle: deque[asyncio.Future[None]] = deque()
         self.workers: set[asyncio.Task[None]] = set()
         self.recruiting = False
-        self.starved = False  # a worker parked because the executor had no room
+        # Tasks may wait in the store with no worker coming for them: a worker parked
+        # for want of room, or a take filled all the room there was. Whoever frees
+        # room (a call run by its caller) recruits a worker then.
+        self.starved = False
 
 
 class Dispatcher:
@@ -184,6 +187,7 @@ class Dispatcher:
                 taken = await self._take(lane, room, now)
                 if taken:
                     lane.inbox.extend(taken)
+                    lane.starved |= len(taken) == room  # more may wait
                     self._recruit(lane)
             elif not lane.inbox and not lane.taking:  # held by calls run by their callers
                 lane.starved = True  # they recruit when done
@@ -358,6 +362,9 @@ class Dispatcher:
                         taken = []
                     if taken:
                         inbox.extend(taken)
+                        # More may wait: a call run by its caller that ends before ours
+                        # recruits a worker for them (this one is busy until then).
+                        lane.starved |= len(taken) == room
                         continue
                 elif not lane.taking:  # the room is held by calls run by their callers:
                     lane.starved = True  # they wake us

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from qtasks_mp import Call, Executor
@@ -70,3 +71,42 @@ async def test_queued_tasks_use_room_that_appears_later() -> None:
         pool.wakeup()  # an executor says when its room grows
         assert await app.wait_idle(timeout=5)
     assert sorted(seen) == [0, 1, 2, 3, 4]
+
+
+async def test_room_freed_by_a_caller_run_call_is_filled_while_the_lane_workers_are_busy() -> None:
+    """Two waiting callers run their own calls (eager); three more tasks wait in the
+    store. When the first caller's call ends, a lane worker takes `b` and is busy with
+    it; when the second's ends, its room must go to `c` at once, not when `b` ends
+    (it went unused: a CPU batch of 50 ms calls lost a call's length of a worker)."""
+    app = QueueTasks()
+    app.config.thread_workers = 2
+    go = {name: threading.Event() for name in "xyabcd"}
+    started = {name: threading.Event() for name in "xyabcd"}
+
+    @app.task
+    def job(name: str) -> str:
+        started[name].set()
+        assert go[name].wait(10), f"{name} was never let go"
+        return name
+
+    async def started_(name: str) -> None:
+        assert await asyncio.to_thread(started[name].wait, 5), f"{name} did not start"
+
+    async with app:
+        x = asyncio.ensure_future(app.add_task("job", "x", timeout=10))
+        y = asyncio.ensure_future(app.add_task("job", "y", timeout=10))
+        await started_("x")
+        await started_("y")
+        for name in "bcd":
+            await app.add_task("job", name)
+        go["x"].set()
+        assert (await x) is not None
+        await started_("b")
+        go["y"].set()
+        assert (await y) is not None
+        await started_("c")  # while b still runs
+        assert not go["b"].is_set()
+        for event in go.values():
+            event.set()
+        assert await app.wait_idle(timeout=10)
+    assert app.stats()["tasks"]["job"]["ok"] == 5
