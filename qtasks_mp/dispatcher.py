@@ -294,6 +294,14 @@ class Dispatcher:
             self._eager.discard(eager)
         return mine if ran else None
 
+    def run_taken(self, record: TaskRecord) -> None:
+        """Hook for a sync caller's direct call (executors/process/direct.py): run
+        `record`, accepted and marked running already, through its chain now, in a
+        task of its own, as a lane's worker would."""
+        route = self.routes.get(record.task_name)
+        coro = self._execute(record, route, self.lanes[record.lane], None)
+        self.supervisor.spawn(coro, "qtasks_mp direct call")
+
     async def _take_for_caller(self, lane: _Lane) -> list[TaskRecord]:
         """`store.take` for a waiting caller, shielded: if the caller is cancelled while
         the store takes (and leases) a task, the task goes to the lane's workers, not
@@ -497,6 +505,8 @@ class Dispatcher:
         if key in self._cancelling:
             return True
         call, task = entry
+        if self.lanes[call.record.lane].executor.ended(call):
+            return True  # its outcome is decided already (a direct call): it stands
         if call.context is not None:
             call.context.cancelled = True  # a thread's function may look, and stop
         stopped = self.lanes[call.record.lane].executor.cancel(call)

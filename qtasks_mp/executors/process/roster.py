@@ -85,7 +85,7 @@ class Roster:
         for h in self.ready:
             if self.surplus() <= 0:
                 return
-            if not h.calls and not h.lent:
+            if not h.calls and not h.lent and self.pool.direct.recall(h):
                 self.retire(h, replace=False)
 
     @property
@@ -238,6 +238,7 @@ class Roster:
             return
         prior = h.state
         self.set_state(h, GONE)
+        self.pool.direct.forget(h)
         h.close()
         self.workers.remove(h)
         code = h.exitcode
