@@ -103,7 +103,7 @@ class DirectCalls:
         self.attached: dict[int, DirectCall] = {}  # by uuid.int: seen by `run`, not ended
         self.asked = False  # a caller found no free worker: park one (see `park_one`)
         self.want = False  # ... none was idle then: park the next that goes idle
-        self.done = 0  # calls answered directly (stats: direct_calls)
+        self.done = 0  # answers a thread read itself (stats: direct_calls)
         self.handed_back = 0  # calls a thread handed to the loop (stats: direct_handed_back)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._all_back: asyncio.Event | None = None
@@ -253,8 +253,7 @@ class DirectCalls:
         """(Loop.) The thread read the answer: `message` None for an "ok" it decoded."""
         self.pool.calls_done += 1
         d.handle.done += 1
-        if message is None:
-            self.done += 1
+        self.done += 1
         p = d.pending
         assert p is not None
         if not p.fut.done():
@@ -291,11 +290,14 @@ class DirectCalls:
         if not self.held:
             self._all_back.set()
 
-    def _back_while_closing(self, h: WorkerHandle) -> None:
-        """(Loop.) A thread put `h` back while the pool was closing."""
+    def _given_back(self, h: WorkerHandle) -> None:
+        """(Loop.) A thread gave `h` back to the loop: the pool is closing, or the
+        loop's calls wait for a worker."""
         self._came_back()
         if h.parked:
             self._unpark(h)
+            if self.pool.roster is not None and h.alive:
+                self.pool.scheduler.feed(h)
 
     # ---------------------------------------------------------------- the thread's side
 
@@ -303,6 +305,8 @@ class DirectCalls:
         """A free parked worker, now held by this thread; None if none is free."""
         if self.pool.max_tasks_per_worker is not None:
             return None  # recycling counts calls sent by the loop
+        if self.pool.scheduler.pending:
+            return None  # the loop's calls wait for a worker: they come first
         with self.lock:
             if not self.open:
                 return None
@@ -320,12 +324,14 @@ class DirectCalls:
         """`h` goes back unused (or after an answer this thread took)."""
         with self.lock:
             self.held.discard(h)
-            closing = not self.open
-            if not closing:
+            # The loop's calls wait for a worker (`pending`; see `ProcessExecutor.
+            # calls_wait`, which recalls only free ones): it gets this one.
+            to_loop = not self.open or bool(self.pool.scheduler.pending)
+            if not to_loop:
                 self.free.append(h)
-        if closing:
+        if to_loop:
             assert self.loop is not None
-            self.loop.call_soon_threadsafe(self._back_while_closing, h)
+            self.loop.call_soon_threadsafe(self._given_back, h)
 
     def call(
         self,

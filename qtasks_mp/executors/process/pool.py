@@ -370,13 +370,13 @@ class ProcessExecutor(Executor):
         """Calls start to wait for a worker: the autoscaler samples now."""
         if self._autoscaler is not None:
             self._autoscaler.nudge()
-        recalled = self.direct.recall_free()  # the loop's own calls come first
-        if recalled:
-            asyncio.get_running_loop().call_soon(self._feed, recalled)
+        # The loop's own calls come first: parked workers come back (once the call
+        # that is about to wait is in `pending`).
+        asyncio.get_running_loop().call_soon(self._recall_parked)
 
-    def _feed(self, handles: list[Any]) -> None:
-        if self.roster is not None:
-            for h in handles:
+    def _recall_parked(self) -> None:
+        if self.roster is not None and self.scheduler.pending:
+            for h in self.direct.recall_free():
                 self.scheduler.feed(h)
 
     # ------------------------------------------------------------------ autoscaling
