@@ -21,6 +21,7 @@ from uuid import UUID
 from . import checks
 from .checks import INF, INT64_MAX, INT64_MIN, SECONDS_TYPES
 from .config import QueueConfig
+from .dispatcher import Taken
 from .errors import (
     AppNotRunning,
     ArgumentValueError,
@@ -724,7 +725,7 @@ class AppCore:
         record = self._new_record(task_name, args, kwargs, priority)
         return record, spec, lane.executor
 
-    def run_taken(self, record: TaskRecord) -> None:
+    def run_taken(self, record: TaskRecord) -> Taken | None:
         """(In the loop.) A sync caller's direct call was sent (`direct_record`): accept
         `record` as running and run its chain, as `add_task` and a lane would."""
         runtime = self._runtime
@@ -733,8 +734,7 @@ class AppCore:
         store.put_running(record)
         runtime.bind_loop().accepted()
         dispatcher = runtime.dispatcher
-        if dispatcher is not None:
-            dispatcher.run_taken(record)
+        return None if dispatcher is None else dispatcher.run_taken(record)
 
     def progress_changed(self, record: TaskRecord) -> None:
         """A running task reported progress (`self.progress(...)`), from any thread."""

@@ -255,10 +255,19 @@ class QueueTasks:
         if self._parent_pid is not None:
             coro.close()
             raise self._forked_error()
+        self._flush_direct()
         loop = self.core.loop
         if self.core.running and loop is not None and loop is not self._portal.loop:
             return self.core.call_from_thread(coro)
         return self._portal.call(coro)
+
+    def _flush_direct(self) -> None:
+        """What direct calls left the loop to record goes before this thread's next
+        call into the loop (`app.get(uuid)` right after a direct call sees its end)."""
+        for executor in self.core.executors.values():
+            direct = getattr(executor, "direct", None)
+            if isinstance(direct, DirectCalls):
+                direct.flush_soon()
 
     def _auto_start(self) -> None:
         if not self.core.running and not self.core.store.shared:
@@ -328,9 +337,7 @@ class QueueTasks:
         if h is None:
             return _NOT_DIRECT
         started = time.monotonic()
-        outcome = direct.call(
-            h, spec, record, timeout, lambda: loop.call_soon_threadsafe(core.run_taken, record)
-        )
+        outcome = direct.call(h, spec, record, timeout, lambda: core.run_taken(record))
         if outcome is None:
             return _NOT_DIRECT
         how, value = outcome

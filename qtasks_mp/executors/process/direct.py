@@ -42,9 +42,11 @@ asked before that).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +59,7 @@ from .handle import WorkerHandle, WorkerState
 from .offload import encode_args
 
 if TYPE_CHECKING:
+    from ...dispatcher import Taken
     from ..base import Call
     from .pool import ProcessExecutor
 
@@ -64,6 +67,10 @@ if TYPE_CHECKING:
 WAIT = "wait"
 #: ... when the caller's own timeout ran out (the call goes on; the caller gets None).
 LATE = "late"
+#: The ending of a thread's direct call is recorded by the loop within this long.
+FLUSH_S = 0.002
+#: A call answered within this long is posted to the loop once, accepted and ended.
+QUICK_S = 0.001
 OK: Any = ["ok"]  # p.fut's result when the thread decoded the value itself
 
 
@@ -72,7 +79,7 @@ class DirectCall:
 
     __slots__ = (
         *("cancelled", "call_id", "ctx", "decided", "early", "handle", "key"),
-        *("pending", "record", "sent_at", "value"),
+        *("go", "pending", "record", "sent_at", "value"),
     )
 
     def __init__(self, record: TaskRecord, handle: WorkerHandle, call_id: int, key: int) -> None:
@@ -86,6 +93,7 @@ class DirectCall:
         self.cancelled = False  # app.cancel() or the loop's abandon asked, before a decision
         self.pending: PendingCall | None = None  # the loop's, once `run` has the call
         self.early: Callable[[], None] | None = None  # what came before `run` had it
+        self.go: Callable[[], None] | None = None  # runs the chain on once `pending` is done
         self.value: Any = None
 
 
@@ -106,6 +114,10 @@ class DirectCalls:
         self.done = 0  # answers a thread read itself (stats: direct_calls)
         self.handed_back = 0  # calls a thread handed to the loop (stats: direct_handed_back)
         self.loop: asyncio.AbstractEventLoop | None = None
+        # What threads leave the loop to do, in order (see `flush`); appended to
+        # and popped from without a lock (deque's append and popleft are atomic).
+        self.steps: deque[Callable[[], object] | _Accept] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._all_back: asyncio.Event | None = None
 
     # ---------------------------------------------------------------- the loop's side
@@ -194,8 +206,15 @@ class DirectCalls:
                 assert self._all_back is not None
                 self._all_back.clear()
         self.recall_free()
+        for d in list(self.attached.values()):  # still running: killed, as at stop
+            assert d.pending is not None
+            self.cancel(d.pending.call)
         assert self._all_back is not None
         await self._all_back.wait()
+        self.flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for sock in self.socks.values():
             sock.close()
         self.socks.clear()
@@ -258,6 +277,14 @@ class DirectCalls:
         assert p is not None
         if not p.fut.done():
             p.fut.set_result(OK if message is None else message)
+        self._go_on(d)
+
+    @staticmethod
+    def _go_on(d: DirectCall) -> None:
+        """Run `d`'s chain on, if it waits for us (see `_Accept`)."""
+        go, d.go = d.go, None
+        if go is not None:
+            go()
 
     def _adopt(self, d: DirectCall, leftovers: list[list[Any]]) -> None:
         """(Loop.) The thread handed back its worker with the call in flight: it goes on
@@ -271,6 +298,7 @@ class DirectCalls:
             p.fail(WorkerCrashed(p.call.task_name, h.exitcode))
             if h.state is not WorkerState.GONE:
                 self._unpark(h)
+            self._go_on(d)
             return
         p.worker = h
         h.calls.append(p)
@@ -284,6 +312,7 @@ class DirectCalls:
         self._unpark(h)
         if d.cancelled and h.calls and h.calls[0] is p:
             scheduler.cancel(p.call)
+        self._go_on(d)  # in a task of its own, waiting for the worker's answer
 
     def _came_back(self) -> None:
         assert self._all_back is not None
@@ -330,8 +359,8 @@ class DirectCalls:
             if not to_loop:
                 self.free.append(h)
         if to_loop:
-            assert self.loop is not None
-            self.loop.call_soon_threadsafe(self._given_back, h)
+            self.steps.append(lambda: self._given_back(h))
+            self.flush_soon()
 
     def call(
         self,
@@ -339,15 +368,15 @@ class DirectCalls:
         spec: TaskSpec,
         record: TaskRecord,
         wait_s: float,
-        accept: Callable[[], object],
+        accept: Callable[[], Taken | None],
     ) -> tuple[str, Any] | None:
         """Run `record` on `h` (held by this thread), waiting at most `wait_s`.
 
-        `accept()` posts the loop's side of the call (store, waiters, the chain),
-        before anything this call posts later. None: not sent (the function was never
-        sent to any worker, or the arguments hold large buffers), `h` put back, and
-        nothing posted. ("ok", value), (WAIT, None) or (LATE, None) otherwise (see the
-        module doc)."""
+        `accept` is the loop's side of the call (store, waiters, the chain), run in
+        the loop: posted once the call is sent, so that the loop's work overlaps the
+        worker's. None: not sent (the function was never sent to any worker, or the
+        arguments hold large buffers), `h` put back, nothing posted. ("ok", value),
+        (WAIT, None) or (LATE, None) otherwise (see the module doc)."""
         pool = self.pool
         key = pool.function_key(spec)
         payload, buffers = (
@@ -363,13 +392,20 @@ class DirectCalls:
             h.known.add(key)
             data = pool.function_message(key) + data
         self.calls[record.uuid.int] = d
-        accept()
         now = d.sent_at = time.monotonic()
         deadline = now + wait_s
         hard_deadline = deadline if spec.timeout is None else now + spec.timeout
-        message = self._exchange(h, data, min(deadline, hard_deadline))
-        loop = self.loop
-        assert loop is not None
+        sock = self.socks[h]
+        try:
+            sock.settimeout(None)
+            sock.sendall(data)
+        except OSError:  # it died: its EOF tells the loop
+            sent = False
+        else:
+            sent = True
+        self.steps.append(_Accept(d, accept))
+        self.flush_soon()  # with the ending of the call before, if not posted yet
+        message = self._receive(h, min(deadline, hard_deadline)) if sent else None
         if (
             message is not None
             and message[1] == d.call_id
@@ -390,24 +426,55 @@ class DirectCalls:
                 d.value = value
                 self.put_back(h)
                 answer = None if ok else message
-                loop.call_soon_threadsafe(self._on_loop, d, lambda: self._answered(d, answer))
+                # Not posted: the next post carries it (the next call's accept, any
+                # other call of the sync facade), or the loop's timer (`flush`).
+                self.steps.append(lambda: self._on_loop(d, lambda: self._answered(d, answer)))
                 return ("ok", value) if ok else (WAIT, None)
-        # Anything else: the worker and the call go back to the loop.
+        # Anything else: the worker and the call go back to the loop, now.
         with self.lock:
             d.decided = "loop"
             self.held.discard(h)
         leftovers = [] if message is None else [message]
-        loop.call_soon_threadsafe(self._on_loop, d, lambda: self._adopt(d, leftovers))
+        self.steps.append(lambda: self._on_loop(d, lambda: self._adopt(d, leftovers)))
+        self.flush_soon()
         late = message is None and time.monotonic() >= deadline and deadline <= hard_deadline
         return (LATE, None) if late else (WAIT, None)
 
-    def _exchange(self, h: WorkerHandle, data: bytes, end: float) -> list[Any] | None:
-        """Send `data` on `h`'s socket and return the first message back; None if `end`
-        (a time.monotonic()) came first, or the socket failed or ended (EOF)."""
+    def flush_soon(self) -> None:
+        """(Any thread.) Have the loop run the steps threads left it, in order."""
+        if self.steps and self.loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self.loop.call_soon_threadsafe(self.flush)
+
+    def flush(self) -> None:
+        """(Loop.) Run the steps threads left, in order. While threads hold workers
+        or steps wait, a timer runs this again within `FLUSH_S`: the ending of a
+        thread's last call is not left unrecorded for longer."""
+        steps = self.steps
+        accepts: list[_Accept] = []
+        while steps:
+            try:
+                step = steps.popleft()
+            except IndexError:
+                break
+            if isinstance(step, _Accept):  # after the endings: a quick call ends at once
+                accepts.append(step)
+            else:
+                step()
+        for accept in accepts:
+            accept.run()
+        if (self.held or self.steps) and self._timer is None and self.loop is not None:
+            self._timer = self.loop.call_later(FLUSH_S, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def _receive(self, h: WorkerHandle, end: float) -> list[Any] | None:
+        """The next message from `h`; None if `end` (a time.monotonic()) came first, or
+        the socket failed or ended (EOF)."""
         sock, unpacker, view = self.socks[h], h.unpacker, h.view
         try:
-            sock.settimeout(None)
-            sock.sendall(data)
             while True:
                 for message in unpacker:
                     return message  # type: ignore[no-any-return]
@@ -421,3 +488,27 @@ class DirectCalls:
                 unpacker.feed(view[:n])
         except OSError:  # TimeoutError included
             return None
+
+
+class _Accept:
+    """A step that accepts a direct call in the loop (`DirectCalls.flush` runs these
+    after the other steps it has, so that a call that has ended already runs its
+    chain to the end at once, with no task)."""
+
+    __slots__ = ("accept", "d")
+
+    def __init__(self, d: DirectCall, accept: Callable[[], Taken | None]) -> None:
+        self.d = d
+        self.accept = accept
+
+    def run(self) -> None:
+        d = self.d
+        taken = self.accept()
+        if taken is None:
+            return
+        fut, go = taken
+        p = d.pending
+        if p is not None and fut is p.fut and not fut.done():
+            d.go = go  # its ending (`_answered`, `_adopt`) runs it on
+        else:
+            go()
