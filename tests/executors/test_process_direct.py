@@ -88,6 +88,18 @@ def test_sequential_calls_go_direct_and_are_recorded(app: QueueTasks) -> None:
     assert app.stats()["tasks"]["add"]["ok"] >= 201  # the chain's Timing saw every call
 
 
+def test_the_end_is_recorded_with_no_later_call_from_the_caller(app: QueueTasks) -> None:
+    warm(app)
+    before = pool_stats(app)["direct_calls"]
+    task = app.add_task("add", 20, 22, timeout=30)
+    assert task is not None and task.returning == 42
+    assert pool_stats(app)["direct_calls"] == before + 1
+    # Not through the sync facade (which posts what direct calls left first): the
+    # loop's own timer records the end.
+    done = app.core.call_from_thread(app.core.wait(task.uuid, 10))
+    assert done is not None and done.status == "success" and done.returning == 42
+
+
 def test_an_error_is_the_loops_to_decide(app: QueueTasks) -> None:
     warm(app, "fail", "first")
     before = pool_stats(app)["direct_calls"]

@@ -429,6 +429,8 @@ class DirectCalls:
                 # Not posted: the next post carries it (the next call's accept, any
                 # other call of the sync facade), or the loop's timer (`flush`).
                 self.steps.append(lambda: self._on_loop(d, lambda: self._answered(d, answer)))
+                if time.monotonic() - now >= FLUSH_S / 2:  # not young: see `_young`
+                    self.flush_soon()
                 return ("ok", value) if ok else (WAIT, None)
         # Anything else: the worker and the call go back to the loop, now.
         with self.lock:
@@ -447,9 +449,10 @@ class DirectCalls:
                 self.loop.call_soon_threadsafe(self.flush)
 
     def flush(self) -> None:
-        """(Loop.) Run the steps threads left, in order. While threads hold workers
-        or steps wait, a timer runs this again within `FLUSH_S`: the ending of a
-        thread's last call is not left unrecorded for longer."""
+        """(Loop.) Run the steps threads left, in order, accepts last. A timer runs
+        this again within `FLUSH_S` while steps wait or a call in flight may still end
+        without posting: the ending of a thread's last call is not left unrecorded
+        longer. (A call that ends later posts its ending itself.)"""
         steps = self.steps
         accepts: list[_Accept] = []
         while steps:
@@ -463,8 +466,15 @@ class DirectCalls:
                 step()
         for accept in accepts:
             accept.run()
-        if (self.held or self.steps) and self._timer is None and self.loop is not None:
+        if self._timer is None and self.loop is not None and (self.steps or self._young()):
             self._timer = self.loop.call_later(FLUSH_S, self._on_timer)
+
+    def _young(self) -> bool:
+        """Whether a call in flight may still end without posting (see `call`): its
+        thread leaves the ending of a call younger than FLUSH_S / 2 in `steps`."""
+        since = time.monotonic() - FLUSH_S / 2
+        calls = list(self.calls.values()) + list(self.attached.values())  # atomic copies
+        return any(d.sent_at > since for d in calls)
 
     def _on_timer(self) -> None:
         self._timer = None
