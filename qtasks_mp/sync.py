@@ -329,7 +329,7 @@ class QueueTasks:
         found = core.direct_record(task_name, args, dict(kwargs), priority)
         if found is None:
             return _NOT_DIRECT
-        record, spec, executor = found
+        record, spec, executor, accept = found
         direct = getattr(executor, "direct", None)
         if not isinstance(direct, DirectCalls):
             return _NOT_DIRECT
@@ -337,7 +337,7 @@ class QueueTasks:
         if h is None:
             return _NOT_DIRECT
         started = time.monotonic()
-        outcome = direct.call(h, spec, record, timeout, lambda: core.run_taken(record))
+        outcome = direct.call(h, spec, record, timeout, accept)
         if outcome is None:
             return _NOT_DIRECT
         how, value = outcome

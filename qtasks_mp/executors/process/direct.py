@@ -8,18 +8,25 @@ round trip itself. So the pool lends idle workers to such callers:
     loop                                   caller thread
     ----                                   -------------
     park(h): stop reading h's socket  ──>  take(): h, under one lock
-                                           record made; accept posted ──> loop: store,
-                                           OP_CALL sent on h's socket       waiters, the
-                                           blocking read of the answer      chain (run()
-                                           OP_OK: decided "ok"  ──────────> waits for it)
-                                           h back among the parked;
-                                           the finished Task returned
+                                           OP_CALL sent on h's socket
+    flush: accept (store, waiters,   <──── accept left in `steps`, posted
+      the chain until run() waits)         blocking read of the answer
+                                           OP_OK: decided "ok" (lock); h back
+    flush (the next post, or a timer <──── the ending left in `steps`, not posted
+      within FLUSH_S): run() returns       the finished Task returned
 
 The loop keeps every piece of bookkeeping (store, waiters, the dispatcher's record of
-the running call, the executor's claim, the middleware chain): the caller posts them
-with `call_soon_threadsafe`, in order, and never waits for them. What the caller
-decides alone is the happy ending: a plain OP_OK for its call, with nothing else
-said by the worker.
+the running call, the executor's claim, the middleware chain, stats), by the same code
+as ever; the caller leaves it in `steps`, in order, and never waits for it. One post
+(one wake-up of the loop) per call, made while the worker computes: it carries the
+previous call's ending and this call's accept. A call's ending is posted at once if the
+call took FLUSH_S / 2 or more; a quicker one's rides on the next post from any thread
+(the sync facade posts before each of its calls into the loop, so `app.get(uuid)` right
+after sees it) or on the loop's timer. A flush runs accepts after the endings it has:
+a call already ended runs its chain to the end at once, with no task.
+
+What the caller decides alone is the happy ending: a plain OP_OK for its call, with
+nothing else said by the worker.
 
 Anything else hands the worker back to the loop with the call in flight (`adopt`),
 and the call goes on as if the loop had sent it: a message other than the answer
@@ -69,8 +76,6 @@ WAIT = "wait"
 LATE = "late"
 #: The ending of a thread's direct call is recorded by the loop within this long.
 FLUSH_S = 0.002
-#: A call answered within this long is posted to the loop once, accepted and ended.
-QUICK_S = 0.001
 OK: Any = ["ok"]  # p.fut's result when the thread decoded the value itself
 
 
@@ -78,8 +83,8 @@ class DirectCall:
     """One call a thread sent to a worker it holds."""
 
     __slots__ = (
-        *("cancelled", "call_id", "ctx", "decided", "early", "handle", "key"),
-        *("go", "pending", "record", "sent_at", "value"),
+        *("cancelled", "call_id", "decided", "early", "handle", "key"),
+        *("ended", "go", "pending", "record", "sent_at", "value"),
     )
 
     def __init__(self, record: TaskRecord, handle: WorkerHandle, call_id: int, key: int) -> None:
@@ -87,13 +92,13 @@ class DirectCall:
         self.handle = handle
         self.call_id = call_id
         self.key = key
-        self.ctx: list[Any] | None = None
         self.sent_at = 0.0  # time.monotonic() when it was sent
         self.decided: str | None = None  # "ok" (by the thread) or "loop"; under the lock
         self.cancelled = False  # app.cancel() or the loop's abandon asked, before a decision
         self.pending: PendingCall | None = None  # the loop's, once `run` has the call
         self.early: Callable[[], None] | None = None  # what came before `run` had it
         self.go: Callable[[], None] | None = None  # runs the chain on once `pending` is done
+        self.ended = False  # its ending (`_answered` or `_adopt`) has been applied
         self.value: Any = None
 
 
@@ -272,7 +277,6 @@ class DirectCalls:
         """(Loop.) The thread read the answer: `message` None for an "ok" it decoded."""
         self.pool.calls_done += 1
         d.handle.done += 1
-        self.done += 1
         p = d.pending
         assert p is not None
         if not p.fut.done():
@@ -282,6 +286,7 @@ class DirectCalls:
     @staticmethod
     def _go_on(d: DirectCall) -> None:
         """Run `d`'s chain on, if it waits for us (see `_Accept`)."""
+        d.ended = True
         go, d.go = d.go, None
         if go is not None:
             go()
@@ -330,24 +335,31 @@ class DirectCalls:
 
     # ---------------------------------------------------------------- the thread's side
 
-    def take(self) -> WorkerHandle | None:
-        """A free parked worker, now held by this thread; None if none is free."""
+    def available(self) -> bool:
+        """(Any thread.) Whether a parked worker is free now (`take` may still find
+        none: another thread may be quicker). If not, the pool is asked to park one."""
         if self.pool.max_tasks_per_worker is not None:
-            return None  # recycling counts calls sent by the loop
+            return False  # recycling counts calls sent by the loop
         if self.pool.scheduler.pending:
-            return None  # the loop's calls wait for a worker: they come first
+            return False  # the loop's calls wait for a worker: they come first
+        if self.free:
+            return True
         with self.lock:
-            if not self.open:
-                return None
-            if self.free:
-                h = self.free.pop()
-                self.held.add(h)
-                return h
-            ask = not self.asked
+            ask = self.open and not self.asked
             self.asked = True
         if ask and self.loop is not None:
-            self.loop.call_soon_threadsafe(self.park_one)
-        return None
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self.loop.call_soon_threadsafe(self.park_one)
+        return False
+
+    def take(self) -> WorkerHandle | None:
+        """A free parked worker, now held by this thread; None if none is free."""
+        with self.lock:
+            if not self.open or not self.free:
+                return None
+            h = self.free.pop()
+            self.held.add(h)
+            return h
 
     def put_back(self, h: WorkerHandle) -> None:
         """`h` goes back unused (or after an answer this thread took)."""
@@ -396,6 +408,9 @@ class DirectCalls:
         deadline = now + wait_s
         hard_deadline = deadline if spec.timeout is None else now + spec.timeout
         sock = self.socks[h]
+        # Before the send: from then on its id may get out (through the task's
+        # context), and any thread's next call into the loop posts what is in `steps`.
+        self.steps.append(_Accept(d, accept))
         try:
             sock.settimeout(None)
             sock.sendall(data)
@@ -403,7 +418,6 @@ class DirectCalls:
             sent = False
         else:
             sent = True
-        self.steps.append(_Accept(d, accept))
         self.flush_soon()  # with the ending of the call before, if not posted yet
         message = self._receive(h, min(deadline, hard_deadline)) if sent else None
         if (
@@ -422,6 +436,7 @@ class DirectCalls:
             with self.lock:
                 if not d.cancelled:
                     d.decided = "ok" if ok else "loop"
+                    self.done += 1
             if d.decided is not None:
                 d.value = value
                 self.put_back(h)
@@ -518,7 +533,7 @@ class _Accept:
             return
         fut, go = taken
         p = d.pending
-        if p is not None and fut is p.fut and not fut.done():
+        if p is not None and fut is p.fut and not d.ended:
             d.go = go  # its ending (`_answered`, `_adopt`) runs it on
         else:
             go()
