@@ -328,3 +328,19 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_an_autoscaled_pool_lends_its_workers_too() -> None:
+    app = QueueTasks("direct-autoscale", executors={"process": ProcessExecutor(max_workers=2)})
+    app.task(executor="process")(directfuncs.add)
+    try:
+        app.start()
+        warm(app)
+        for i in range(100):
+            task = app.add_task("add", i, 1, timeout=30)
+            assert task is not None and task.returning == i + 1
+        assert app.wait_idle(timeout=30)
+        assert app.stats()["tasks"]["add"]["ok"] == app.stats()["tasks"]["add"]["count"]
+        assert pool_stats(app)["direct_calls"] >= 50
+    finally:
+        app.stop()

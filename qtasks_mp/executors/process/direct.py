@@ -276,7 +276,9 @@ class DirectCalls:
     def _answered(self, d: DirectCall, message: list[Any] | None) -> None:
         """(Loop.) The thread read the answer: `message` None for an "ok" it decoded."""
         self.pool.calls_done += 1
-        d.handle.done += 1
+        h = d.handle
+        h.done += 1
+        h.idle_since = time.monotonic()  # busy lately: the autoscaler keeps it
         p = d.pending
         assert p is not None
         if not p.fut.done():
