@@ -140,11 +140,13 @@ class DirectCalls:
         roster = self.pool.roster
         if not self.open or roster is None or self.pool.scheduler.pending:
             return
-        for h in roster.workers:
-            if h.takes_calls and not h.calls and not h.parked:
-                self.park(h)
-                return
-        self.want = True
+        # The caller that asked makes its call the usual way meanwhile: the last
+        # worker that takes calls is parked once idle after it (`idle`), not before.
+        idle = [h for h in roster.workers if h.takes_calls and not h.calls]
+        if len(idle) > 1:
+            self.park(idle[0])
+        else:
+            self.want = True
 
     def idle(self, h: WorkerHandle) -> None:
         """(Loop.) `h` holds no call and no call waits: park it if a caller asked."""
