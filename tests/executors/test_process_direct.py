@@ -263,6 +263,19 @@ def test_stop_while_a_thread_holds_a_worker(tmp_path: Path) -> None:
     assert not any(psutil.pid_exists(pid) and _alive(pid) for pid in pids)
 
 
+def test_large_arguments_keep_the_normal_path(app: QueueTasks) -> None:
+    app.task(executor="process")(directfuncs.size)
+    assert app.add_task("size", b"x", timeout=30) is not None  # its function encoded
+    warm(app)
+    before = pool_stats(app)
+    task = app.add_task("size", b"x" * (2 << 20), timeout=30)  # into shared memory
+    assert task is not None and task.status == "success" and task.returning == 2 << 20
+    after = pool_stats(app)
+    assert after["direct_calls"] == before["direct_calls"]
+    assert after["offloaded"] > before["offloaded"]
+    settled(app)
+
+
 def test_a_durable_store_keeps_the_normal_path(tmp_path: Path) -> None:
     app = QueueTasks(
         "direct-sqlite",
