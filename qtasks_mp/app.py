@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 from uuid import UUID
@@ -21,6 +22,7 @@ from uuid import UUID
 from . import checks
 from .checks import INF, INT64_MAX, INT64_MIN, SECONDS_TYPES
 from .config import QueueConfig
+from .dispatcher import Dispatcher, Taken
 from .errors import (
     AppNotRunning,
     ArgumentValueError,
@@ -40,10 +42,12 @@ from .middleware.retries import Retries
 from .middleware.timing import Timing
 from .progress import ProgressCallback, ProgressLine
 from .registration import TaskDecorator, TaskRegistry
+from .registries import Kind, TaskSpec
 from .routers import Router
 from .runtime import Runtime
 from .stores import store_from
 from .stores.base import Cancelled, Store
+from .stores.memory import MemoryStore
 from .task import FINISHED, Task, TaskRecord, TaskStatus, new_uuid
 from .unique import call_key
 
@@ -683,6 +687,61 @@ class AppCore:
                 'both sides: QueueTasks(store="sqlite:///tasks.db"), or leave store= out '
                 "on both sides."
             )
+
+    # ---------------------------------------------------------------- direct calls (hooks)
+
+    def direct_record(
+        self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], priority: int | None
+    ) -> tuple[TaskRecord, TaskSpec, Executor, Callable[[], Taken | None]] | None:
+        """(A sync caller's thread; see executors/process/direct.py.) The record of a
+        call that may go to its executor's worker without the loop, with its spec and
+        executor; None if it must take the normal path: the app is not running, the
+        task's route is not eager (middleware of the user's, events), the store is not
+        this process's `MemoryStore`, the task is unique, rate-limited or not a plain
+        function, its lane has calls waiting, or its executor has no worker free for
+        direct calls (`executor.direct.available()`). Bad input raises, as in
+        `add_task`. Also returns what runs the call's side in the loop."""
+        runtime = self._runtime
+        dispatcher = runtime.dispatcher
+        if (
+            runtime.state is not RunState.RUNNING
+            or dispatcher is None
+            or type(task_name) is not str
+        ):
+            return None
+        route = dispatcher.routes.get(task_name)
+        store = runtime.store
+        if route is None or not route.eager or type(store) is not MemoryStore:
+            return None
+        spec = route.spec
+        assert isinstance(spec.executor, str)
+        lane = dispatcher.lanes.get(spec.executor)
+        if (
+            spec.kind is not Kind.FUNCTION
+            or spec.unique
+            or lane is None
+            or lane.inbox
+            or lane.executor.capacity <= 0
+            or task_name in store.rate_limits(lane.name)
+        ):
+            return None
+        direct = getattr(lane.executor, "direct", None)  # a worker free for it, now?
+        if direct is None or not direct.available():
+            return None
+        record = self._new_record(task_name, args, kwargs, priority)
+        return record, spec, lane.executor, functools.partial(self._run_taken, record, dispatcher)
+
+    def _run_taken(self, record: TaskRecord, dispatcher: Dispatcher) -> Taken | None:
+        """(In the loop.) A sync caller's direct call was sent (`direct_record`): accept
+        `record` as running and run its chain, as `add_task` and a lane would; on the
+        dispatcher of the run it was sent in, even if the app has begun to stop since
+        (a stopping dispatcher still runs what it is given)."""
+        runtime = self._runtime
+        store = runtime.store
+        assert type(store) is MemoryStore
+        store.put_running(record)
+        runtime.bind_loop().accepted()
+        return dispatcher.run_taken(record)
 
     def progress_changed(self, record: TaskRecord) -> None:
         """A running task reported progress (`self.progress(...)`), from any thread."""

@@ -47,7 +47,7 @@ from uuid import UUID
 
 from .context import AsyncTask, SyncTask, TaskHost
 from .deadlines import Deadlines
-from .eager import Eager
+from .eager import Eager, _carry_on
 from .errors import Retry, TaskCancelError
 from .executors.base import Call, Executor
 from .lifecycle import Supervisor
@@ -61,6 +61,10 @@ _SLICE_S = 0.005  # a worker running tasks that never suspend yields this often
 #: Waits between tries of a failing store: the loop's, and finishing a task's.
 _BACKOFF_S = (0.05, 0.2, 1.0, 2.0)
 _FINISH_TRIES = 3
+
+
+#: `Dispatcher.run_taken`: what a direct call's chain waits for, and how to go on.
+Taken = tuple[Any, Callable[[], None]]
 
 
 @dataclass(frozen=True)
@@ -298,6 +302,34 @@ class Dispatcher:
             self._eager.discard(eager)
         return mine if ran else None
 
+    def run_taken(self, record: TaskRecord) -> Taken | None:
+        """Hook for a sync caller's direct call (executors/process/direct.py): run
+        `record`, accepted and marked running already, through its chain as a lane's
+        worker would, here until it first waits. None if it has ended; else what it
+        waits for, and the function that runs it on once that is done (or hands it to
+        a task of its own, if not): the caller's answer wakes it with no loop turn."""
+        return self._run_on(
+            record,
+            self._execute(record, self.routes.get(record.task_name), self.lanes[record.lane], None),
+        )
+
+    def _run_on(self, record: TaskRecord, coro: Coroutine[Any, Any, None]) -> Taken | None:
+        try:
+            fut = coro.send(None)
+        except StopIteration:
+            return None
+        except BaseException:
+            log.exception("task %r: its direct call failed", record.task_name)
+            return None
+
+        def go() -> None:
+            if fut.done():
+                self._run_on(record, coro)  # the rest, once more here until it waits
+            else:
+                self._adopt(asyncio.get_running_loop().create_task(_carry_on(coro, fut)))
+
+        return fut, go
+
     async def _take_for_caller(self, lane: _Lane) -> list[TaskRecord]:
         """`store.take` for a waiting caller, shielded: if the caller is cancelled while
         the store takes (and leases) a task, the task goes to the lane's workers, not
@@ -504,6 +536,8 @@ class Dispatcher:
         if key in self._cancelling:
             return True
         call, task = entry
+        if self.lanes[call.record.lane].executor.ended(call):
+            return True  # its outcome is decided already (a direct call): it stands
         if call.context is not None:
             call.context.cancelled = True  # a thread's function may look, and stop
         stopped = self.lanes[call.record.lane].executor.cancel(call)

@@ -34,6 +34,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,10 +43,12 @@ from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 from .app import AppCore
+from .checks import INF, SECONDS_TYPES
 from .config import QueueConfig
 from .errors import AppNotRunning
 from .events import Events
 from .executors.base import Executor
+from .executors.process.direct import LATE, DirectCalls
 from .executors.thread import Threads
 from .handoff import call_in_loop
 from .lifecycle import run_forever_deferred
@@ -55,13 +58,14 @@ from .registration import TaskDecorator
 from .routers import Router
 from .routers import attach as shared_tasks_attach
 from .stores.base import Store
-from .task import Task
+from .task import Task, TaskStatus
 
 T = TypeVar("T")
 P = ParamSpec("P")
 log = logging.getLogger("qtasks_mp")
 
 LOOP_EXECUTOR_THREADS = 4  # calls past this many at once wait their turn
+_NOT_DIRECT = object()  # `_add_direct`: take the normal path
 
 
 class _LoopExecutor(ThreadPoolExecutor):
@@ -112,6 +116,10 @@ class _Portal:
             coro.close()
             raise RuntimeError("a blocking app call was made from inside the app's own loop")
         return call_in_loop(loop, coro)
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
 
     def close(self) -> None:
         with self._lock:
@@ -247,10 +255,19 @@ class QueueTasks:
         if self._parent_pid is not None:
             coro.close()
             raise self._forked_error()
+        self._flush_direct()
         loop = self.core.loop
         if self.core.running and loop is not None and loop is not self._portal.loop:
             return self.core.call_from_thread(coro)
         return self._portal.call(coro)
+
+    def _flush_direct(self) -> None:
+        """What direct calls left the loop to record goes before this thread's next
+        call into the loop (`app.get(uuid)` right after a direct call sees its end)."""
+        for executor in self.core.executors.values():
+            direct = getattr(executor, "direct", None)
+            if isinstance(direct, DirectCalls):
+                direct.flush_soon()
 
     def _auto_start(self) -> None:
         if not self.core.running and not self.core.store.shared:
@@ -273,6 +290,10 @@ class QueueTasks:
                 task_name, *args, priority=priority, unique_key=unique_key, **kwargs
             )
         self._auto_start()
+        if timeout is not None and unique_key is None:
+            done = self._add_direct(task_name, args, kwargs, priority, timeout)
+            if done is not _NOT_DIRECT:
+                return done  # type: ignore[return-value]
         return self._call(
             self.core.add_task(
                 task_name,
@@ -283,6 +304,51 @@ class QueueTasks:
                 **kwargs,
             )
         )
+
+    def _add_direct(
+        self,
+        task_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        priority: int | None,
+        timeout: float,
+    ) -> Task | object | None:
+        """A waited call handed to a worker process by this thread itself, with the
+        app's loop off the critical path (executors/process/direct.py); `_NOT_DIRECT`
+        if it must take the normal path (nothing accepted then)."""
+        core, loop = self.core, self._portal.loop
+        if (
+            loop is None
+            or core.loop is not loop
+            or self._parent_pid is not None
+            or type(timeout) not in SECONDS_TYPES
+            or not 0 < timeout < INF
+            or threading.current_thread() is self._portal.thread
+        ):
+            return _NOT_DIRECT
+        found = core.direct_record(task_name, args, dict(kwargs), priority)
+        if found is None:
+            return _NOT_DIRECT
+        record, spec, executor, accept = found
+        direct = getattr(executor, "direct", None)
+        if not isinstance(direct, DirectCalls):
+            return _NOT_DIRECT
+        h = direct.take()
+        if h is None:
+            return _NOT_DIRECT
+        started = time.monotonic()
+        outcome = direct.call(h, spec, record, timeout, accept)
+        if outcome is None:
+            return _NOT_DIRECT
+        how, value = outcome
+        if how == "ok":
+            task = Task(record, core)  # the loop records the same ending meanwhile
+            task.status, task.returning, task.traceback = TaskStatus.SUCCESS, value, None
+            return task
+        if how == LATE:
+            return None  # the call goes on; the loop records its end
+        left = max(0.0, timeout - (time.monotonic() - started))
+        return self._call(core.wait(record.uuid, left))
 
     def map(
         self,

@@ -200,6 +200,11 @@ class Executor(ABC):
         """
         return False
 
+    def ended(self, call: Call) -> bool:
+        """Whether `call`'s outcome is decided already though `run` has not returned it
+        yet (the process executor's direct calls): a cancel asked now is too late."""
+        return False
+
     async def aclose(self, cancel_pending: bool = False) -> None:
         """Release resources. The dispatcher has already waited for running calls."""
 

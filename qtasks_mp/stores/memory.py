@@ -125,6 +125,13 @@ class MemoryStore(Store):
                 ready = self._ready[record.lane] = _Ready()
             ready.push(record)
 
+    def put_running(self, record: TaskRecord) -> None:
+        """Keep `record` as taken already (status process): a sync caller's direct call
+        (executors/process/direct.py), never handed out by `take`."""
+        record.seq = next(self._seq)
+        record.status = TaskStatus.PROCESS
+        self._records[record.uuid.int] = record
+
     async def put_unique(self, record: TaskRecord) -> TaskRecord | None:
         assert record.unique_key is not None
         key = (record.task_name, record.unique_key)

@@ -7,6 +7,8 @@
     handle.py      WorkerHandle: one worker's socket, pid and held calls; WorkerState
     calls.py       PendingCall: one call in flight; what its answer means
     offload.py     Offload: large buffers copied, unpickled and unlinked off the loop
+    direct.py      DirectCalls: idle workers parked for sync callers' threads, which
+                   send a call and read its answer themselves (the loop records it)
     launch.py      ForkServer: the parent's side of the pool's fork server
     forkserver.py  the fork server's main: forks (or spawns) workers, reports exits
     worker.py      the worker's main (imports only `wire` and `context` of qtasks_mp)

@@ -51,6 +51,7 @@ class WorkerHandle(asyncio.BufferedProtocol):
         self.calls: deque[PendingCall] = deque()  # sent, in order; calls[0] is running
         self.known: set[int] = set()  # function keys this worker has been sent
         self.sent = 0
+        self.parked = False  # lent to sync callers' threads (direct.py): not the loop's
         self.lent = 0  # nested waits of its running call: its slot is lent (Scheduler.lend)
         self.done = 0
         self.transport: asyncio.Transport | None = None
@@ -118,8 +119,8 @@ class WorkerHandle(asyncio.BufferedProtocol):
 
     @property
     def takes_calls(self) -> bool:
-        """Ready, and not waiting for a nested task."""
-        return self.state is WorkerState.READY and not self.lent
+        """Ready, not waiting for a nested task, not parked for direct calls."""
+        return self.state is WorkerState.READY and not self.lent and not self.parked
 
     @property
     def alive(self) -> bool:

@@ -14,9 +14,10 @@ from typing import Any
 
 from ...autoscale import Autoscaler, Policy, PoolLoad, ScalingPolicy
 from ...errors import AppNotRunning, QTasksError
-from ...registries import Kind
+from ...registries import Kind, TaskSpec
 from ..base import Call, Executor
 from .calls import END, PendingCall
+from .direct import OK, DirectCall, DirectCalls
 from .offload import Offload, encode_args
 from .roster import Roster, worker_stats
 from .schedule import Scheduler
@@ -126,6 +127,7 @@ class ProcessExecutor(Executor):
         self.scheduler = Scheduler(self)
         self.startup_s: float | None = None  # moving average of worker start-up, for autoscaling
         self._ids = itertools.count(1)
+        self.direct = DirectCalls(self)  # workers lent to sync callers (direct.py)
         self._offload = Offload(self.name)  # a fresh one per start
         self._inflight = 0
         self._quiet = asyncio.Event()  # set while no call is in flight
@@ -188,6 +190,8 @@ class ProcessExecutor(Executor):
         except BaseException:
             await self.aclose(cancel_pending=True)
             raise
+        self.direct = DirectCalls(self)
+        self.direct.start()
         if self.policy is not None:
             self._autoscaler = Autoscaler(self, self.policy, interval_s=self.autoscale_interval_s)
             self._autoscaler.start()
@@ -217,6 +221,7 @@ class ProcessExecutor(Executor):
             self._autoscaler = None
         if not cancel_pending and self.running:
             await self._quiet.wait()
+        await self.direct.close()  # held workers come back first
         self.running = False
         _running.discard(self)
         self.scheduler.fail_waiting(asyncio.CancelledError())
@@ -250,6 +255,9 @@ class ProcessExecutor(Executor):
             # The context holds the app; the worker gets a stand-in that asks us instead.
             args = args[1:]
             ctx = [context.task_name, str(context.uuid), context.attempt]
+        direct = self.direct.attach(call, ctx)
+        if direct is not None:  # a sync caller's thread sent it (direct.py)
+            return await self._run_direct(direct)
         self._inflight += 1
         self._quiet.clear()
         shm = None
@@ -289,7 +297,51 @@ class ProcessExecutor(Executor):
         (those pipelined behind it go to other workers). See `Scheduler.cancel`."""
         if self.roster is None:
             return False
+        direct = self.direct.cancel(call)
+        if direct is not None:
+            return direct
         return self.scheduler.cancel(call)
+
+    def ended(self, call: Call) -> bool:
+        return self.direct.ended(call)
+
+    # ------------------------------------------------------------------ direct calls
+
+    async def _run_direct(self, d: DirectCall) -> Any:
+        """`run` of a call a sync caller's thread sent itself: wait for what it read
+        (or, once it handed the worker back, for the worker's answer as usual)."""
+        p = d.pending
+        assert p is not None
+        self._inflight += 1
+        self._quiet.clear()
+        try:
+            message = await p.fut
+            if message is OK:
+                return d.value
+            if message[3].__class__ is list:  # buffers mapped from a segment
+                return await self._offload(p.result, message)
+            return p.result(message)
+        except asyncio.CancelledError:
+            if self.direct.cancel(p.call) is None:
+                self.scheduler.abandon(p)
+            raise
+        finally:
+            self.direct.detach(d)
+            self._inflight -= 1
+            if not self._inflight:
+                self._quiet.set()
+
+    @property
+    def call_ids(self) -> itertools.count[int]:
+        return self._ids
+
+    def function_key(self, spec: TaskSpec) -> int | None:
+        """(Any thread.) `spec`'s function key if it was encoded already, else None."""
+        return self.scheduler._keys.get(spec)
+
+    def function_message(self, key: int) -> bytes:
+        """(Any thread.) The OP_FUNC message of an encoded function."""
+        return self.scheduler._functions[key]
 
     async def _stream(self, p: PendingCall) -> list[Any]:
         """Collect a generator's items as they arrive; the handler runs here, per item."""
@@ -318,6 +370,14 @@ class ProcessExecutor(Executor):
         """Calls start to wait for a worker: the autoscaler samples now."""
         if self._autoscaler is not None:
             self._autoscaler.nudge()
+        # The loop's own calls come first: parked workers come back (once the call
+        # that is about to wait is in `pending`).
+        asyncio.get_running_loop().call_soon(self._recall_parked)
+
+    def _recall_parked(self) -> None:
+        if self.roster is not None and self.scheduler.pending:
+            for h in self.direct.recall_free():
+                self.scheduler.feed(h)
 
     # ------------------------------------------------------------------ autoscaling
 
@@ -356,7 +416,7 @@ class ProcessExecutor(Executor):
         """Stop the ready worker `pid` for good if it holds no call; False otherwise."""
         roster = self.roster
         h = next((h for h in roster.ready if h.pid == pid), None) if roster else None
-        if roster is None or h is None or h.calls:
+        if roster is None or h is None or h.calls or not self.direct.recall(h):
             return False
         roster.retire(h, replace=False)  # not ready any more: it gets no new call
         return True
@@ -378,6 +438,8 @@ class ProcessExecutor(Executor):
             "timeouts": self.timeouts,
             "recycles": self.recycles,
             "cancels": self.cancels,
+            "direct_calls": self.direct.done,  # answered to a sync caller's thread directly
+            "direct_handed_back": self.direct.handed_back,  # ... that the loop finished
             "startup_s": self.startup_s,
             "autoscale": None if self._autoscaler is None else self._autoscaler.stats(),
         }

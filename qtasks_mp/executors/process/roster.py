@@ -85,7 +85,7 @@ class Roster:
         for h in self.ready:
             if self.surplus() <= 0:
                 return
-            if not h.calls and not h.lent:
+            if not h.calls and not h.lent and self.pool.direct.recall(h):
                 self.retire(h, replace=False)
 
     @property
@@ -238,6 +238,7 @@ class Roster:
             return
         prior = h.state
         self.set_state(h, GONE)
+        self.pool.direct.forget(h)
         h.close()
         self.workers.remove(h)
         code = h.exitcode
@@ -306,6 +307,7 @@ class Roster:
         the event loop: the child shares its epoll instance with the parent, and
         unregistering a descriptor there would unregister the parent's."""
         fds = self.server.forget()
+        fds += [sock.fileno() for sock in self.pool.direct.socks.values()]  # direct.py's
         for h in self.workers:
             h.forget()
             if h.transport is not None:

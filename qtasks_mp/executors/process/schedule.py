@@ -327,6 +327,8 @@ class Scheduler:
             self.roster.retire(h, replace=False)
         if self.pending:
             self.feed(h)
+        elif not h.calls:  # hook: idle, nothing waits; a sync caller may want it
+            self.pool.direct.idle(h)
 
     def ack(self, p: PendingCall) -> None:
         """One item of `p`'s generator was handled: its worker may send one more."""

@@ -1,0 +1,359 @@
+"""Direct calls: a sync caller's waited add_task goes to a parked process worker itself
+(qtasks_mp/executors/process/direct.py). Real processes, plain threads; each unusual
+ending must come out as on the normal path."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import directfuncs
+import psutil
+import pytest
+
+from qtasks_mp import QueueTasks
+from qtasks_mp.asyncio import QueueTasks as AsyncQueueTasks
+from qtasks_mp.executors.process import ProcessExecutor
+
+WORKERS = 2
+
+
+def pool_stats(app: QueueTasks) -> dict[str, Any]:
+    stats: dict[str, Any] = app.stats()["executors"]["process"]
+    return stats
+
+
+def make_app(name: str, **options: Any) -> QueueTasks:
+    app = QueueTasks(
+        name, executors={"process": ProcessExecutor(max_workers=WORKERS, autoscale=False)}
+    )
+    app.config.shutdown_timeout = options.pop("shutdown_timeout", 5.0)
+    for fn in (directfuncs.add, directfuncs.fail, directfuncs.chatty, directfuncs.wait_for):
+        app.task(executor="process")(fn)
+    app.task(name="fail_retried", executor="process", retry=1)(directfuncs.fail)
+    app.task(name="timed", executor="process", timeout=0.5)(directfuncs.block)
+    app.task(executor="process")(directfuncs.die)
+    app.task(executor="process")(directfuncs.forks)
+    app.task(executor="process", echo=True)(directfuncs.report)
+    app.task(executor="process", echo=True)(directfuncs.nested)
+    app.task(executor="process", echo=True)(directfuncs.announce_and_wait)
+    return app
+
+
+@pytest.fixture
+def app() -> Iterator[QueueTasks]:
+    app = make_app("direct")
+    try:
+        app.start()
+        yield app
+    finally:
+        app.stop()
+
+
+def warm(app: QueueTasks, task_name: str = "add", *args: Any) -> None:
+    """Calls until one went direct: the first call of a function is encoded by the
+    loop, and a caller that finds no parked worker asks the pool to park one."""
+    args = args or ((1, 2) if task_name == "add" else ())
+    before = pool_stats(app)["direct_calls"]
+    for _ in range(50):
+        assert app.add_task(task_name, *args, timeout=30) is not None
+        if pool_stats(app)["direct_calls"] > before:
+            return
+    raise AssertionError("no call went direct")
+
+
+def settled(app: QueueTasks) -> None:
+    """Nothing unfinished, and the pool back at full strength."""
+    assert app.wait_idle(timeout=30)
+    assert app.stats()["unfinished"] == 0
+    pool = app.executors["process"]
+    assert isinstance(pool, ProcessExecutor)
+    assert app.core.call_from_thread(pool.wait_ready(30))
+    assert pool_stats(app)["workers"] == WORKERS
+
+
+def test_sequential_calls_go_direct_and_are_recorded(app: QueueTasks) -> None:
+    warm(app)
+    before = pool_stats(app)["direct_calls"]
+    for i in range(200):
+        task = app.add_task("add", i, 1, timeout=30)
+        assert task is not None and task.status == "success" and task.returning == i + 1
+        got = app.get(task.uuid)  # right after: the loop has recorded the same ending
+        assert got is not None and got.status == "success" and got.returning == i + 1
+    assert pool_stats(app)["direct_calls"] - before >= 100
+    settled(app)
+    assert app.stats()["tasks"]["add"]["ok"] >= 201  # the chain's Timing saw every call
+
+
+def test_the_end_is_recorded_with_no_later_call_from_the_caller(app: QueueTasks) -> None:
+    warm(app)
+    before = pool_stats(app)["direct_calls"]
+    task = app.add_task("add", 20, 22, timeout=30)
+    assert task is not None and task.returning == 42
+    assert pool_stats(app)["direct_calls"] == before + 1
+    # Not through the sync facade (which posts what direct calls left first): the
+    # loop's own timer records the end.
+    done = app.core.call_from_thread(app.core.wait(task.uuid, 10))
+    assert done is not None and done.status == "success" and done.returning == 42
+
+
+def test_an_error_is_the_loops_to_decide(app: QueueTasks) -> None:
+    warm(app, "fail", "first")
+    before = pool_stats(app)["direct_calls"]
+    task = app.add_task("fail", "boom", timeout=30)
+    assert task is not None and task.status == "error" and "ValueError: boom" in task.traceback
+    assert pool_stats(app)["direct_calls"] > before  # its answer was read by this thread
+    retried = app.add_task("fail_retried", "again", timeout=30)  # Retries puts it back
+    assert retried is not None and retried.status == "error" and retried.retry == 1
+    settled(app)
+
+
+def test_a_log_record_from_the_worker_hands_the_call_to_the_loop(
+    app: QueueTasks, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert app.add_task("chatty", 0, timeout=30) is not None  # its function encoded
+    warm(app)  # a worker parked
+    before = pool_stats(app)["direct_handed_back"]
+    task = app.add_task("chatty", 5, timeout=30)
+    assert task is not None and task.status == "success" and task.returning == 5
+    assert pool_stats(app)["direct_handed_back"] > before
+    assert "chatty 5" in caplog.text
+    settled(app)
+
+
+def test_progress_and_a_nested_add_task_go_through_the_loop(app: QueueTasks) -> None:
+    for name, arg in (("report", 1), ("nested", 1)):  # their functions encoded
+        assert app.add_task(name, arg, timeout=30) is not None
+    warm(app)
+    before = pool_stats(app)["direct_handed_back"]
+    task = app.add_task("report", 3, timeout=30)
+    assert task is not None and task.status == "success" and task.returning == 3
+    warm(app)  # the worker it ran on went back to the loop
+    nested = app.add_task("nested", 41, timeout=30)
+    assert nested is not None and nested.status == "success" and nested.returning == 42
+    assert pool_stats(app)["direct_handed_back"] >= before + 2
+    settled(app)
+
+
+def test_a_worker_that_dies_fails_its_call_and_the_pool_heals(app: QueueTasks) -> None:
+    warm(app)
+    warm(app, "forks")  # a call that forks in the worker still comes back directly
+    assert app.add_task("die", timeout=30) is not None  # its function encoded
+    settled(app)
+    warm(app)
+    crashes = pool_stats(app)["crashes"]
+    task = app.add_task("die", timeout=30)
+    assert task is not None and task.status == "error" and "WorkerCrashed" in task.traceback
+    assert pool_stats(app)["crashes"] == crashes + 1
+    settled(app)
+    warm(app)  # and direct calls go on
+
+
+def test_the_tasks_own_timeout_kills_and_replaces_the_worker(app: QueueTasks) -> None:
+    assert app.add_task("timed", timeout=30) is not None  # its function encoded
+    settled(app)
+    warm(app)
+    timeouts = pool_stats(app)["timeouts"]
+    handed_back = pool_stats(app)["direct_handed_back"]
+    task = app.add_task("timed", timeout=30)
+    assert task is not None and task.status == "error" and "TaskTimeout" in task.traceback
+    assert pool_stats(app)["timeouts"] == timeouts + 1
+    assert pool_stats(app)["direct_handed_back"] == handed_back + 1
+    settled(app)
+
+
+def test_the_callers_timeout_returns_none_and_the_call_goes_on(
+    app: QueueTasks, tmp_path: Path
+) -> None:
+    warm(app, "wait_for", *_open_pipes(tmp_path, "w"))
+    started, release = _pipes(tmp_path, "x")
+    got: list[Any] = []
+    caller = threading.Thread(
+        target=lambda: got.append(app.add_task("wait_for", started, release, timeout=0.2))
+    )
+    caller.start()
+    with open(started) as f:
+        f.read()
+    caller.join(30)
+    assert got == [None]
+    assert app.stats()["unfinished"] == 1
+    with open(release, "w") as f:
+        f.write("late")
+    settled(app)
+    assert app.stats()["tasks"]["wait_for"]["ok"] >= 2
+
+
+def test_cancel_from_another_thread_kills_the_worker(app: QueueTasks, tmp_path: Path) -> None:
+    warm(app, "announce_and_wait", *_open_pipes(tmp_path, "w"))
+    started, release = _pipes(tmp_path, "x")
+    got: list[Any] = []
+    caller = threading.Thread(
+        target=lambda: got.append(app.add_task("announce_and_wait", started, release, timeout=30))
+    )
+    caller.start()
+    with open(started) as f:
+        uuid = f.read()
+    assert app.cancel(uuid) is True
+    caller.join(30)
+    assert len(got) == 1 and got[0] is not None and got[0].status == "cancel"
+    got_now = app.get(uuid)
+    assert got_now is not None and got_now.status == "cancel"
+    assert pool_stats(app)["cancels"] == 1
+    settled(app)
+
+
+def test_threads_and_the_loops_own_calls_together(app: QueueTasks) -> None:
+    warm(app)
+    results: dict[int, Any] = {}
+    errors: list[BaseException] = []
+
+    def caller(base: int) -> None:
+        try:
+            for i in range(base, base + 60):
+                task = app.add_task("add", i, 0, timeout=30)
+                results[i] = None if task is None else (task.status, task.returning)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    async def from_the_loop() -> list[Any]:
+        import asyncio
+
+        return await asyncio.gather(
+            *(app.core.add_task("add", 10_000 + i, 0, timeout=30) for i in range(200))
+        )
+
+    threads = [threading.Thread(target=caller, args=(k * 1000,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    gathered = app.core.call_from_thread(from_the_loop())
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert results == {i: ("success", i) for k in range(4) for i in range(k * 1000, k * 1000 + 60)}
+    assert [(t.status, t.returning) for t in gathered] == [
+        ("success", 10_000 + i) for i in range(200)
+    ]
+    settled(app)
+    stats = app.stats()
+    assert stats["tasks"]["add"]["count"] == stats["tasks"]["add"]["ok"]  # none ran twice...
+    assert stats["tasks"]["add"]["ok"] >= 440  # ... or was lost (warm-up included)
+    assert pool_stats(app)["direct_calls"] > 1
+
+
+def test_stop_while_a_thread_holds_a_worker(tmp_path: Path) -> None:
+    app = make_app("direct-stop", shutdown_timeout=0.2)
+    app.start()
+    warm(app, "wait_for", *_open_pipes(tmp_path, "w"))
+    pids = pool_stats(app)["pids"]
+    started, release = _pipes(tmp_path, "x")
+    got: list[Any] = []
+    caller = threading.Thread(
+        target=lambda: got.append(_outcome(app, "wait_for", started, release))
+    )
+    caller.start()
+    with open(started) as f:
+        f.read()
+    app.stop()  # the call outlives shutdown_timeout: cancelled, its worker killed
+    caller.join(30)
+    assert not caller.is_alive()
+    assert len(got) == 1 and got[0] in ("cancel", "AppNotRunning")
+    assert not any(psutil.pid_exists(pid) and _alive(pid) for pid in pids)
+
+
+def test_large_arguments_keep_the_normal_path(app: QueueTasks) -> None:
+    app.task(executor="process")(directfuncs.size)
+    assert app.add_task("size", b"x", timeout=30) is not None  # its function encoded
+    warm(app)
+    before = pool_stats(app)
+    task = app.add_task("size", b"x" * (2 << 20), timeout=30)  # into shared memory
+    assert task is not None and task.status == "success" and task.returning == 2 << 20
+    after = pool_stats(app)
+    assert after["direct_calls"] == before["direct_calls"]
+    assert after["offloaded"] > before["offloaded"]
+    settled(app)
+
+
+def test_a_durable_store_keeps_the_normal_path(tmp_path: Path) -> None:
+    app = QueueTasks(
+        "direct-sqlite",
+        store=f"sqlite:///{tmp_path / 'tasks.db'}",
+        executors={"process": ProcessExecutor(max_workers=WORKERS, autoscale=False)},
+    )
+    app.task(executor="process")(directfuncs.add)
+    try:
+        app.start()
+        for i in range(5):
+            task = app.add_task("add", i, 1, timeout=30)
+            assert task is not None and task.returning == i + 1
+        assert pool_stats(app)["direct_calls"] == 0
+    finally:
+        app.stop()
+
+
+def test_the_async_facade_never_goes_direct() -> None:
+    import asyncio
+
+    async def main() -> int:
+        app = AsyncQueueTasks(
+            "direct-async",
+            executors={"process": ProcessExecutor(max_workers=WORKERS, autoscale=False)},
+        )
+        app.task(executor="process")(directfuncs.add)
+        async with app:
+            for i in range(5):
+                await app.add_task("add", i, 1, timeout=30)
+            direct: int = app.executors["process"].stats()["direct_calls"]
+            return direct
+
+    assert asyncio.run(main()) == 0
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _pipes(tmp_path: Path, tag: str) -> tuple[str, str]:
+    started, release = str(tmp_path / f"started-{tag}"), str(tmp_path / f"release-{tag}")
+    os.mkfifo(started)
+    os.mkfifo(release)
+    return started, release
+
+
+def _open_pipes(tmp_path: Path, tag: str) -> tuple[str, str]:
+    """Regular files: `wait_for` on them returns at once (for warming up)."""
+    started, release = tmp_path / f"started-{tag}", tmp_path / f"release-{tag}"
+    release.write_text("warm")
+    return str(started), str(release)
+
+
+def _outcome(app: QueueTasks, *args: Any) -> str:
+    try:
+        task = app.add_task(*args, timeout=30)
+    except Exception as e:
+        return type(e).__name__
+    return "None" if task is None else str(task.status)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_an_autoscaled_pool_lends_its_workers_too() -> None:
+    app = QueueTasks("direct-autoscale", executors={"process": ProcessExecutor(max_workers=2)})
+    app.task(executor="process")(directfuncs.add)
+    try:
+        app.start()
+        warm(app)
+        for i in range(100):
+            task = app.add_task("add", i, 1, timeout=30)
+            assert task is not None and task.returning == i + 1
+        assert app.wait_idle(timeout=30)
+        assert app.stats()["tasks"]["add"]["ok"] == app.stats()["tasks"]["add"]["count"]
+        assert pool_stats(app)["direct_calls"] >= 50
+    finally:
+        app.stop()
