@@ -231,9 +231,12 @@ class AppCore:
         if timeout is None:
             dispatcher.offer(record.lane)
             return _answer(record.snapshot(self))
-        running = dispatcher.run_waited(record, timeout)
-        if running is not None:  # the caller runs the call itself (eager.py)
-            return self._wait_running(record, running, timeout)
+        if dispatcher.may_run_waited(record):
+            # The caller may run it itself (eager.py), if its lane is idle when the
+            # caller's task gets to it: decided then, not now (a gather makes all its
+            # calls before the first one runs).
+            return self._wait(record, timeout)
+        dispatcher.offer(record.lane)
         return waiters.wait(record.uuid, timeout)
 
     async def _add_task(
@@ -283,11 +286,19 @@ class AppCore:
             if dispatcher is not None:
                 dispatcher.offer(record.lane)
             return record.snapshot(self)
-        if dispatcher is not None:
-            # The caller waits anyway: on an idle lane it runs the call itself (eager.py).
-            running = dispatcher.run_waited(record, timeout)
-            if running is not None:
-                return await self._wait_running(record, running, timeout)
+        if dispatcher is None:
+            return await waiters.wait(record.uuid, timeout)
+        return await self._wait(record, timeout)
+
+    async def _wait(self, record: TaskRecord, timeout: float) -> Task | None:
+        """Wait for a task just accepted; on an idle lane, the caller runs the call
+        itself (eager.py)."""
+        dispatcher = self._runtime.dispatcher
+        waiters = self._runtime.waiters
+        assert dispatcher is not None and waiters is not None
+        running = dispatcher.run_waited(record, timeout)
+        if running is not None:
+            return await self._wait_running(record, running, timeout)
         return await waiters.wait(record.uuid, timeout)
 
     async def _wait_running(

@@ -237,6 +237,12 @@ class Dispatcher:
         else:  # the room is held by calls run by their callers: they recruit when done
             lane.starved = True
 
+    def may_run_waited(self, record: TaskRecord) -> bool:
+        """Whether a waiting caller may ever run `record` itself (`run_waited`): its
+        route lets a caller drive it."""
+        route = self.routes.get(record.task_name)
+        return route is not None and route.eager
+
     def run_waited(
         self, record: TaskRecord, timeout: float
     ) -> Coroutine[Any, Any, TaskRecord | None] | None:

@@ -49,12 +49,12 @@ class Waiting(asyncio.Future[Task | None], Coroutine[Any, Any, Task | None]):
 
     __slots__ = ("_expiry", "_key", "_owner", "_step")
 
-    def __init__(self, owner: Waiters, key: int) -> None:
-        super().__init__(loop=owner.loop)
-        self._owner = owner
-        self._key = key  # the task's uuid.int
-        self._expiry: _Expiry | None = None
-        self._step: Generator[Any, None, Task | None] | None = None
+    # Made by `Waiters.wait`, which sets these (no `__init__` of our own: a Python-level
+    # one costs more than the rest of a waiter).
+    _owner: Waiters
+    _key: int  # the task's uuid.int
+    _expiry: _Expiry | None
+    _step: Generator[Any, None, Task | None]  # set by the first send()/throw()
 
     def cancel(self, msg: Any = None) -> bool:
         """Whoever awaits it stopped waiting (cancelled): it leaves the waiters now."""
@@ -66,16 +66,17 @@ class Waiting(asyncio.Future[Task | None], Coroutine[Any, Any, Task | None]):
     # -- the Coroutine side, for create_task() and friends --
 
     def send(self, value: None) -> Any:
-        step = self._step
-        if step is None:
-            step = self._step = self.__await__()
-        return step.send(value)
+        return self._stepper().send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        step = self._step
-        if step is None:
+        return self._stepper().throw(typ, val, tb)
+
+    def _stepper(self) -> Generator[Any, None, Task | None]:
+        try:
+            return self._step
+        except AttributeError:
             step = self._step = self.__await__()
-        return step.throw(typ, val, tb)
+            return step
 
     def close(self) -> None:
         """Nothing to close: the task it waits for goes on either way."""
@@ -146,7 +147,7 @@ class Waiters:
         more = self._more.pop(key, None) if self._more else None
         if fut is None and more is None:
             return
-        snap = record.snapshot(self._host)  # one snapshot for all its waiters
+        snap = Task(record, self._host)  # one snapshot for all its waiters
         if fut is not None and not fut.done():  # (one cancelled or timed out has left)
             fut.set_result(snap)
             if fut._expiry is not None:
@@ -165,8 +166,10 @@ class Waiters:
     def wait(self, uuid: UUID, timeout: float | None) -> Waiting:
         """A waiter for `uuid`: await it for the finished `Task`, or None when `timeout`
         runs out first. It leaves by itself, however it ends."""
-        fut = Waiting(self, uuid.int)
-        key = fut._key
+        fut = Waiting(loop=self.loop)
+        fut._owner = self
+        fut._key = key = uuid.int
+        fut._expiry = None
         if key in self._futures:
             self._more.setdefault(key, []).append(fut)
         else:
