@@ -211,6 +211,21 @@ class AppCore:
                 return self._accept_now(record, timeout)
         return self._add_task(task_name, args, priority, timeout, unique_key, kwargs)
 
+    def add_task_awaited(
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        unique_key: str | None = None,
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, Task | None]:
+        """`add_task` as a coroutine that does nothing until awaited, wherever it is
+        called: for a blocking caller that hands it to the app's loop and may refuse it
+        first (the sync facade, a plain function's `self.add_task`), so nothing is
+        accepted when it raises."""
+        return self._add_task(task_name, args, priority, timeout, unique_key, kwargs)
+
     def _accept_now(
         self, record: TaskRecord, timeout: float | None
     ) -> Coroutine[Any, Any, Task | None]:

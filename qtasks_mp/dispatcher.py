@@ -75,6 +75,7 @@ class Route:
 
 class _Lane:
     __slots__ = (
+        "caller_due",
         "executor",
         "idle",
         "inbox",
@@ -97,6 +98,9 @@ class _Lane:
         self.workers: set[asyncio.Task[None]] = set()
         self.recruiting = False
         self.starved = False  # a worker parked because the executor had no room
+        # A waiting caller was told it may run its call itself, and has not looked yet
+        # (`may_run_waited`): the calls after it go to the workers.
+        self.caller_due = False
 
 
 class Dispatcher:
@@ -238,10 +242,17 @@ class Dispatcher:
             lane.starved = True
 
     def may_run_waited(self, record: TaskRecord) -> bool:
-        """Whether a waiting caller may ever run `record` itself (`run_waited`): its
-        route lets a caller drive it."""
+        """For a task accepted without suspending (`add_task` in the loop): whether its
+        caller should look, when its asyncio task starts, whether it may run the call
+        itself (`run_waited`). Yes for the first such call on a lane a caller may drive;
+        the calls made before that caller looks (a gather makes them all at once) are
+        offered to the lane's workers instead."""
         route = self.routes.get(record.task_name)
-        return route is not None and route.eager
+        lane = self.lanes.get(record.lane)
+        if route is None or not route.eager or lane is None or lane.caller_due:
+            return False
+        lane.caller_due = True
+        return True
 
     def run_waited(
         self, record: TaskRecord, timeout: float
@@ -258,6 +269,8 @@ class Dispatcher:
         """
         lane = self.lanes.get(record.lane)
         route = self.routes.get(record.task_name)
+        if lane is not None:
+            lane.caller_due = False
         if lane is None or route is None or not route.eager or self._stopping:
             self.offer(record.lane)
             return None
@@ -367,6 +380,7 @@ class Dispatcher:
                         continue
                 elif not lane.taking:  # the room is held by calls run by their callers:
                     lane.starved = True  # they wake us
+                lane.caller_due = False  # (a caller told so never looked)
                 fut = loop.create_future()
                 lane.idle.append(fut)
                 await fut

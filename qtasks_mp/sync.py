@@ -274,7 +274,7 @@ class QueueTasks:
             )
         self._auto_start()
         return self._call(
-            self.core.add_task(
+            self.core.add_task_awaited(
                 task_name,
                 *args,
                 priority=priority,
