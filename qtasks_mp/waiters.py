@@ -1,18 +1,22 @@
 """Who waits for which task, and how many tasks added here have not ended yet.
 
-`add_task(..., timeout=)`, `app.wait()` and `Task.wait_result*()` register a future
-under the task's uuid (`enter`); when the dispatcher records the end of a task
-(`finished`), the futures registered for it are resolved, and nothing else.
+`add_task(..., timeout=)`, `app.wait()` and `Task.wait_result*()` get a waiter for the
+task's uuid (`wait`): a `Waiting`, the future they await. When the dispatcher records
+the end of a task (`finished`), the waiters registered for it are resolved, and
+nothing else.
 
 A gather of 50,000 waited `add_task` holds 50,000 waiters at once, so a waiter costs
-one future and two dict entries, nothing more: no coroutine of its own (`add_task`
-awaits the future itself), no list per task unless a second waiter comes, and no
-deadline of its own. Waiters whose time runs out within the same `_TICK_S` share one
-`_Expiry`: one deadline in the loop's `Deadlines` and one list for all of them (up to
-`_TICK_S` late; the loop's timers are not more precise anyway). An expiry whose
-waiters all ended is dropped at once, so memory follows the live waits. `wait_idle()` waits on one
-event, set when the count of unfinished tasks reaches zero. Nothing re-reads the store
-on a timer: a shared store says when another process changed it (`recheck`).
+one future and two dict entries, nothing more: in the app's loop `add_task` returns the
+waiter itself (no coroutine or asyncio task per caller: a future is what `gather`
+takes as it is), no list per task unless a second waiter comes, and no deadline of its
+own. Waiters whose time runs out within the same `_TICK_S` share one `_Expiry`: one
+deadline in the loop's `Deadlines` and one list for all of them (up to `_TICK_S` late;
+the loop's timers are not more precise anyway). A waiter leaves by itself however it
+ends (answered, timed out, cancelled by whoever awaits it), and an expiry whose
+waiters all ended is dropped at once, so memory follows the live waits. `wait_idle()`
+waits on one event, set when the count of unfinished tasks reaches zero. Nothing
+re-reads the store on a timer: a shared store says when another process changed it
+(`recheck`).
 
 One `Waiters` per event loop the app runs in; it owns the deadlines of that loop.
 """
