@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from asyncio import _get_running_loop
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -169,7 +170,7 @@ class AppCore:
 
     # ---------------------------------------------------------------- adding and reading
 
-    async def add_task(
+    def add_task(
         self,
         task_name: str,
         *args: Any,
@@ -177,8 +178,8 @@ class AppCore:
         timeout: float | None = None,
         unique_key: str | None = None,
         **kwargs: Any,
-    ) -> Task | None:
-        """Queue a task and return its `Task` (status "new") at once.
+    ) -> Coroutine[Any, Any, Task | None]:
+        """Queue a task and return its `Task` (status "new") at once. Await the result.
 
         Arguments are bound to the function's signature first: a mismatch raises
         `TaskArgumentsError`, an unknown name `TaskNotFound`, before anything is
@@ -189,7 +190,83 @@ class AppCore:
         `unique_key="order-42"` (or a task registered with `unique=True`): while a task
         of this name and key is new or process, nothing is added and that task is
         returned (with `timeout=`, its outcome, waited for).
+
+        Called in the app's running loop with a store that puts at once (memory), the
+        task is accepted by this call already, and what it returns for a wait is the
+        waiter itself (a future, also usable as a coroutine): a gather of 50,000 waited
+        calls then costs no `asyncio.Task` or coroutine each (waiters.py). Elsewhere,
+        and whenever the fast way does not apply, it is a coroutine that does it all
+        when awaited; errors are raised by the `await` either way.
         """
+        runtime = self._runtime
+        if (
+            runtime.state is RunState.RUNNING
+            and unique_key is None
+            and (timeout is None or (type(timeout) in SECONDS_TYPES and 0 < timeout < INF))
+            and _get_running_loop() is runtime.loop
+            and "args" not in kwargs
+            and "kwargs" not in kwargs
+        ):
+            try:
+                record = self._new_record(task_name, args, kwargs, priority)
+            except Exception:  # raised by the coroutine's `await`, below
+                pass
+            else:
+                return self._accept_now(record, timeout)
+        return self._add_task(task_name, args, priority, timeout, unique_key, kwargs)
+
+    def add_task_awaited(
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        unique_key: str | None = None,
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, Task | None]:
+        """`add_task` as a coroutine that does nothing until awaited, wherever it is
+        called: for a blocking caller that hands it to the app's loop and may refuse it
+        first (the sync facade, a plain function's `self.add_task`), so nothing is
+        accepted when it raises."""
+        return self._add_task(task_name, args, priority, timeout, unique_key, kwargs)
+
+    def _accept_now(
+        self, record: TaskRecord, timeout: float | None
+    ) -> Coroutine[Any, Any, Task | None]:
+        """`add_task` in the app's running loop, its record built: accept it now; a
+        waiter for it, or a coroutine when the rest may suspend."""
+        runtime = self._runtime
+        dispatcher = runtime.dispatcher
+        waiters = runtime.waiters
+        if (
+            record.unique_key is not None
+            or dispatcher is None
+            or waiters is None
+            or record.lane not in dispatcher.lanes
+            or not self.store.put_now(record)
+        ):
+            return self._accept(record, timeout)
+        waiters.accepted()
+        if timeout is None:
+            dispatcher.offer(record.lane)
+            return _answer(record.snapshot(self))
+        if dispatcher.may_run_waited(record):
+            # The caller may run it itself (eager.py), if its lane is idle when the
+            # caller's task gets to it: decided then, not now (a gather makes all its
+            # calls before the first one runs).
+            return self._wait(record, timeout)
+        dispatcher.offer(record.lane)
+        return waiters.wait(record.uuid, timeout)
+
+    async def _add_task(
+        self,
+        task_name: str,
+        args: tuple[Any, ...],
+        priority: int | None,
+        timeout: float | None,
+        unique_key: str | None,
+        kwargs: dict[str, Any],
+    ) -> Task | None:
         if timeout is not None and not (type(timeout) in SECONDS_TYPES and 0 < timeout < INF):
             timeout = checks.wait_seconds(
                 f"task {task_name!r}", timeout, zero_ok=False, none_means="return at once"
@@ -199,6 +276,12 @@ class AppCore:
             record.unique_key = (
                 unique_key if type(unique_key) is str else checks.unique_key(task_name, unique_key)
             )
+        return await self._accept(record, timeout)
+
+    async def _accept(self, record: TaskRecord, timeout: float | None) -> Task | None:
+        """The rest of `add_task` for a record built: start or join the app, put the
+        record in the store, and wait for it if asked to."""
+        task_name = record.task_name
         runtime = self._runtime
         if runtime.state is not RunState.RUNNING:
             await self._not_running(task_name, timeout)
@@ -222,23 +305,36 @@ class AppCore:
             if dispatcher is not None:
                 dispatcher.offer(record.lane)
             return record.snapshot(self)
-        if dispatcher is not None:
-            # The caller waits anyway: on an idle lane it runs the call itself (eager.py).
-            running = dispatcher.run_waited(record, timeout)
-            if running is not None:
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + timeout
-                ran = await running
-                if ran is not None and ran.status in FINISHED:
-                    return ran.snapshot(self)
-                timeout = max(0.0, deadline - loop.time())
-        # Awaited here, not in a coroutine of the waiters': a gather of 50,000 waiting
-        # callers holds 50,000 coroutines fewer (waiters.py).
-        fut, expiry = waiters.enter(record.uuid, timeout)
-        try:
-            return await fut
-        finally:
-            waiters.leave(record.uuid, fut, expiry)
+        if dispatcher is None:
+            return await waiters.wait(record.uuid, timeout)
+        return await self._wait(record, timeout)
+
+    async def _wait(self, record: TaskRecord, timeout: float) -> Task | None:
+        """Wait for a task just accepted; on an idle lane, the caller runs the call
+        itself (eager.py)."""
+        dispatcher = self._runtime.dispatcher
+        waiters = self._runtime.waiters
+        assert dispatcher is not None and waiters is not None
+        running = dispatcher.run_waited(record, timeout)
+        if running is not None:
+            return await self._wait_running(record, running, timeout)
+        return await waiters.wait(record.uuid, timeout)
+
+    async def _wait_running(
+        self,
+        record: TaskRecord,
+        running: Coroutine[Any, Any, TaskRecord | None],
+        timeout: float,
+    ) -> Task | None:
+        """Run the call in the caller's task (eager.py); if it did not end there, wait."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        ran = await running
+        if ran is not None and ran.status in FINISHED:
+            return ran.snapshot(self)
+        waiters = self._runtime.waiters
+        assert waiters is not None
+        return await waiters.wait(record.uuid, max(0.0, deadline - loop.time()))
 
     async def _not_running(self, task_name: str, timeout: float | None) -> None:
         """`add_task` on an app that is not running. A start under way is joined. A
@@ -757,6 +853,10 @@ class AppCore:
                 "running inline?): make the task `async def` or give it executor='thread'"
             )
         return call_in_loop(loop, coro)
+
+
+async def _answer(task: T) -> T:
+    return task
 
 
 _CANCEL_WAIT_S = 10.0  # app.cancel() of a task running in another process waits this long

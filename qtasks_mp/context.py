@@ -34,6 +34,15 @@ class TaskHost(Protocol):
         **kwargs: Any,
     ) -> Task | None: ...
 
+    def add_task_awaited(
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, Task | None]: ...
+
     async def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None: ...
 
     async def cancel(self, task: UUID | str | Task) -> bool: ...
@@ -202,5 +211,7 @@ class SyncTask(AsyncTask):
     ) -> Task | None:
         """Queue a nested task from a worker thread; blocks until it is accepted."""
         name, args = _name_and_args(self, task_name, args)
-        coro = self._host.add_task(name, *args, priority=priority, timeout=timeout, **kwargs)
+        coro = self._host.add_task_awaited(
+            name, *args, priority=priority, timeout=timeout, **kwargs
+        )
         return self._host.call_from_thread(coro)

@@ -79,6 +79,7 @@ class Route:
 
 class _Lane:
     __slots__ = (
+        "caller_due",
         "executor",
         "idle",
         "inbox",
@@ -104,6 +105,9 @@ class _Lane:
         # for want of room, or a take filled all the room there was. Whoever frees
         # room (a call run by its caller) recruits a worker then.
         self.starved = False
+        # A waiting caller was told it may run its call itself, and has not looked yet
+        # (`may_run_waited`): the calls after it go to the workers.
+        self.caller_due = False
 
 
 class Dispatcher:
@@ -245,6 +249,19 @@ class Dispatcher:
         else:  # the room is held by calls run by their callers: they recruit when done
             lane.starved = True
 
+    def may_run_waited(self, record: TaskRecord) -> bool:
+        """For a task accepted without suspending (`add_task` in the loop): whether its
+        caller should look, when its asyncio task starts, whether it may run the call
+        itself (`run_waited`). Yes for the first such call on a lane a caller may drive;
+        the calls made before that caller looks (a gather makes them all at once) are
+        offered to the lane's workers instead."""
+        route = self.routes.get(record.task_name)
+        lane = self.lanes.get(record.lane)
+        if route is None or not route.eager or lane is None or lane.caller_due:
+            return False
+        lane.caller_due = True
+        return True
+
     def run_waited(
         self, record: TaskRecord, timeout: float
     ) -> Coroutine[Any, Any, TaskRecord | None] | None:
@@ -260,6 +277,8 @@ class Dispatcher:
         """
         lane = self.lanes.get(record.lane)
         route = self.routes.get(record.task_name)
+        if lane is not None:
+            lane.caller_due = False
         if lane is None or route is None or not route.eager or self._stopping:
             self.offer(record.lane)
             return None
@@ -400,6 +419,7 @@ class Dispatcher:
                         continue
                 elif not lane.taking:  # the room is held by calls run by their callers:
                     lane.starved = True  # they wake us
+                lane.caller_due = False  # (a caller told so never looked)
                 fut = loop.create_future()
                 lane.idle.append(fut)
                 await fut
@@ -497,7 +517,8 @@ class Dispatcher:
             if self._stopping and not self.active:
                 self._drained.set()
         record.finished_at = record.updated_at = time.time()
-        await self._finish(record)
+        if not self._finish_now(record):
+            await self._finish(record)
 
     def _cancelled_here(self, key: int, ended: BaseException | None) -> None:
         """(As a chain ends.) If this call's cancel was asked, raise `TaskCancelError` in
@@ -567,6 +588,19 @@ class Dispatcher:
                 f"{type(e).__name__}: {e}. Fix the store, then requeue or add the task again.\n"
             )
             return False
+        return True
+
+    def _finish_now(self, record: TaskRecord) -> bool:
+        """`_finish` for a store that keeps the outcome without suspending (memory):
+        two coroutines fewer per call. False if it cannot (or failed: `_finish` retries)."""
+        try:
+            if not self.store.finish_now(record):
+                return False
+        except Exception:
+            return False
+        if self._store_error is not None:
+            self._store_recovered()
+        self.on_finished(record)
         return True
 
     async def _finish(self, record: TaskRecord) -> None:

@@ -295,7 +295,7 @@ class QueueTasks:
             if done is not _NOT_DIRECT:
                 return done  # type: ignore[return-value]
         return self._call(
-            self.core.add_task(
+            self.core.add_task_awaited(
                 task_name,
                 *args,
                 priority=priority,

@@ -1,18 +1,22 @@
 """Who waits for which task, and how many tasks added here have not ended yet.
 
-`add_task(..., timeout=)`, `app.wait()` and `Task.wait_result*()` register a future
-under the task's uuid (`enter`); when the dispatcher records the end of a task
-(`finished`), the futures registered for it are resolved, and nothing else.
+`add_task(..., timeout=)`, `app.wait()` and `Task.wait_result*()` get a waiter for the
+task's uuid (`wait`): a `Waiting`, the future they await. When the dispatcher records
+the end of a task (`finished`), the waiters registered for it are resolved, and
+nothing else.
 
 A gather of 50,000 waited `add_task` holds 50,000 waiters at once, so a waiter costs
-one future and two dict entries, nothing more: no coroutine of its own (`add_task`
-awaits the future itself), no list per task unless a second waiter comes, and no
-deadline of its own. Waiters whose time runs out within the same `_TICK_S` share one
-`_Expiry`: one deadline in the loop's `Deadlines` and one list for all of them (up to
-`_TICK_S` late; the loop's timers are not more precise anyway). An expiry whose
-waiters all ended is dropped at once, so memory follows the live waits. `wait_idle()` waits on one
-event, set when the count of unfinished tasks reaches zero. Nothing re-reads the store
-on a timer: a shared store says when another process changed it (`recheck`).
+one future and two dict entries, nothing more: in the app's loop `add_task` returns the
+waiter itself (no coroutine or asyncio task per caller: a future is what `gather`
+takes as it is), no list per task unless a second waiter comes, and no deadline of its
+own. Waiters whose time runs out within the same `_TICK_S` share one `_Expiry`: one
+deadline in the loop's `Deadlines` and one list for all of them (up to `_TICK_S` late;
+the loop's timers are not more precise anyway). A waiter leaves by itself however it
+ends (answered, timed out, cancelled by whoever awaits it), and an expiry whose
+waiters all ended is dropped at once, so memory follows the live waits. `wait_idle()`
+waits on one event, set when the count of unfinished tasks reaches zero. Nothing
+re-reads the store on a timer: a shared store says when another process changed it
+(`recheck`).
 
 One `Waiters` per event loop the app runs in; it owns the deadlines of that loop.
 """
@@ -20,8 +24,9 @@ One `Waiters` per event loop the app runs in; it owns the deadlines of that loop
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from functools import partial
+from typing import Any
 from uuid import UUID
 
 from .context import TaskHost
@@ -33,7 +38,52 @@ from .task import FINISHED, Task, TaskRecord
 #: deadline, and time out together at its end.
 _TICK_S = 0.002
 
-Waiting = asyncio.Future[Task | None]
+
+class Waiting(asyncio.Future[Task | None], Coroutine[Any, Any, Task | None]):
+    """A waiter: the future a waiting caller awaits, resolved with the finished `Task`
+    (None when its time ran out). It cleans up after itself (resolved, timed out, or
+    cancelled by whoever awaits it), so nothing has to run after the `await`.
+
+    `add_task(..., timeout=)` returns one as it is: `asyncio.gather` of many then holds
+    one future each, no `asyncio.Task` and no coroutine frame (a Future is taken as it
+    is by `gather`, `wait_for`, `ensure_future`). It is also a `Coroutine` (`send`,
+    `throw`, `close` step the future's own iterator), so `asyncio.create_task()` and
+    `run_coroutine_threadsafe()` take it too, as they take what an `async def` returns.
+    """
+
+    __slots__ = ("_expiry", "_key", "_owner", "_step")
+
+    # Made by `Waiters.wait`, which sets these (no `__init__` of our own: a Python-level
+    # one costs more than the rest of a waiter).
+    _owner: Waiters
+    _key: int  # the task's uuid.int
+    _expiry: _Expiry | None
+    _step: Generator[Any, None, Task | None]  # set by the first send()/throw()
+
+    def cancel(self, msg: Any = None) -> bool:
+        """Whoever awaits it stopped waiting (cancelled): it leaves the waiters now."""
+        if not super().cancel(msg):
+            return False
+        self._owner._left(self)
+        return True
+
+    # -- the Coroutine side, for create_task() and friends --
+
+    def send(self, value: None) -> Any:
+        return self._stepper().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        return self._stepper().throw(typ, val, tb)
+
+    def _stepper(self) -> Generator[Any, None, Task | None]:
+        try:
+            return self._step
+        except AttributeError:
+            step = self._step = self.__await__()
+            return step
+
+    def close(self) -> None:
+        """Nothing to close: the task it waits for goes on either way."""
 
 
 class _Expiry:
@@ -101,38 +151,35 @@ class Waiters:
         more = self._more.pop(key, None) if self._more else None
         if fut is None and more is None:
             return
-        snap = record.snapshot(self._host)
-        if fut is not None and not fut.done():
+        snap = Task(record, self._host)  # one snapshot for all its waiters
+        if fut is not None and not fut.done():  # (one cancelled or timed out has left)
             fut.set_result(snap)
+            if fut._expiry is not None:
+                self._unexpire(fut._expiry)
         for fut in more or ():
             if not fut.done():
                 fut.set_result(snap)
+                if fut._expiry is not None:
+                    self._unexpire(fut._expiry)
 
     def forget_unfinished(self) -> None:
         """The app stopped with a store of its own: nothing added here can end any more."""
         self._unfinished = 0
         self._idle.set()
 
-    async def wait(self, uuid: UUID, timeout: float | None) -> Task | None:
-        """Wait for `uuid` to be resolved; None when `timeout` runs out first."""
-        fut, expiry = self.enter(uuid, timeout)
-        try:
-            return await fut
-        finally:
-            self.leave(uuid, fut, expiry)
-
-    def enter(self, uuid: UUID, timeout: float | None) -> tuple[Waiting, _Expiry | None]:
-        """Register a waiter for `uuid`: its future (resolved with the finished `Task`,
-        or None when `timeout` runs out), and what `leave` needs. Await the future,
-        then call `leave` whatever happened."""
-        fut: Waiting = self.loop.create_future()
-        key = uuid.int
+    def wait(self, uuid: UUID, timeout: float | None) -> Waiting:
+        """A waiter for `uuid`: await it for the finished `Task`, or None when `timeout`
+        runs out first. It leaves by itself, however it ends."""
+        fut = Waiting(loop=self.loop)
+        fut._owner = self
+        fut._key = key = uuid.int
+        fut._expiry = None
         if key in self._futures:
             self._more.setdefault(key, []).append(fut)
         else:
             self._futures[key] = fut
         if timeout is None:
-            return fut, None
+            return fut
         # A deadline on our own future: cheaper than asyncio.wait_for's extra future and
         # turn; and shared by the waiters whose time ends in the same tick.
         now = self.loop.time()
@@ -145,21 +192,25 @@ class Waiters:
             )
         expiry.futures.append(fut)
         expiry.live += 1
-        return fut, expiry
+        fut._expiry = expiry
+        return fut
 
-    def leave(self, uuid: UUID, fut: Waiting, expiry: _Expiry | None) -> None:
-        """The waiter of `fut` (from `enter`) stopped waiting: resolved, timed out or
-        cancelled."""
-        if expiry is not None:
-            expiry.live -= 1
-            if not expiry.live and expiry.deadline is not None:  # nobody left to time out
-                expiry.deadline.cancel()
-                expiry.deadline = None
-                self._expiries.pop(expiry.tick, None)
-        key = uuid.int
-        if self._futures.get(key) is fut:  # not resolved: timed out or cancelled
+    def _unexpire(self, expiry: _Expiry) -> None:
+        """One waiter of `expiry` got its answer: nobody left, no deadline left."""
+        expiry.live -= 1
+        if not expiry.live and expiry.deadline is not None:
+            expiry.deadline.cancel()
+            expiry.deadline = None
+            self._expiries.pop(expiry.tick, None)
+
+    def _left(self, fut: Waiting) -> None:
+        """`fut` was cancelled by whoever awaited it: forget it."""
+        if fut._expiry is not None:
+            self._unexpire(fut._expiry)
+        key = fut._key
+        if self._futures.get(key) is fut:
             del self._futures[key]
-        elif self._more and not fut.done():
+        elif self._more:
             more = self._more.get(key)
             if more is not None and fut in more:
                 more.remove(fut)
@@ -172,6 +223,8 @@ class Waiters:
         self._expiries.pop(expiry.tick, None)
         for fut in expiry.futures:
             if not fut.done():
+                fut._expiry = None
+                self._left(fut)
                 fut.set_result(None)  # None: the time ran out (QTasks' answer)
 
     async def wait_idle(self, timeout: float | None = None) -> bool:

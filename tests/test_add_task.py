@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import threading
 import types
 from typing import Any
@@ -136,6 +137,100 @@ async def test_ended_waits_leave_no_deadline_behind(app: QueueTasks) -> None:
     assert len(waiters) == 0
     live = [e for e in waiters.deadlines._heap if e[2].callback is not None]
     assert live == []
+
+
+def _coroutines() -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, types.CoroutineType))
+
+
+async def test_a_gather_of_waiting_callers_holds_no_task_or_coroutine_per_caller(
+    app: QueueTasks, gate: asyncio.Event
+) -> None:
+    """In the app's loop a waited add_task is accepted by the call and returns its
+    waiter, a future: a gather of 2,000 makes no asyncio.Task and no coroutine per
+    caller: each waiting task holds 4 gc-tracked objects (its record, its uuid, its
+    waiter, and the context gather copies for its callback), where an asyncio.Task per
+    caller held 11."""
+
+    @app.task
+    async def blocked(i: int) -> int:
+        await gate.wait()
+        return i
+
+    await app.start()
+    n = 2_000
+    tasks_before = len(asyncio.all_tasks())
+    gc.collect()
+    objects_before = len(gc.get_objects())
+    coroutines_before = _coroutines()
+    gathered = asyncio.gather(*(app.add_task("blocked", i, timeout=60) for i in range(n)))
+    assert app.stats()["unfinished"] == n  # accepted by the calls already
+    await asyncio.sleep(0)  # the lane's workers start (one per slot)
+    slots = app.executors["inline"].slots
+    assert len(asyncio.all_tasks()) - tasks_before <= slots
+    # the workers' calls, eight coroutines deep each (worker, chain, function, event)
+    assert _coroutines() - coroutines_before <= 10 * slots
+    gc.collect()
+    per_task = (len(gc.get_objects()) - objects_before) / n
+    assert per_task < 4.5, per_task
+    gate.set()
+    done = await gathered
+    assert [t.returning for t in done if t is not None] == list(range(n))
+
+
+async def test_a_waiter_is_also_a_coroutine(app: QueueTasks) -> None:
+    """What a waited add_task returns works wherever an `async def`'s result does:
+    awaited, in create_task, in wait_for; a cancelled one stops waiting, and its task
+    goes on."""
+    gate = asyncio.Event()
+
+    @app.task
+    async def quick(i: int) -> int:
+        return i
+
+    @app.task
+    async def slow() -> str:
+        await gate.wait()
+        return "late"
+
+    await app.start()
+    waiter = app.add_task("quick", 1, timeout=5)
+    assert asyncio.iscoroutine(waiter)
+    done = await asyncio.create_task(waiter)
+    assert done is not None and done.returning == 1
+    waiting = asyncio.create_task(app.add_task("slow", timeout=60))
+    await asyncio.sleep(0)
+    waiters = app._runtime.waiters
+    assert waiters is not None and len(waiters) == 1
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert len(waiters) == 0  # it left at once, and took its deadline with it
+    assert [e for e in waiters.deadlines._heap if e[2].callback is not None] == []
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(app.add_task("slow", timeout=60), 0.05)
+    assert len(waiters) == 0
+    gate.set()
+    assert await app.wait_idle(timeout=5)
+    assert (await app.store.counts())["success"] == 3  # both slow ones ran to the end
+
+
+async def test_bad_input_raises_at_the_await_in_the_apps_loop(app: QueueTasks) -> None:
+    """A call accepted at once in the app's loop still raises at the await, so a
+    gather with return_exceptions=True collects the error beside the results."""
+    _register(app)
+    await app.start()
+    call = app.add_task("send_reminder", 1, timeout=5)  # missing `text`
+    with pytest.raises(TaskArgumentsError, match="send_reminder"):
+        await call
+    got = await asyncio.gather(
+        app.add_task("send_reminder", 1, "a", timeout=5),
+        app.add_task("nope", timeout=5),
+        return_exceptions=True,
+    )
+    assert isinstance(got[0], Task) and got[0].returning == "1:a:False"
+    assert isinstance(got[1], TaskNotFound)
+    assert app.stats()["unfinished"] == 0
 
 
 async def test_get_reads_the_current_state(app: QueueTasks, gate: asyncio.Event) -> None:

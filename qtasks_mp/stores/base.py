@@ -53,6 +53,11 @@ class Store(ABC):
         When it returns, the task is accepted: it must not be lost afterwards.
         """
 
+    def put_now(self, record: TaskRecord) -> bool:
+        """`put` without suspending, if this store can (it keeps tasks in this process's
+        memory): True once accepted. False (the default): nothing was done; use `put`."""
+        return False
+
     @abstractmethod
     async def take(self, lane: str, limit: int, now: float) -> list[TaskRecord]:
         """Up to `limit` tasks of `lane` that may run at `now`, best first, marked `process`."""
@@ -64,6 +69,11 @@ class Store(ABC):
     @abstractmethod
     async def finish(self, record: TaskRecord) -> None:
         """Keep the outcome of a finished task (status, result, traceback)."""
+
+    def finish_now(self, record: TaskRecord) -> bool:
+        """`finish` without suspending, if this store can (as `put_now`): True once
+        kept. False (the default): nothing was done; use `finish`."""
+        return False
 
     @abstractmethod
     async def get(self, uuid: UUID) -> TaskRecord | None:
