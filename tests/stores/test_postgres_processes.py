@@ -142,16 +142,22 @@ def test_a_sigkilled_consumer_loses_nothing_and_reruns_only_what_it_held(
     a, b, runs, _ = _start_two(pg_url, tmp_path, QTASKS_TEST_TASK_S="0.02")
     try:
         wait_for(lambda: sum(_runs(runs).values()) >= 300, 20, "the consumers to get going")
-        wait_for(  # a consumer leases only what it can start: kill A while it holds some
-            lambda: any(
-                f"|{a.pid}|" in str(owner)
-                for (owner,) in query(
-                    pg_url, f"SELECT lease_owner FROM {TABLE} WHERE status = 'process'"
-                )
-            ),
-            20,
-            "the first consumer to hold a task",
-        )
+
+        def held_by_a() -> int:
+            leased = query(pg_url, f"SELECT lease_owner FROM {TABLE} WHERE status = 'process'")
+            return sum(f"|{a.pid}|" in str(owner) for (owner,) in leased)
+
+        def a_stopped_holding_tasks() -> bool:
+            # A consumer leases only what it can start, and may be between batches: stop
+            # it, and go on only if it holds tasks then (two, in case a finish it had
+            # sent still commits); else let it run a little and look again.
+            a.proc.send_signal(signal.SIGSTOP)
+            if held_by_a() >= 2:
+                return True
+            a.proc.send_signal(signal.SIGCONT)
+            return False
+
+        wait_for(a_stopped_holding_tasks, 20, "the first consumer to hold tasks")
         b.proc.send_signal(signal.SIGSTOP)  # B must not put A's tasks back before we look
         try:
             assert a.stop(signal.SIGKILL) == -signal.SIGKILL
