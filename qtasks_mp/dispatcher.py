@@ -342,10 +342,14 @@ class Dispatcher:
             return None
 
         def go() -> None:
-            if fut.done():
-                self._run_on(record, coro)  # the rest, once more here until it waits
-            else:
+            if fut is None or not fut.done():  # a bare yield, or still waiting
                 self._adopt(asyncio.get_running_loop().create_task(_carry_on(coro, fut)))
+                return
+            # The rest, here once more until it waits; then on, as above (e.g. a result
+            # still to be read from shared memory): never dropped half-way.
+            taken = self._run_on(record, coro)
+            if taken is not None:
+                taken[1]()
 
         return fut, go
 

@@ -69,3 +69,15 @@ def block() -> None:
 
 def size(data: bytes) -> int:
     return len(data)
+
+
+def big() -> bytes:
+    """2 MiB: the answer comes back through shared memory."""
+    return b"x" * (2 << 20)
+
+
+def sleepy(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds

@@ -4,8 +4,14 @@ ending must come out as on the normal path."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +22,7 @@ import pytest
 
 from qtasks_mp import QueueTasks
 from qtasks_mp.asyncio import QueueTasks as AsyncQueueTasks
+from qtasks_mp.errors import QTasksError
 from qtasks_mp.executors.process import ProcessExecutor
 
 WORKERS = 2
@@ -357,3 +364,116 @@ def test_an_autoscaled_pool_lends_its_workers_too() -> None:
         assert pool_stats(app)["direct_calls"] >= 50
     finally:
         app.stop()
+
+
+# ------------------------------------------------------------------ found in review
+
+
+def test_a_result_in_shared_memory_is_handed_back_and_recorded(app: QueueTasks) -> None:
+    app.task(executor="process")(directfuncs.big)
+    assert app.add_task("big", timeout=30) is not None  # the loop encodes the function
+    warm(app)
+    before = pool_stats(app)["direct_handed_back"]
+    task = app.add_task("big", timeout=30)
+    assert task is not None and task.status == "success" and len(task.returning) == 2 << 20
+    assert pool_stats(app)["direct_handed_back"] == before + 1  # its chain ran on in the loop
+    settled(app)
+
+
+def test_an_argument_that_cannot_be_pickled_takes_the_normal_path(app: QueueTasks) -> None:
+    warm(app)
+    task = app.add_task("add", threading.Lock(), 1, timeout=30)
+    assert task is not None and task.status == "error" and "pickle" in str(task.traceback)
+    pool = app.executors["process"]
+    assert isinstance(pool, ProcessExecutor)
+    assert not pool.direct.held  # the worker it took was put back
+    warm(app)
+    settled(app)
+
+
+def test_a_parked_worker_that_dies_leaves_the_free_list_as_its_exit_is_seen(
+    app: QueueTasks,
+) -> None:
+    warm(app)
+    pool = app.executors["process"]
+    assert isinstance(pool, ProcessExecutor)
+    h = pool.direct.free[0]
+    os.kill(h.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not h.exited:  # the loop learns of the exit from the fork server
+        assert time.monotonic() < deadline, "the exit was never seen"
+        time.sleep(0.005)
+    # Its socket is not read while parked (no EOF would say it): it must not be lent now.
+    assert h not in pool.direct.free
+    task = app.add_task("add", 1, 2, timeout=30)
+    assert task is not None and task.status == "success"
+    settled(app)
+
+
+async def test_a_pool_whose_start_fails_raises_that_and_leaves_no_worker() -> None:
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}  # e.g. the session's pools
+    pool = ProcessExecutor(max_workers=2, autoscale=False)
+    pool.start_timeout_s = 0.001  # no worker can be ready this fast
+    with pytest.raises(QTasksError, match="did not start within"):
+        await pool.start()
+    assert pool.roster is None and not pool.running
+
+    def ours() -> list[psutil.Process]:
+        return [
+            p
+            for p in me.children(recursive=True)
+            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
+        ]
+
+    deadline = time.monotonic() + 10
+    while ours():
+        assert time.monotonic() < deadline, ours()
+        await asyncio.sleep(0.02)
+
+
+INTERRUPTED = """
+import json, os, signal, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import directfuncs
+from qtasks_mp import QueueTasks
+from qtasks_mp.executors.process import ProcessExecutor
+
+app = QueueTasks("kbint", executors={"process": ProcessExecutor(max_workers=2, autoscale=False)})
+app.config.shutdown_timeout = 2.0
+app.task(executor="process")(directfuncs.sleepy)
+app.start()
+pool = app.executors["process"]
+for _ in range(50):  # until a call went direct
+    app.add_task("sleepy", 0.0, timeout=30)
+    if pool.stats()["direct_calls"]:
+        break
+threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    app.add_task("sleepy", 1.0, timeout=30)
+    interrupted = False
+except KeyboardInterrupt:
+    interrupted = True
+idle = app.wait_idle(timeout=10)
+task = app.stats()
+start = time.monotonic()
+app.stop()
+print(json.dumps([pool.stats()["direct_calls"] > 0, interrupted, idle, task["unfinished"],
+                  time.monotonic() - start]))
+"""
+
+
+def test_ctrl_c_in_a_direct_call_hands_the_call_to_the_loop() -> None:
+    """KeyboardInterrupt while the caller's thread waits for its worker: the call goes on
+    in the loop (wait_idle returns), and stop() does not wait for a held worker."""
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED, str(Path(directfuncs.__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    went_direct, interrupted, idle, unfinished, stop_s = json.loads(done.stdout.splitlines()[-1])
+    assert went_direct and interrupted
+    assert idle and unfinished == 0
+    assert stop_s < 5, stop_s  # bounded by shutdown_timeout, not a held worker

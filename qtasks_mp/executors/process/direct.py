@@ -113,6 +113,8 @@ class DirectCalls:
         self.open = False
         self.free: list[WorkerHandle] = []
         self.held: set[WorkerHandle] = set()
+        # handed back by a thread with a call in flight, until the loop adopts it
+        self.returning: set[WorkerHandle] = set()
         self.socks: dict[WorkerHandle, socket.socket] = {}  # duplicates, for blocking I/O
         self.calls: dict[int, DirectCall] = {}  # by uuid.int: sent, not yet seen by `run`
         self.attached: dict[int, DirectCall] = {}  # by uuid.int: seen by `run`, not ended
@@ -179,7 +181,7 @@ class DirectCalls:
     def recall(self, h: WorkerHandle) -> bool:
         """(Loop.) Take `h` back if it is parked and free; False if a thread holds it."""
         with self.lock:
-            if h in self.held:
+            if h in self.held or h in self.returning:
                 return False
             if h in self.free:
                 self.free.remove(h)
@@ -209,6 +211,8 @@ class DirectCalls:
 
     async def close(self) -> None:
         """(Loop.) No more direct calls; every worker back to the loop."""
+        if self._all_back is None:  # never started (the pool's start failed)
+            return
         with self.lock:
             self.open = False
             if self.held:
@@ -303,12 +307,16 @@ class DirectCalls:
         h, p = d.handle, d.pending
         assert p is not None and self.loop is not None
         self.handed_back += 1
+        with self.lock:
+            self.returning.discard(h)
         self._came_back()
         scheduler = self.pool.scheduler
         if not h.alive:  # killed (its fork server died) or gone while held
             p.fail(WorkerCrashed(p.call.task_name, h.exitcode))
             if h.state is not WorkerState.GONE:
                 self._unpark(h)
+            else:
+                self.forget(h)  # its duplicate socket too
             self._go_on(d)
             return
         p.worker = h
@@ -321,8 +329,15 @@ class DirectCalls:
         for message in leftovers:
             scheduler.on_message(h, message)
         self._unpark(h)
-        if d.cancelled and h.calls and h.calls[0] is p:
-            scheduler.cancel(p.call)
+        if d.cancelled:
+            if h.calls and h.calls[0] is p:
+                scheduler.cancel(p.call)
+            elif h.alive and self.pool.roster is not None:
+                # It answered before the cancel's signal: that answer stands, but the
+                # signal is on its way, so it takes no other call.
+                self.pool.roster.doom(h, WorkerCrashed(p.call.task_name, None))
+        if h.alive and not h.calls and scheduler.pending:
+            scheduler.feed(h)  # the call ended among the leftovers: the loop's calls wait
         self._go_on(d)  # in a task of its own, waiting for the worker's answer
 
     def _came_back(self) -> None:
@@ -369,6 +384,8 @@ class DirectCalls:
 
     def put_back(self, h: WorkerHandle) -> None:
         """`h` goes back unused (or after an answer this thread took)."""
+        with contextlib.suppress(OSError):
+            self.socks[h].setblocking(False)  # the transport's descriptor, shared
         with self.lock:
             self.held.discard(h)
             # The loop's calls wait for a worker (`pending`; see `ProcessExecutor.
@@ -397,9 +414,13 @@ class DirectCalls:
         (WAIT, None) or (LATE, None) otherwise (see the module doc)."""
         pool = self.pool
         key = pool.function_key(spec)
-        payload, buffers = (
-            (b"", None) if key is None else encode_args(spec.name, record.args, record.kwargs)
-        )
+        try:
+            payload, buffers = (
+                (b"", None) if key is None else encode_args(spec.name, record.args, record.kwargs)
+            )
+        except Exception:  # the normal path fails the task, as it always has
+            buffers = None
+            key = None
         if key is None or buffers is not None:
             self.put_back(h)
             return None
@@ -417,16 +438,23 @@ class DirectCalls:
         # Before the send: from then on its id may get out (through the task's
         # context), and any thread's next call into the loop posts what is in `steps`.
         self.steps.append(_Accept(d, accept))
+        sent = False
         try:
-            sock.settimeout(None)
-            sock.sendall(data)
-        except OSError:  # it died: its EOF tells the loop
-            sent = False
-        else:
-            sent = True
-        if self._timer is None:  # else the loop's timer takes it, within FLUSH_S
-            self.flush_soon()  # with the ending of the call before, if not posted yet
-        message = self._receive(h, min(deadline, hard_deadline)) if sent else None
+            try:
+                sock.settimeout(None)
+                sock.sendall(data)
+            except OSError:  # it died: its EOF tells the loop
+                pass
+            else:
+                sent = True
+            if self._timer is None or not self.open:  # else the loop's timer takes it
+                self.flush_soon()  # with the ending of the call before, if not posted
+            message = self._receive(h, min(deadline, hard_deadline)) if sent else None
+        except BaseException:  # KeyboardInterrupt in the blocking I/O: to the loop
+            if not sent:  # a message cut short: the worker cannot read on; it dies,
+                h.signal(kill=True)  # and the call ends WorkerCrashed
+            self._hand_back(d, h, [])
+            raise
         if (
             message is not None
             and message[1] == d.call_id
@@ -451,18 +479,24 @@ class DirectCalls:
                 # Not posted: the next post carries it (the next call's accept, any
                 # other call of the sync facade), or the loop's timer (`flush`).
                 self.steps.append(lambda: self._on_loop(d, lambda: self._answered(d, answer)))
-                if time.monotonic() - now >= FLUSH_S / 2:  # not young: see `_young`
+                if time.monotonic() - now >= FLUSH_S / 2 or not self.open:  # see `_young`
                     self.flush_soon()
                 return ("ok", value) if ok else (WAIT, None)
         # Anything else: the worker and the call go back to the loop, now.
+        self._hand_back(d, h, [] if message is None else [message])
+        late = message is None and time.monotonic() >= deadline and deadline <= hard_deadline
+        return (LATE, None) if late else (WAIT, None)
+
+    def _hand_back(self, d: DirectCall, h: WorkerHandle, leftovers: list[list[Any]]) -> None:
+        """(The holding thread.) `h` and its call in flight go back to the loop (`_adopt`)."""
+        with contextlib.suppress(OSError):
+            self.socks[h].setblocking(False)  # the transport's descriptor, shared
         with self.lock:
             d.decided = "loop"
             self.held.discard(h)
-        leftovers = [] if message is None else [message]
+            self.returning.add(h)
         self.steps.append(lambda: self._on_loop(d, lambda: self._adopt(d, leftovers)))
         self.flush_soon()
-        late = message is None and time.monotonic() >= deadline and deadline <= hard_deadline
-        return (LATE, None) if late else (WAIT, None)
 
     def flush_soon(self) -> None:
         """(Any thread.) Have the loop run the steps threads left it, in order."""

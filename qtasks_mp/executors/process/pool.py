@@ -221,11 +221,13 @@ class ProcessExecutor(Executor):
             self._autoscaler = None
         if not cancel_pending and self.running:
             await self._quiet.wait()
-        await self.direct.close()  # held workers come back first
-        self.running = False
-        _running.discard(self)
-        self.scheduler.fail_waiting(asyncio.CancelledError())
-        await roster.close()
+        try:
+            await self.direct.close()  # held workers come back first
+        finally:
+            self.running = False
+            _running.discard(self)
+            self.scheduler.fail_waiting(asyncio.CancelledError())
+            await roster.close()
         await self._offload.close()
         for task in list(self.scheduler.answers):
             task.cancel()

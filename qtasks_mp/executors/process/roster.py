@@ -184,6 +184,8 @@ class Roster:
     def _on_exit(self, pid: int, exitcode: int | None) -> None:
         h = next((h for h in self.workers if h.pid == pid), None)
         if h is not None and not h.exited:
+            if h.parked:  # its socket is not read while parked: no EOF would tell us
+                self.pool.direct.recall(h)
             h.on_exit(exitcode)
 
     def _server_lost(self) -> None:
@@ -226,6 +228,8 @@ class Roster:
         """Kill `h` now: its running call fails with `exc`, the rest go elsewhere."""
         replace = h.state.live
         self.set_state(h, DOOMED)
+        if h.parked:  # no direct call may take it now (a held one comes back by itself)
+            self.pool.direct.recall(h)
         self.pool.scheduler.lose(h, exc)
         h.signal(kill=False)
         asyncio.get_running_loop().call_later(self.pool.kill_grace_s, h.signal, True)
