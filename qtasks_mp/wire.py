@@ -251,17 +251,31 @@ class _Lifted:
         return type(self.obj), (pickle.PickleBuffer(self.obj),)
 
 
+# Types `_lift` leaves as they are, looked at no further (the common arguments).
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+
+
 def _lift(obj: Any, depth: int) -> Any:
     kind = type(obj)
+    if kind in _PLAIN:
+        return obj
     if kind is bytes or kind is bytearray:
         return _Lifted(obj) if len(obj) >= SHM_MIN_BYTES else obj
     if kind is memoryview:
         return _Lifted(obj) if obj.contiguous else obj
     if depth and (kind is tuple or kind is list):
+        plain = _PLAIN
+        for item in obj:  # usually all plain: no copy, no recursion
+            if type(item) not in plain:
+                break
+        else:
+            return obj
         items = [_lift(item, depth - 1) for item in obj]
         if any(a is not b for a, b in zip(items, obj, strict=True)):
             return kind(items)
     elif depth and kind is dict:
+        if not obj:
+            return obj
         values = {k: _lift(v, depth - 1) for k, v in obj.items()}
         if any(values[k] is not v for k, v in obj.items()):
             return values

@@ -106,6 +106,8 @@ def encode_args(
     Cheap even for large arguments: the buffers are not copied (protocol 5 out-of-band
     buffers); `place_args` then copies them into a segment, off the event loop.
     """
+    if not args and not kwargs:
+        return wire.EMPTY_ARGS, None
     buffers: list[pickle.PickleBuffer] | None = [] if wire.SHM else None
     try:
         return wire.dumps_args(args, kwargs, buffers), buffers or None

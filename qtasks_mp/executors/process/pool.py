@@ -142,10 +142,11 @@ class ProcessExecutor(Executor):
 
     @property
     def slots(self) -> int:
+        roster = self.roster
         if self.policy is not None and self.running:  # calls wait here, seen as backlog
-            lent = 0 if self.roster is None else self.roster.lent  # see `Scheduler.lend`
-            return (self.max_workers + lent) * self.depth
-        return self._live * self.depth
+            lent = 0 if roster is None else roster.lent  # see `Scheduler.lend`
+            return (self.max_workers + lent) * self.scheduler.depth
+        return 0 if roster is None else roster.live * self.scheduler.depth
 
     @property
     def _live(self) -> int:

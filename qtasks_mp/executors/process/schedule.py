@@ -48,7 +48,10 @@ class Scheduler:
     def __init__(self, pool: ProcessExecutor) -> None:
         self.pool = pool
         self.pending: deque[PendingCall] = deque()
-        self.service_s: float | None = None  # moving average of call run time
+        self._service_s: float | None = None  # moving average of call run time
+        # Calls a worker may hold at once now (see `pipeline_depth`): asked for on
+        # every call (`ProcessExecutor.slots`), so kept, and set with `service_s`.
+        self.depth = _depth(None, unknown=2) if pool.pipeline_depth is None else pool.pipeline_depth
         self._service_by_key: dict[int, float] = {}  # ... per function (`depth_for`)
         self._keys: dict[TaskSpec, int] = {}
         self._functions: dict[int, bytes] = {}  # key -> encoded OP_FUNC message
@@ -61,11 +64,15 @@ class Scheduler:
         return roster
 
     @property
-    def depth(self) -> int:
-        """Calls a worker may hold at once now (see `pipeline_depth`)."""
-        if self.pool.pipeline_depth is not None:
-            return self.pool.pipeline_depth
-        return _depth(self.service_s, unknown=2)
+    def service_s(self) -> float | None:
+        """The moving average of call run time (None: no call has answered yet)."""
+        return self._service_s
+
+    @service_s.setter
+    def service_s(self, value: float | None) -> None:
+        self._service_s = value
+        if self.pool.pipeline_depth is None:
+            self.depth = _depth(value, unknown=2)
 
     def depth_for(self, key: int) -> int:
         """Calls a worker may hold when the next one is of function `key`: as `depth`,
@@ -102,16 +109,13 @@ class Scheduler:
     def submit(self, p: PendingCall) -> None:
         """Send `p` to the ready worker holding fewest calls, or queue it."""
         best: WorkerHandle | None = None
-        depth = self.depth_for(p.key)
+        fewest = self.depth_for(p.key)  # a worker holding this many has no room
         for h in self.roster.workers:
-            if not h.takes_calls:
-                continue
             held = len(h.calls)
-            if held == 0:
-                best = h
-                break
-            if held < depth and (best is None or held < len(best.calls)):
-                best = h
+            if held < fewest and h.takes_calls:
+                best, fewest = h, held
+                if not held:
+                    break
         if best is None:
             if not self.pending:
                 self.pool.calls_wait()
