@@ -243,7 +243,7 @@ class AppCore:
             or dispatcher is None
             or waiters is None
             or record.lane not in dispatcher.lanes
-            or not self.store.put_now(record)
+            or not runtime.store.put_now(record)
         ):
             return self._accept(record, timeout)
         waiters.accepted()
@@ -447,7 +447,7 @@ class AppCore:
             spec = self.specs.get(task_name)
             if spec is None:
                 raise TaskNotFound(self._registry.unknown_task(task_name))
-        if self._stopping:
+        if self._runtime.state is RunState.STOPPING:  # (`_stopping`, one call less)
             raise AppNotRunning(f"task {task_name!r} not accepted: the app is stopping")
         if priority is None:
             priority = (

@@ -431,7 +431,7 @@ class Dispatcher:
                 deadline = loop.time() + _SLICE_S
                 continue
             record = inbox.popleft()
-            if inbox:
+            if inbox and not lane.recruiting:  # (`_recruit` would return at once)
                 self._recruit(lane)
             await self._execute(record, routes.get(record.task_name), lane, me)
             if loop.time() > deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 from ..errors import TaskTimeout
@@ -27,13 +28,22 @@ class InlineExecutor(Executor):
     def slots(self) -> int:
         return self.max_tasks
 
-    async def run(self, call: Call) -> Any:
+    @property
+    def capacity(self) -> int:
+        return self.max_tasks - self._active  # (`slots - active`, read once a call: one call less)
+
+    def run(self, call: Call) -> Coroutine[Any, Any, Any]:
+        """The coroutine that runs `call`; for a coroutine function without a timeout,
+        the function's own coroutine (no frame of ours between the chain and it)."""
         spec = call.spec
-        timeout = spec.timeout
-        if timeout is None:
-            if spec.kind is Kind.COROUTINE:  # the common case, one frame less
-                return await spec.fn(*call.args, **call.kwargs)
-            return await run_in_loop(call)
+        if spec.timeout is None:
+            if spec.kind is Kind.COROUTINE:  # the common case
+                coro: Coroutine[Any, Any, Any] = spec.fn(*call.args, **call.kwargs)
+                return coro
+            return run_in_loop(call)
+        return self._run_timed(call, spec.timeout)
+
+    async def _run_timed(self, call: Call, timeout: float) -> Any:
         try:
             return await asyncio.wait_for(run_in_loop(call), timeout)
         except asyncio.TimeoutError:
