@@ -64,8 +64,13 @@ def test_a_rate_limit_holds_across_two_worker_processes(tmp_path: Path) -> None:
             [sys.executable, "-c", ADD_PACED, str(db), str(n)], capture_output=True, text=True
         )
         assert producer.returncode == 0, producer.stderr
+
+        def started() -> list[str]:  # the file appears with the first start
+            found = runs.read_text().splitlines() if runs.exists() else []
+            return found if len(found) >= n else []
+
         lines = wait_until(
-            lambda: len(runs.read_text().splitlines()) >= n and runs.read_text().splitlines(),
+            started,
             60,
             f"{n} paced tasks to start",
         )
