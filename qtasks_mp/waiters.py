@@ -73,6 +73,8 @@ class Waiting(asyncio.Future[Task | None], Coroutine[Any, Any, Task | None]):
         return self._stepper().send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:  # the one-argument form (3-argument: deprecated)
+            return self._stepper().throw(typ)
         return self._stepper().throw(typ, val, tb)
 
     def _stepper(self) -> Generator[Any, None, Task | None]:
