@@ -9,7 +9,11 @@ A gather of 50,000 waited `add_task` holds 50,000 waiters at once, so a waiter c
 one future and two dict entries, nothing more: in the app's loop `add_task` returns the
 waiter itself (no coroutine or asyncio task per caller: a future is what `gather`
 takes as it is), no list per task unless a second waiter comes, and no deadline of its
-own. Waiters whose time runs out within the same `_TICK_S` share one `_Expiry`: one
+own. Its done-callbacks (gather's, or the awaiting task's wake-up) are kept by the
+waiter, not by asyncio: the waiters answered in one loop turn have them all run by one
+loop callback (`_run_callbacks`), where an asyncio future schedules one loop handle per
+callback; in a gather that halves what each answer costs.
+Waiters whose time runs out within the same `_TICK_S` share one `_Expiry`: one
 deadline in the loop's `Deadlines` and one list for all of them (up to `_TICK_S` late;
 the loop's timers are not more precise anyway). A waiter leaves by itself however it
 ends (answered, timed out, cancelled by whoever awaits it), and an expiry whose
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from contextvars import Context, copy_context
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -49,22 +54,64 @@ class Waiting(asyncio.Future[Task | None], Coroutine[Any, Any, Task | None]):
     is by `gather`, `wait_for`, `ensure_future`). It is also a `Coroutine` (`send`,
     `throw`, `close` step the future's own iterator), so `asyncio.create_task()` and
     `run_coroutine_threadsafe()` take it too, as they take what an `async def` returns.
+
+    Its done-callbacks are its own (`add_done_callback`, `remove_done_callback`): run
+    as asyncio runs them (soon after it is done, each in its context, an exception
+    reported to the loop's exception handler), but by one loop callback for all the
+    waiters answered in a turn (`Waiters._run_callbacks`). Whatever makes it done goes
+    through its `Waiters`, which schedules them.
     """
 
-    __slots__ = ("_expiry", "_key", "_owner", "_step")
+    __slots__ = ("_callback", "_context", "_expiry", "_key", "_more", "_owner", "_step")
 
     # Made by `Waiters.wait`, which sets these (no `__init__` of our own: a Python-level
     # one costs more than the rest of a waiter).
     _owner: Waiters
     _key: int  # the task's uuid.int
     _expiry: _Expiry | None
+    # Its done-callbacks: the first in two fields (no tuple or list: a gather's waiter
+    # has one, and each object more is one more for the garbage collector to walk).
+    _callback: Callable[[Any], object] | None
+    _context: Context
+    _more: list[tuple[Callable[[Any], object], Context]] | None
     _step: Generator[Any, None, Task | None]  # set by the first send()/throw()
+
+    def add_done_callback(
+        self, fn: Callable[[Any], object], *, context: Context | None = None
+    ) -> None:
+        if context is None:
+            context = copy_context()
+        if self.done():
+            self._owner.loop.call_soon(fn, self, context=context)
+            return
+        if self._callback is None:
+            self._callback = fn
+            self._context = context
+        elif self._more is None:
+            self._more = [(fn, context)]
+        else:
+            self._more.append((fn, context))
+
+    def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
+        removed = 0
+        if self._more is not None:
+            kept = [cb for cb in self._more if cb[0] != fn]
+            removed = len(self._more) - len(kept)
+            self._more = kept or None
+        if self._callback is not None and self._callback == fn:
+            removed += 1
+            self._callback = None
+            if self._more:
+                self._callback, self._context = self._more.pop(0)
+                self._more = self._more or None
+        return removed
 
     def cancel(self, msg: Any = None) -> bool:
         """Whoever awaits it stopped waiting (cancelled): it leaves the waiters now."""
         if not super().cancel(msg):
             return False
         self._owner._left(self)
+        self._owner._settled(self)
         return True
 
     # -- the Coroutine side, for create_task() and friends --
@@ -116,6 +163,7 @@ class Waiters:
         self._futures: dict[int, Waiting] = {}  # the first waiter of each task
         self._more: dict[int, list[Waiting]] = {}  # the others (rare)
         self._expiries: dict[int, _Expiry] = {}  # by tick: deadline // _TICK_S + 1
+        self._answered: list[Waiting] = []  # done, their callbacks not run yet
         self._unfinished = unfinished
         self._idle = asyncio.Event()
         if unfinished == 0:
@@ -156,6 +204,11 @@ class Waiters:
         snap = Task(record, self._host)  # one snapshot for all its waiters
         if fut is not None and not fut.done():  # (one cancelled or timed out has left)
             fut.set_result(snap)
+            if fut._callback is not None:  # (`_settled`, inlined: the common case)
+                answered = self._answered
+                if not answered:
+                    self.loop.call_soon(self._run_callbacks)
+                answered.append(fut)
             expiry = fut._expiry
             if expiry is not None:
                 if expiry.live > 1:  # `_unexpire`'s common case, without its call
@@ -165,6 +218,7 @@ class Waiters:
         for fut in more or ():
             if not fut.done():
                 fut.set_result(snap)
+                self._settled(fut)
                 if fut._expiry is not None:
                     self._unexpire(fut._expiry)
 
@@ -180,6 +234,7 @@ class Waiters:
         fut._owner = self
         fut._key = key = uuid.int
         fut._expiry = None
+        fut._callback = fut._more = None
         if key in self._futures:
             self._more.setdefault(key, []).append(fut)
         else:
@@ -232,6 +287,43 @@ class Waiters:
                 fut._expiry = None
                 self._left(fut)
                 fut.set_result(None)  # None: the time ran out (QTasks' answer)
+                self._settled(fut)
+
+    def _settled(self, fut: Waiting) -> None:
+        """`fut` is done: run its callbacks soon, with those of the others done meanwhile."""
+        if fut._callback is not None:
+            if not self._answered:
+                self.loop.call_soon(self._run_callbacks)
+            self._answered.append(fut)
+
+    def _run_callbacks(self) -> None:
+        """(One loop callback.) Run the callbacks of the waiters done since the last run,
+        as asyncio would have, one handle each: in their context, an exception reported to
+        the loop's handler, not raised (it does not stop the others)."""
+        answered, self._answered = self._answered, []
+        for fut in answered:
+            fn, fut._callback = fut._callback, None
+            if fn is not None:  # (None: removed since it was done)
+                try:
+                    fut._context.run(fn, fut)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._report(fn, exc, fut)
+            if fut._more is not None:
+                more, fut._more = fut._more, None
+                for fn, context in more:
+                    try:
+                        context.run(fn, fut)
+                    except (SystemExit, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:
+                        self._report(fn, exc, fut)
+
+    def _report(self, fn: Callable[[Any], object], exc: BaseException, fut: Waiting) -> None:
+        self.loop.call_exception_handler(
+            {"message": f"Exception in callback {fn!r}", "exception": exc, "future": fut}
+        )
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
         try:
