@@ -26,9 +26,11 @@ import concurrent.futures
 import functools
 import multiprocessing
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cpu_work import calibrate, spin, timed  # next to this file
@@ -38,6 +40,10 @@ from qtasks_mp.executors.base import Call
 from qtasks_mp.executors.process import ProcessExecutor
 from qtasks_mp.registries import TaskSpec, kind_of
 from qtasks_mp.task import TaskRecord, new_uuid
+
+# The probe of the loop-lag test (tests/executors/lag_probe.py), one copy for both.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "executors"))
+from lag_probe import worst_lag_s
 
 
 def noop() -> None:
@@ -251,27 +257,6 @@ def touch(n: int) -> int:
     return int(np.ones(n, dtype=np.uint8)[:: 1 << 12].sum())
 
 
-async def _worst_lag_s(work: Callable[[], Any]) -> float:
-    stop, started = asyncio.Event(), asyncio.Event()
-
-    async def probe() -> float:
-        worst = 0.0
-        while not stop.is_set():
-            started.set()
-            before = time.perf_counter()
-            await asyncio.sleep(0.001)
-            worst = max(worst, time.perf_counter() - before - 0.001)
-        return worst
-
-    task = asyncio.ensure_future(probe())
-    await started.wait()
-    try:
-        await work()
-    finally:
-        stop.set()
-    return await task
-
-
 async def loop_lag(mib: int = 256, runs: int = 5) -> dict[str, float]:
     """Median over `runs` of the worst loop lag (s) with a `mib` MiB argument, result,
     and the floor (a worker making as much, returning nothing large)."""
@@ -297,7 +282,7 @@ async def loop_lag(mib: int = 256, runs: int = 5) -> dict[str, float]:
         await argument()  # warm-up: numpy imported in the worker
         for _ in range(runs):
             for name, work in (("floor", floor), ("argument", argument), ("result", result)):
-                out[name].append(await _worst_lag_s(work))
+                out[name].append(await worst_lag_s(work))
                 kept.clear()
     finally:
         await executor.aclose()

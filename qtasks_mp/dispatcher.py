@@ -47,7 +47,7 @@ from uuid import UUID
 
 from .context import AsyncTask, SyncTask, TaskHost
 from .deadlines import Deadlines
-from .eager import Eager, _carry_on
+from .eager import Eager, carry_on
 from .errors import Retry, TaskCancelError
 from .executors.base import Call, Executor
 from .lifecycle import Supervisor
@@ -343,7 +343,7 @@ class Dispatcher:
 
         def go() -> None:
             if fut is None or not fut.done():  # a bare yield, or still waiting
-                self._adopt(asyncio.get_running_loop().create_task(_carry_on(coro, fut)))
+                self._adopt(asyncio.get_running_loop().create_task(carry_on(coro, fut)))
                 return
             # The rest, here once more until it waits; then on, as above (e.g. a result
             # still to be read from shared memory): never dropped half-way.

@@ -106,7 +106,7 @@ class Eager(Generic[T]):
     def _hand_off(self, fut: Any) -> None:
         # Created inside the coroutine's context, the task runs in a copy of it
         # (`create_task(context=)` is Python 3.11+).
-        task = self._ctx.run(self._loop.create_task, _carry_on(self._coro, fut))
+        task = self._ctx.run(self._loop.create_task, carry_on(self._coro, fut))
         self._adopt(task)
 
     # -- the Future-compatible side, for the caller's task --
@@ -148,7 +148,17 @@ class Eager(Generic[T]):
         return f"<Eager waiting on {self._waiting_on!r}>"
 
 
-async def _carry_on(coro: Coroutine[Any, Any, T], fut: Any) -> T:
+async def carry_on(coro: Coroutine[Any, Any, T], fut: Any) -> T:
+    """Run on, to its end, a coroutine someone drove by hand (`coro.send`) until it
+    yielded `fut`: the future it waits on, or None after a bare `yield`.
+
+    Wrap it in a task of its own: `loop.create_task(carry_on(coro, fut))`. The task
+    waits on `fut` as the coroutine would have, then sends into the coroutine (or
+    throws `fut`'s exception into it) step by step, as `await` would; cancelling the
+    task cancels what the coroutine waits on then. `coro` must not have been started
+    by another task, nor be driven by anyone else from here on. Used by `Eager` (a
+    caller that stops waiting) and by the dispatcher (a sync caller's direct call).
+    """
     return await _Resume(coro, fut)
 
 

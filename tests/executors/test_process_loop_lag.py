@@ -1,26 +1,25 @@
 """A large argument or result never stalls the event loop: copying it into shared
 memory, unlinking its segment and unpickling it happen in a thread.
 
-The probe is a coroutine that sleeps 1 ms in a loop and records its worst overshoot
-while a 256 MiB numpy array goes through `run`. On main the argument stalled the loop
-for 130-500 ms (over a second on a busy machine). The bound is a correctness bound,
-not a benchmark. The machine may be busy (other processes compete for the cores, and
-a worker making 256 MiB is busy itself), so each try first measures the same probe
-while a worker makes 256 MiB and returns nothing large: the lag of the real call
-may exceed that floor by less than `BOUND_S`. Up to five tries: a stall of ours
-would show in every one.
+The probe (lag_probe.py) is a coroutine that sleeps 1 ms in a loop and records its
+worst overshoot while a 256 MiB numpy array goes through `run`. On main the argument
+stalled the loop for 130-500 ms (over a second on a busy machine). The bound is a
+correctness bound, not a benchmark. The machine may be busy (other processes compete
+for the cores, and a worker making 256 MiB is busy itself), so each try first measures
+the same probe while a worker makes 256 MiB and returns nothing large: the lag of the
+real call may exceed that floor by less than `BOUND_S`. Up to five tries: a stall of
+ours would show in every one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import procfuncs
 import pytest
 import pytest_asyncio
+from lag_probe import worst_lag_s
 from proc_support import make_call
 
 from qtasks_mp.executors.process import ProcessExecutor
@@ -37,28 +36,6 @@ async def pool() -> AsyncIterator[ProcessExecutor]:
     await executor.start()
     yield executor
     await executor.aclose(cancel_pending=True)
-
-
-async def worst_lag_s(work: Callable[[], Awaitable[Any]]) -> float:
-    """The longest the loop was late waking a 1 ms sleeper while `work` ran."""
-    stop, started = asyncio.Event(), asyncio.Event()
-
-    async def probe() -> float:
-        worst = 0.0
-        while not stop.is_set():
-            started.set()
-            before = time.perf_counter()
-            await asyncio.sleep(0.001)
-            worst = max(worst, time.perf_counter() - before - 0.001)
-        return worst
-
-    task = asyncio.ensure_future(probe())
-    await started.wait()
-    try:
-        await work()
-    finally:
-        stop.set()
-    return await task
 
 
 @pytest.mark.parametrize("direction", ["argument", "result"])

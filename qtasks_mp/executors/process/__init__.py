@@ -8,7 +8,9 @@
     calls.py       PendingCall: one call in flight; what its answer means
     offload.py     Offload: large buffers copied, unpickled and unlinked off the loop
     direct.py      DirectCalls: idle workers parked for sync callers' threads, which
-                   send a call and read its answer themselves (the loop records it)
+                   send a call and read its answer themselves (the thread's side)
+    parked.py      ParkedWorkers: the loop's side of direct calls: parking, recalling,
+                   adopting a call handed back, the steps threads leave the loop
     launch.py      ForkServer: the parent's side of the pool's fork server
     forkserver.py  the fork server's main: forks (or spawns) workers, reports exits
     worker.py      the worker's main (imports only `wire` and `context` of qtasks_mp)

@@ -17,8 +17,9 @@ from ...errors import AppNotRunning, QTasksError
 from ...registries import Kind, TaskSpec
 from ..base import Call, Executor
 from .calls import END, PendingCall
-from .direct import OK, DirectCall, DirectCalls
+from .direct import DirectCalls
 from .offload import Offload, encode_args
+from .parked import OK, DirectCall
 from .roster import Roster, worker_stats
 from .schedule import Scheduler
 
