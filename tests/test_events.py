@@ -14,6 +14,7 @@ from qtasks_mp import QueueTasks as SyncQueueTasks
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.events import AsyncEvents, Events, SyncEvents
 from qtasks_mp.middleware import CallLogging
+from qtasks_mp.middleware.base import layers
 from qtasks_mp.task import Task
 
 pytestmark = pytest.mark.timeout(30)
@@ -173,11 +174,10 @@ async def test_no_handler_leaves_the_chain_as_it_was() -> None:
         told_route = told._runtime._routes["noop"]
     # no handler: the built-in chain, CallLogging outermost; a per-attempt handler:
     # one more layer, outside it
-    assert type(plain_route.chain.func.__self__) is CallLogging  # type: ignore[attr-defined]
+    assert type(layers(plain_route.chain)[0]) is CallLogging
     assert plain.events.middleware() is None
-    outer = told_route.chain.func.__self__  # type: ignore[attr-defined]
+    outer, inner = layers(told_route.chain)[:2]
     assert type(outer).__name__ == "_AttemptEvents"
-    inner = told_route.chain.keywords["call_next"].func.__self__  # type: ignore[attr-defined]
     assert type(inner) is CallLogging
 
 

@@ -18,7 +18,7 @@ from .base import CallNext, Middleware
 _RESERVOIR = 2048
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskTimes:
     count: int = 0  # finished tasks (success or final error)
     ok: int = 0
@@ -56,7 +56,8 @@ class Timing(Middleware):
         if times is None:
             times = self.tasks[call.spec.name] = TaskTimes()
         record = call.record
-        times.wait_s.append(max(0.0, record.started_at - (record.eta or record.created_at)))
+        wait = record.started_at - (record.eta or record.created_at)
+        times.wait_s.append(wait if wait > 0.0 else 0.0)
         start = perf_counter()
         try:
             result = await call_next(call)
