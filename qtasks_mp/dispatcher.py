@@ -42,6 +42,7 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any
 from uuid import UUID
 
@@ -57,7 +58,7 @@ from .task import TaskRecord, TaskStatus
 
 log = logging.getLogger("qtasks_mp.dispatcher")
 
-_SLICE_S = 0.005  # a worker running tasks that never suspend yields this often
+_SLICE_S = 0.005  # a worker running tasks that never suspend yields this often (monotonic)
 #: Waits between tries of a failing store: the loop's, and finishing a task's.
 _BACKOFF_S = (0.05, 0.2, 1.0, 2.0)
 _FINISH_TRIES = 3
@@ -395,7 +396,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         inbox, executor, routes = lane.inbox, lane.executor, self.routes
         me = asyncio.current_task()
-        deadline = loop.time() + _SLICE_S
+        deadline = monotonic() + _SLICE_S
         lane.recruiting = False
         while True:
             if not inbox:
@@ -428,15 +429,15 @@ class Dispatcher:
                 lane.idle.append(fut)
                 await fut
                 lane.recruiting = False
-                deadline = loop.time() + _SLICE_S
+                deadline = monotonic() + _SLICE_S
                 continue
             record = inbox.popleft()
             if inbox and not lane.recruiting:  # (`_recruit` would return at once)
                 self._recruit(lane)
             await self._execute(record, routes.get(record.task_name), lane, me)
-            if loop.time() > deadline:
+            if monotonic() > deadline:
                 await asyncio.sleep(0)  # let the producers, timers and other lanes run
-                deadline = loop.time() + _SLICE_S
+                deadline = monotonic() + _SLICE_S
 
     async def _execute(
         self,

@@ -248,8 +248,13 @@ class MemoryStore(Store):
             key = (record.task_name, record.unique_key)
             if self._unique.get(key) is record:
                 del self._unique[key]
-        self._finished.append(record)
-        self._trim(record.finished_at)
+        finished = self._finished
+        finished.append(record)
+        config = self._config
+        if len(finished) > config.result_retention_count or (
+            finished[0].finished_at < record.finished_at - config.result_retention_s
+        ):
+            self._trim(record.finished_at)
 
     def _trim(self, now: float) -> None:
         finished = self._finished
