@@ -121,9 +121,12 @@ def _echo_child(conn: Connection) -> None:
 
 
 def _socket_echo_child(sock: socket.socket) -> None:
+    """Each 8-byte message back on its own, as a worker answers each call (reads are
+    buffered; echoing whole reads at once would measure bulk bytes, not messages)."""
+    reader = sock.makefile("rb")
     try:
-        while data := sock.recv(1 << 16):
-            sock.sendall(data)
+        while len(message := reader.read(8)) == 8:
+            sock.sendall(message)
     except OSError:
         pass
 
