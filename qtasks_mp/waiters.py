@@ -76,7 +76,9 @@ class Waiting(asyncio.Future[Task | None], Coroutine[Any, Any, Task | None]):
     as asyncio runs them (soon after it is done, each in its context, an exception
     reported to the loop's exception handler), but by one loop callback for all the
     waiters answered in a turn (`Waiters._run_callbacks`). Whatever makes it done goes
-    through its `Waiters`, which schedules them.
+    through its `Waiters`, which schedules them. They run where the first waiter
+    answered in that turn would have had its handle in the loop's queue: a waiter
+    answered after another future, in the same turn, may wake its caller first.
     """
 
     __slots__ = ("_callback", "_context", "_expiry", "_key", "_more", "_owner", "_step")
@@ -96,7 +98,9 @@ class Waiting(asyncio.Future[Task | None], Coroutine[Any, Any, Task | None]):
     def add_done_callback(
         self, fn: Callable[[Any], object], *, context: Context | None = None
     ) -> None:
-        if context is None and getattr(fn, "__code__", None) is not _GATHER_CALLBACK:
+        if context is None and (
+            _GATHER_CALLBACK is None or getattr(fn, "__code__", None) is not _GATHER_CALLBACK
+        ):
             context = copy_context()
         if self.done():
             self._owner.loop.call_soon(fn, self, context=context)
@@ -110,6 +114,8 @@ class Waiting(asyncio.Future[Task | None], Coroutine[Any, Any, Task | None]):
             self._more.append((fn, context))
 
     def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
+        if self.done():  # its callbacks are on their way already, as asyncio's are
+            return 0
         removed = 0
         if self._more is not None:
             kept = [cb for cb in self._more if cb[0] != fn]
@@ -316,24 +322,15 @@ class Waiters:
     def _run_callbacks(self) -> None:
         """(One loop callback.) Run the callbacks of the waiters done since the last run,
         as asyncio would have, one handle each: in their context, an exception reported to
-        the loop's handler, not raised (it does not stop the others)."""
+        the loop's handler, not raised (it does not stop the others). A SystemExit or
+        KeyboardInterrupt leaves the loop, as from asyncio's handle; the callbacks not
+        run yet stay queued for the next turn, as their handles would have."""
         answered, self._answered = self._answered, []
-        for fut in answered:
+        for i, fut in enumerate(answered):
             fn, fut._callback = fut._callback, None
-            if fn is not None:  # (None: removed since it was done)
-                context = fut._context
-                try:
-                    if context is None:
-                        fn(fut)
-                    else:
-                        context.run(fn, fut)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._report(fn, exc, fut)
-            if fut._more is not None:
-                more, fut._more = fut._more, None
-                for fn, context in more:
+            context, fut._context = fut._context, None
+            try:
+                if fn is not None:  # (None: removed since it was done)
                     try:
                         if context is None:
                             fn(fut)
@@ -343,6 +340,31 @@ class Waiters:
                         raise
                     except BaseException as exc:
                         self._report(fn, exc, fut)
+                if fut._more is not None:
+                    self._run_more(fut)
+            except BaseException:  # SystemExit or KeyboardInterrupt: keep the rest
+                rest = answered[i:] if fut._more else answered[i + 1 :]
+                if rest:
+                    if not self._answered:
+                        self.loop.call_soon(self._run_callbacks)
+                    self._answered[:0] = rest
+                raise
+
+    def _run_more(self, fut: Waiting) -> None:
+        """The callbacks of `fut` after its first (rare), each taken off before it runs."""
+        more = fut._more
+        while more:
+            fn, context = more.pop(0)
+            try:
+                if context is None:
+                    fn(fut)
+                else:
+                    context.run(fn, fut)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._report(fn, exc, fut)
+        fut._more = None
 
     def _report(self, fn: Callable[[Any], object], exc: BaseException, fut: Waiting) -> None:
         self.loop.call_exception_handler(

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 from typing import Any
 
 import pytest
 
-from qtasks_mp import Task
+from qtasks_mp import Task, waiters
 from qtasks_mp.asyncio import QueueTasks
 
 who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
@@ -132,3 +133,55 @@ async def test_callbacks_run_when_the_time_runs_out_or_the_waiter_is_cancelled(
     assert cancelled.cancel()
     await asyncio.sleep(0)
     assert sorted(outcomes) == ["cancelled True", "result None"]
+
+
+def test_a_keyboard_interrupt_in_a_callback_leaves_the_others_queued() -> None:
+    """It leaves the loop, as from asyncio's own handle; the callbacks not run yet (of
+    the same waiter and of others answered in the same turn) run at the next turns."""
+    loop = asyncio.new_event_loop()
+    try:
+        app = QueueTasks()
+        app.config.logs_default_level = 30
+
+        @app.task
+        async def echo(x: int) -> int:
+            return x
+
+        loop.run_until_complete(app.start())
+        ran: list[str] = []
+
+        def interrupt(fut: Any) -> None:
+            raise KeyboardInterrupt
+
+        async def add() -> None:
+            first = app.add_task("echo", 1, timeout=10)
+            second = app.add_task("echo", 2, timeout=10)
+            assert isinstance(first, asyncio.Future) and isinstance(second, asyncio.Future)
+            first.add_done_callback(interrupt)
+            first.add_done_callback(lambda fut: ran.append("first's second callback"))
+            second.add_done_callback(lambda fut: ran.append("second's callback"))
+
+        loop.run_until_complete(add())
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(asyncio.sleep(5))  # both are answered in one turn
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert ran == ["first's second callback", "second's callback"]
+        loop.run_until_complete(app.stop())
+    finally:
+        loop.close()
+
+
+async def test_every_callback_gets_its_context_if_gathers_callback_is_not_known(
+    app: QueueTasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(An asyncio whose gather has changed.) Callables without a `__code__` too."""
+    monkeypatch.setattr(waiters, "_GATHER_CALLBACK", None)
+    seen: list[str] = []
+    waiter = app.add_task("echo", 1, timeout=10)
+    assert isinstance(waiter, asyncio.Future)
+    who.set("adder")
+    waiter.add_done_callback(functools.partial(lambda fut: seen.append(who.get())))
+    who.set("caller")
+    await asyncio.gather(waiter)
+    await asyncio.sleep(0)
+    assert seen == ["adder"]
