@@ -331,15 +331,7 @@ class Waiters:
             context, fut._context = fut._context, None
             try:
                 if fn is not None:  # (None: removed since it was done)
-                    try:
-                        if context is None:
-                            fn(fut)
-                        else:
-                            context.run(fn, fut)
-                    except (SystemExit, KeyboardInterrupt):
-                        raise
-                    except BaseException as exc:
-                        self._report(fn, exc, fut)
+                    self._run_one(fn, context, fut)
                 if fut._more is not None:
                     self._run_more(fut)
             except BaseException:  # SystemExit or KeyboardInterrupt: keep the rest
@@ -355,21 +347,24 @@ class Waiters:
         more = fut._more
         while more:
             fn, context = more.pop(0)
-            try:
-                if context is None:
-                    fn(fut)
-                else:
-                    context.run(fn, fut)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._report(fn, exc, fut)
+            self._run_one(fn, context, fut)
         fut._more = None
 
-    def _report(self, fn: Callable[[Any], object], exc: BaseException, fut: Waiting) -> None:
-        self.loop.call_exception_handler(
-            {"message": f"Exception in callback {fn!r}", "exception": exc, "future": fut}
-        )
+    def _run_one(self, fn: Callable[[Any], object], context: Context | None, fut: Waiting) -> None:
+        """One callback, as asyncio's handle runs it: in its context (None: gather's,
+        which needs none), an exception reported to the loop's handler, a SystemExit or
+        KeyboardInterrupt raised."""
+        try:
+            if context is None:
+                fn(fut)
+            else:
+                context.run(fn, fut)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.loop.call_exception_handler(
+                {"message": f"Exception in callback {fn!r}", "exception": exc, "future": fut}
+            )
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
         try:

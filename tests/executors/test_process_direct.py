@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,13 +177,9 @@ def test_the_callers_timeout_returns_none_and_the_call_goes_on(
 ) -> None:
     warm(app, "wait_for", *_open_pipes(tmp_path, "w"))
     started, release = _pipes(tmp_path, "x")
-    got: list[Any] = []
-    caller = threading.Thread(
-        target=lambda: got.append(app.add_task("wait_for", started, release, timeout=0.2))
+    caller, got, _ = _start_caller(
+        lambda: app.add_task("wait_for", started, release, timeout=0.2), started
     )
-    caller.start()
-    with open(started) as f:
-        f.read()
     caller.join(30)
     assert got == [None]
     assert app.stats()["unfinished"] == 1
@@ -196,13 +192,9 @@ def test_the_callers_timeout_returns_none_and_the_call_goes_on(
 def test_cancel_from_another_thread_kills_the_worker(app: QueueTasks, tmp_path: Path) -> None:
     warm(app, "announce_and_wait", *_open_pipes(tmp_path, "w"))
     started, release = _pipes(tmp_path, "x")
-    got: list[Any] = []
-    caller = threading.Thread(
-        target=lambda: got.append(app.add_task("announce_and_wait", started, release, timeout=30))
+    caller, got, uuid = _start_caller(
+        lambda: app.add_task("announce_and_wait", started, release, timeout=30), started
     )
-    caller.start()
-    with open(started) as f:
-        uuid = f.read()
     assert app.cancel(uuid) is True
     caller.join(30)
     assert len(got) == 1 and got[0] is not None and got[0].status == "cancel"
@@ -256,13 +248,7 @@ def test_stop_while_a_thread_holds_a_worker(tmp_path: Path) -> None:
     warm(app, "wait_for", *_open_pipes(tmp_path, "w"))
     pids = pool_stats(app)["pids"]
     started, release = _pipes(tmp_path, "x")
-    got: list[Any] = []
-    caller = threading.Thread(
-        target=lambda: got.append(_outcome(app, "wait_for", started, release))
-    )
-    caller.start()
-    with open(started) as f:
-        f.read()
+    caller, got, _ = _start_caller(lambda: _outcome(app, "wait_for", started, release), started)
     app.stop()  # the call outlives shutdown_timeout: cancelled, its worker killed
     caller.join(30)
     assert not caller.is_alive()
@@ -333,6 +319,16 @@ def _open_pipes(tmp_path: Path, tag: str) -> tuple[str, str]:
     started, release = tmp_path / f"started-{tag}", tmp_path / f"release-{tag}"
     release.write_text("warm")
     return str(started), str(release)
+
+
+def _start_caller(call: Callable[[], Any], started: str) -> tuple[threading.Thread, list[Any], str]:
+    """Run `call` in a plain thread once its task is running: the thread, the list its
+    result goes to, and what the task wrote to the `started` pipe."""
+    got: list[Any] = []
+    caller = threading.Thread(target=lambda: got.append(call()))
+    caller.start()
+    with open(started) as f:
+        return caller, got, f.read()
 
 
 def _outcome(app: QueueTasks, *args: Any) -> str:
