@@ -37,7 +37,7 @@ from qtasks_mp.executors.base import Call
 from qtasks_mp.executors.dask import DaskExecutor
 from qtasks_mp.executors.process import ProcessExecutor
 from qtasks_mp.registries import TaskSpec, kind_of
-from qtasks_mp.task import TaskRecord, new_uuid
+from qtasks_mp.task import TaskRecord, new_key
 
 
 def noop(i: int) -> int:
@@ -45,7 +45,7 @@ def noop(i: int) -> int:
 
 
 def make_call(spec: TaskSpec, *args: Any) -> Call:
-    record = TaskRecord(new_uuid(), spec.name, spec.name, 0, args, {}, time.time())
+    record = TaskRecord(new_key(), spec.name, spec.name, 0, args, {}, time.time())
     return Call(spec, record, None)
 
 

@@ -39,7 +39,7 @@ from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.executors.base import Call
 from qtasks_mp.executors.process import ProcessExecutor
 from qtasks_mp.registries import TaskSpec, kind_of
-from qtasks_mp.task import TaskRecord, new_uuid
+from qtasks_mp.task import TaskRecord, new_key
 
 # The probe of the loop-lag test (tests/executors/lag_probe.py), one copy for both.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "executors"))
@@ -139,7 +139,7 @@ async def qtasks_app(s: Sizes) -> Result:
 
 
 def _call(spec: TaskSpec, *args: Any) -> Call:
-    return Call(spec, TaskRecord(new_uuid(), spec.name, "process", 0, args, {}, 0.0), None)
+    return Call(spec, TaskRecord(new_key(), spec.name, "process", 0, args, {}, 0.0), None)
 
 
 async def qtasks_run(s: Sizes) -> Result:

@@ -49,7 +49,7 @@ from .runtime import Runtime
 from .stores import store_from
 from .stores.base import Cancelled, Store
 from .stores.memory import MemoryStore
-from .task import FINISHED, Task, TaskRecord, TaskStatus, new_uuid
+from .task import FINISHED, Task, TaskRecord, TaskStatus, new_key
 from .unique import call_key
 
 __all__ = ["AppCore", "wait_for_stop_signal"]
@@ -256,7 +256,7 @@ class AppCore:
             # calls before the first one runs).
             return self._wait(record, timeout)
         dispatcher.offer(record.lane)
-        return waiters.wait(record.uuid, timeout)
+        return waiters.wait(record.key, timeout)
 
     async def _add_task(
         self,
@@ -306,7 +306,7 @@ class AppCore:
                 dispatcher.offer(record.lane)
             return record.snapshot(self)
         if dispatcher is None:
-            return await waiters.wait(record.uuid, timeout)
+            return await waiters.wait(record.key, timeout)
         return await self._wait(record, timeout)
 
     async def _wait(self, record: TaskRecord, timeout: float) -> Task | None:
@@ -318,7 +318,7 @@ class AppCore:
         running = dispatcher.run_waited(record, timeout)
         if running is not None:
             return await self._wait_running(record, running, timeout)
-        return await waiters.wait(record.uuid, timeout)
+        return await waiters.wait(record.key, timeout)
 
     async def _wait_running(
         self,
@@ -334,7 +334,7 @@ class AppCore:
             return ran.snapshot(self)
         waiters = self._runtime.waiters
         assert waiters is not None
-        return await waiters.wait(record.uuid, max(0.0, deadline - loop.time()))
+        return await waiters.wait(record.key, max(0.0, deadline - loop.time()))
 
     async def _not_running(self, task_name: str, timeout: float | None) -> None:
         """`add_task` on an app that is not running. A start under way is joined. A
@@ -475,7 +475,7 @@ class AppCore:
         spec.bind(args, kwargs)
         assert isinstance(spec.executor, str)
         record = TaskRecord(
-            new_uuid(), task_name, spec.executor, priority, args, kwargs, time.time()
+            new_key(), task_name, spec.executor, priority, args, kwargs, time.time()
         )
         if spec.unique:
             record.unique_key = call_key(task_name, spec.signature, args, kwargs)
@@ -524,7 +524,7 @@ class AppCore:
                 f"task {record.task_name!r} ({uuid}) is {record.status}, and app {self.name!r} "
                 f"is stopped: nothing can run it while you wait. {_START_FIRST}"
             )
-        return await self._runtime.bind_loop().wait(uuid, timeout)
+        return await self._runtime.bind_loop().wait(uuid.int, timeout)
 
     async def cancel(self, task: UUID | str | Task) -> bool:
         """Cancel a task: True if it was queued or running and has now ended `cancel`;
@@ -546,7 +546,7 @@ class AppCore:
         waiters = runtime.bind_loop()
         dispatcher = runtime.dispatcher
         if dispatcher is not None and dispatcher.cancel(task):  # running (or taken) here
-            done = await waiters.wait(task, None)
+            done = await waiters.wait(task.int, None)
             return done is not None and done.status == TaskStatus.CANCEL
         outcome = await self.store.cancel(task, time.time())
         if outcome is None:
@@ -564,7 +564,7 @@ class AppCore:
         # sees the request (its store reports it within a second).
         dispatcher = runtime.dispatcher
         if dispatcher is not None and dispatcher.cancel(task):
-            done = await waiters.wait(task, None)
+            done = await waiters.wait(task.int, None)
         else:
             done = await self.wait(task, _CANCEL_WAIT_S)
         if done is None:

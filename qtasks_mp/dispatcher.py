@@ -308,7 +308,7 @@ class Dispatcher:
         if not taken:
             return None  # a worker was quicker
         mine = taken[0]
-        if mine.uuid != record.uuid or self._stopping:  # another task comes first
+        if mine.key != record.key or self._stopping:  # another task comes first
             lane.inbox.extend(taken)
             self._recruit(lane)
             return None
@@ -465,7 +465,7 @@ class Dispatcher:
                 ctx_type = AsyncTask if spec.kind.is_async else SyncTask
                 context = ctx_type(self.host, spec.name, record.uuid, record.retry + 1, record)
             call = Call(spec, record, context)
-            key = record.uuid.int
+            key = record.key
             self._running[key] = (call, None if route.eager else worker)
             # Decided as the chain ends, with no await in between: a cancel asked before
             # wins over whatever the call ended with; one asked after finds the call gone
@@ -551,7 +551,7 @@ class Dispatcher:
         if entry is None:
             for lane in self.lanes.values():
                 for record in lane.inbox:
-                    if record.uuid.int == key:
+                    if record.key == key:
                         lane.inbox.remove(record)
                         record.status = TaskStatus.CANCEL
                         record.traceback = CANCELLED_QUEUED

@@ -60,7 +60,7 @@ class ProgressSaver:
 
     def changed(self, record: TaskRecord) -> None:
         """`record.progress` was just set. From any thread; cheap."""
-        key = record.uuid.int
+        key = record.key
         self.live[key] = record
         if key in self._dirty:
             return

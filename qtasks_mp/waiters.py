@@ -39,7 +39,7 @@ from uuid import UUID
 from .context import TaskHost
 from .deadlines import Deadline, Deadlines
 from .lifecycle import Supervisor
-from .task import FINISHED, Task, TaskRecord
+from .task import FINISHED, Task, TaskRecord, uuid_of
 
 #: Waiters whose time runs out within the same slice of this many seconds share one
 #: deadline, and time out together at its end.
@@ -221,7 +221,7 @@ class Waiters:
 
     def resolve(self, record: TaskRecord) -> None:
         """Wake the waiters of a finished task (ended here or elsewhere)."""
-        key = record.uuid.int
+        key = record.key
         fut = self._futures.pop(key, None) if self._futures else None
         more = self._more.pop(key, None) if self._more else None
         if fut is None and more is None:
@@ -252,12 +252,13 @@ class Waiters:
         self._unfinished = 0
         self._idle.set()
 
-    def wait(self, uuid: UUID, timeout: float | None) -> Waiting:
-        """A waiter for `uuid`: await it for the finished `Task`, or None when `timeout`
-        runs out first. It leaves by itself, however it ends."""
+    def wait(self, key: int, timeout: float | None) -> Waiting:
+        """A waiter for the task whose uuid is `key` as an int (`TaskRecord.key`):
+        await it for the finished `Task`, or None when `timeout` runs out first. It
+        leaves by itself, however it ends."""
         fut = Waiting(loop=self.loop)
         fut._owner = self
-        fut._key = key = uuid.int
+        fut._key = key
         fut._callback = fut._more = None
         if self._futures.setdefault(key, fut) is not fut:
             self._more.setdefault(key, []).append(fut)
@@ -375,7 +376,7 @@ class Waiters:
 
     def waited_for(self) -> list[UUID]:
         keys = self._futures.keys() | self._more.keys() if self._more else self._futures
-        return [UUID(int=key) for key in keys]
+        return [uuid_of(key) for key in keys]
 
     def recheck(self) -> None:
         """Another process changed the store: re-read the tasks someone here waits for."""

@@ -729,7 +729,7 @@ async def _wait_on_a_task(app: QueueTasks) -> Any:
     """`app.wait(task)` for a task that exists; the record it adds is counted by the test."""
     from qtasks_mp.task import Task, TaskRecord
 
-    record = TaskRecord(uuid_module.UUID(int=7), "send", "inline", 0, (1, "x"), {}, 0.0)
+    record = TaskRecord(7, "send", "inline", 0, (1, "x"), {}, 0.0)
     return await app.wait(Task(record, app))  # type: ignore[arg-type]
 
 

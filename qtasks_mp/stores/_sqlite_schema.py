@@ -23,7 +23,6 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
 
 import msgpack
 
@@ -180,8 +179,8 @@ def record_from_row(row: Sequence[Any]) -> TaskRecord:
     (seq, uuid, name, lane, status, priority, eta, retry, created, updated, started,
      finished, args_blob, returning, traceback, unique_key, progress, headers) = row  # fmt: skip
     args, kwargs = decode_call(args_blob)
-    uuid = UUID(bytes=uuid if uuid.__class__ is bytes else uuid.bytes)  # asyncpg's UUID type
-    record = TaskRecord(uuid, name, lane, priority, args, kwargs, created)
+    raw = uuid if uuid.__class__ is bytes else uuid.bytes  # asyncpg's UUID type
+    record = TaskRecord(int.from_bytes(raw, "big"), name, lane, priority, args, kwargs, created)
     record.seq = seq
     record.status = TaskStatus(status)
     record.eta = eta

@@ -129,7 +129,7 @@ class MemoryStore(Store):
 
     def _put(self, record: TaskRecord) -> None:
         record.seq = seq = next(self._seq)
-        self._records[record.uuid.int] = record
+        self._records[record.key] = record
         if record.eta > 0.0:
             heapq.heappush(self._delayed.setdefault(record.lane, []), (record.eta, seq, record))
         else:
@@ -143,7 +143,7 @@ class MemoryStore(Store):
         (executors/process/direct.py), never handed out by `take`."""
         record.seq = next(self._seq)
         record.status = TaskStatus.PROCESS
-        self._records[record.uuid.int] = record
+        self._records[record.key] = record
 
     async def put_unique(self, record: TaskRecord) -> TaskRecord | None:
         assert record.unique_key is not None
@@ -260,10 +260,10 @@ class MemoryStore(Store):
         finished = self._finished
         max_count = self._config.result_retention_count
         while len(finished) > max_count:
-            self._records.pop(finished.popleft().uuid.int, None)
+            self._records.pop(finished.popleft().key, None)
         horizon = now - self._config.result_retention_s
         while finished and finished[0].finished_at < horizon:
-            self._records.pop(finished.popleft().uuid.int, None)
+            self._records.pop(finished.popleft().key, None)
 
     async def cancel(self, uuid: UUID, now: float) -> tuple[Cancelled, TaskRecord] | None:
         rec = self._records.get(uuid.int)

@@ -14,7 +14,7 @@ import psutil
 
 from qtasks_mp.executors.base import Call
 from qtasks_mp.registries import TaskSpec, kind_of
-from qtasks_mp.task import TaskRecord, new_uuid
+from qtasks_mp.task import TaskRecord, new_key
 
 _specs: dict[tuple[Any, float | None], TaskSpec] = {}
 
@@ -26,7 +26,7 @@ def make_call(fn: Callable[..., Any], *args: Any, timeout: float | None = None, 
         name = getattr(fn, "__name__", type(fn).__name__)
         spec = TaskSpec(name=name, fn=fn, kind=kind_of(fn), executor="process", timeout=timeout)
         _specs[(fn, timeout)] = spec
-    record = TaskRecord(new_uuid(), spec.name, "process", 0, args, kw, time.time())
+    record = TaskRecord(new_key(), spec.name, "process", 0, args, kw, time.time())
     return Call(spec, record, None)
 
 

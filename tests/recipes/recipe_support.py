@@ -9,7 +9,7 @@ from typing import Any
 
 from qtasks_mp.executors.base import Call
 from qtasks_mp.registries import TaskSpec, call_signature, kind_of
-from qtasks_mp.task import TaskRecord, new_uuid
+from qtasks_mp.task import TaskRecord, new_key
 
 
 def make_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:
@@ -17,5 +17,5 @@ def make_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:
     spec = TaskSpec(
         name=name, fn=fn, kind=kind_of(fn), executor="x", signature=call_signature(fn, False)
     )
-    record = TaskRecord(new_uuid(), name, "x", 0, args, kwargs, time.time())
+    record = TaskRecord(new_key(), name, "x", 0, args, kwargs, time.time())
     return Call(spec, record, None)

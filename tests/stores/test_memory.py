@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qtasks_mp import MemoryStore, QueueConfig
-from qtasks_mp.task import TaskRecord, TaskStatus, new_uuid
+from qtasks_mp.task import TaskRecord, TaskStatus, new_key
 
 
 def record(priority: int = 0, lane: str = "inline", eta: float = 0.0) -> TaskRecord:
-    rec = TaskRecord(new_uuid(), "t", lane, priority, (), {}, time.time())
+    rec = TaskRecord(new_key(), "t", lane, priority, (), {}, time.time())
     rec.eta = eta
     return rec
 

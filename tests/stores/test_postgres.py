@@ -27,13 +27,13 @@ from qtasks_mp.stores.postgres import (
     make_owner,
     redact,
 )
-from qtasks_mp.task import TaskRecord, TaskStatus, new_uuid
+from qtasks_mp.task import TaskRecord, TaskStatus, new_key
 
 TABLE = "qtasks_mp_tasks"
 
 
 def record(*args: Any, lane: str = "inline") -> TaskRecord:
-    return TaskRecord(new_uuid(), "t", lane, 0, args, {}, time.time())
+    return TaskRecord(new_key(), "t", lane, 0, args, {}, time.time())
 
 
 class Opened:
@@ -151,7 +151,7 @@ async def test_a_version_1_schema_is_upgraded_in_place(pg_url: str) -> None:
         assert query(pg_url, "SELECT value FROM qtasks_mp_meta") == [(str(SCHEMA_VERSION),)]
         await old.put(record(1))
         [taken] = await old.take("inline", 10, time.time())
-        rec = TaskRecord(new_uuid(), "t", "inline", 0, (), {}, time.time())
+        rec = TaskRecord(new_key(), "t", "inline", 0, (), {}, time.time())
         rec.unique_key = "k"
         assert await old.put_unique(rec) is None
         assert (await old.put_unique(rec)) is None  # the same uuid again: a lost reply

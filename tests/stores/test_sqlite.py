@@ -25,11 +25,11 @@ from qtasks_mp.stores import store_from
 from qtasks_mp.stores._sqlite_engine import make_owner
 from qtasks_mp.stores._sqlite_schema import SCHEMA_VERSION
 from qtasks_mp.stores.sqlite import SQLiteStore, StoreError, StoreLocked
-from qtasks_mp.task import TaskRecord, TaskStatus, new_uuid
+from qtasks_mp.task import TaskRecord, TaskStatus, new_key
 
 
 def record(*args: Any, priority: int = 0, lane: str = "inline", eta: float = 0.0) -> TaskRecord:
-    rec = TaskRecord(new_uuid(), "t", lane, priority, args, {}, time.time())
+    rec = TaskRecord(new_key(), "t", lane, priority, args, {}, time.time())
     rec.eta = eta
     return rec
 

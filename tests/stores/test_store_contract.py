@@ -26,7 +26,7 @@ from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.stores.base import Store
 from qtasks_mp.stores.postgres import PostgresStore
 from qtasks_mp.stores.sqlite import SQLiteStore
-from qtasks_mp.task import TaskRecord, TaskStatus, new_uuid
+from qtasks_mp.task import TaskRecord, TaskStatus, new_key, new_uuid
 
 ALL = ["memory", "sqlite", "postgres"]
 DURABLE = ["sqlite", "postgres"]
@@ -45,7 +45,7 @@ class Point:
 
 
 def record(*args: Any, priority: int = 0, lane: str = "inline", eta: float = 0.0) -> TaskRecord:
-    rec = TaskRecord(new_uuid(), "t", lane, priority, args, {}, time.time())
+    rec = TaskRecord(new_key(), "t", lane, priority, args, {}, time.time())
     rec.eta = eta
     return rec
 
@@ -512,7 +512,7 @@ async def test_a_task_interrupted_at_shutdown_runs_again_at_the_next_start(
 
 
 def named(name: str, *args: Any, key: str | None = None, lane: str = "inline") -> TaskRecord:
-    rec = TaskRecord(new_uuid(), name, lane, 0, args, {}, time.time())
+    rec = TaskRecord(new_key(), name, lane, 0, args, {}, time.time())
     rec.unique_key = key
     return rec
 

@@ -136,7 +136,7 @@ class DirectCalls(ParkedWorkers):
         if key not in h.known:
             h.known.add(key)
             data = pool.function_message(key) + data
-        self.calls[record.uuid.int] = d
+        self.calls[record.key] = d
         now = d.sent_at = time.monotonic()
         deadline = now + wait_s
         hard_deadline = deadline if spec.timeout is None else now + spec.timeout

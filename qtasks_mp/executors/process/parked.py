@@ -202,7 +202,7 @@ class ParkedWorkers:
     def attach(self, call: Call, ctx: list[Any] | None) -> DirectCall | None:
         """(Loop, in `run`.) The direct call standing for `call`, if a thread sent it;
         its `pending` is made now (what the thread posted before is applied)."""
-        key = call.record.uuid.int
+        key = call.record.key
         d = self.calls.pop(key, None)
         if d is None:
             return None
@@ -214,14 +214,14 @@ class ParkedWorkers:
 
     def detach(self, d: DirectCall) -> None:
         """(Loop.) `run` of `d` has ended."""
-        self.attached.pop(d.record.uuid.int, None)
+        self.attached.pop(d.record.key, None)
 
     def cancel(self, call: Call) -> bool | None:
         """(Loop.) Stop a direct call (`app.cancel()`, or its `run` was cancelled).
         None: no direct call in a thread's hands (the scheduler has it, if anyone).
         True: its worker is being killed; its EOF hands it back, and the loop ends the
         call `cancel` (`_adopt`). False: the thread has its answer already."""
-        d = self.attached.get(call.record.uuid.int)
+        d = self.attached.get(call.record.key)
         if d is None:
             return None
         with self.lock:
@@ -238,7 +238,7 @@ class ParkedWorkers:
 
     def ended(self, call: Call) -> bool:
         """(Loop.) Whether a thread took `call`'s answer already: that outcome stands."""
-        d = self.attached.get(call.record.uuid.int)
+        d = self.attached.get(call.record.key)
         return d is not None and d.decided == "ok"
 
     # ---------------------------------------------------------------- what threads leave

@@ -401,7 +401,7 @@ def _task_snapshot(*fields: Any) -> Any:
     from ...task import Task, TaskRecord  # imported late: keeps a bare worker light
 
     uuid, task_name, status, priority, args, kwargs, returning, tb, retry, created, updated = fields
-    record = TaskRecord(UUID(uuid), task_name, "", priority, args, kwargs, created)
+    record = TaskRecord(UUID(uuid).int, task_name, "", priority, args, kwargs, created)
     record.status, record.returning, record.traceback = status, returning, tb
     record.retry, record.updated_at = retry, updated
     return Task(record, None)
