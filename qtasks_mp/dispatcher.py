@@ -140,6 +140,10 @@ class Dispatcher:
         self._drained = asyncio.Event()
         self._eager: set[Eager[None]] = set()  # calls run in their waiting caller's task
         self._detached: set[asyncio.Task[None]] = set()  # ... that went on alone
+        # When a worker that has not suspended since should yield to the loop (monotonic).
+        # One for all workers: a worker whose calls suspend anyway (a process call waits
+        # for its answer) does not also yield every slice of its own.
+        self._slice_end = 0.0
         self._store_error: str | None = None  # the failing store call, while it fails
         # Calls running now, by uuid.int: their Call, and the asyncio task running them
         # when no caller drives them (non-eager routes). The only per-call cost of cancel.
@@ -396,7 +400,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         inbox, executor, routes = lane.inbox, lane.executor, self.routes
         me = asyncio.current_task()
-        deadline = monotonic() + _SLICE_S
+        self._slice_end = monotonic() + _SLICE_S
         lane.recruiting = False
         while True:
             if not inbox:
@@ -429,15 +433,15 @@ class Dispatcher:
                 lane.idle.append(fut)
                 await fut
                 lane.recruiting = False
-                deadline = monotonic() + _SLICE_S
+                self._slice_end = monotonic() + _SLICE_S
                 continue
             record = inbox.popleft()
             if inbox and not lane.recruiting:  # (`_recruit` would return at once)
                 self._recruit(lane)
             await self._execute(record, routes.get(record.task_name), lane, me)
-            if monotonic() > deadline:
+            if monotonic() > self._slice_end:
+                self._slice_end = monotonic() + _SLICE_S  # (for the workers run meanwhile)
                 await asyncio.sleep(0)  # let the producers, timers and other lanes run
-                deadline = monotonic() + _SLICE_S
 
     async def _execute(
         self,

@@ -36,6 +36,7 @@ class PendingCall:
         payload: bytes,
         shm: list[Any] | None,
         context: list[Any] | None,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.call = call
         self.call_id = call_id
@@ -45,7 +46,7 @@ class PendingCall:
         self.segments = 0  # result segments of its current worker received so far
         self.started = 0.0  # loop time it became its worker's running call
         self.context = context
-        self.fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.fut: asyncio.Future[list[Any]] = loop.create_future()
         generator = call.spec.kind is Kind.GENERATOR
         self.items: asyncio.Queue[Any] | None = asyncio.Queue() if generator else None
         self.worker: WorkerHandle | None = None

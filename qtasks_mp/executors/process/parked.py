@@ -206,7 +206,7 @@ class ParkedWorkers:
         d = self.calls.pop(key, None)
         if d is None:
             return None
-        d.pending = PendingCall(call, d.call_id, d.key, b"", None, ctx)
+        d.pending = PendingCall(call, d.call_id, d.key, b"", None, ctx, d.handle.loop)
         self.attached[key] = d
         if d.early is not None:
             d.early()

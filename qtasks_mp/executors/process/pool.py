@@ -52,10 +52,11 @@ class ProcessExecutor(Executor):
       `slots` is `max_workers` x depth, so calls the pool cannot run yet wait in it,
       where the autoscaler sees them.
     - `pipeline_depth`: calls a worker may hold at once; `slots` is workers x depth.
-      None (the default) adapts it to how long calls take: sub-millisecond calls are
-      pipelined 16 deep so they never wait on a round trip; calls of 5 ms or more are
-      sent one at a time, so no call waits behind a slow one while another worker idles;
-      in between, 2.
+      None (the default) adapts it to how long calls take: quicker calls are pipelined
+      deeper, so that they never wait on a round trip and each write to a worker
+      carries many (about 8 ms of calls may queue on a worker: 16 deep for 0.5 ms
+      calls, up to 128); calls of 5 ms or more are sent one at a time, so no call waits
+      behind a slow one while another worker idles; at least 2 below that.
 
     A worker that dies fails only the call it was running, with `WorkerCrashed`; the
     `Retries` middleware retries that like any error when the task sets `retry=` (the
@@ -131,6 +132,7 @@ class ProcessExecutor(Executor):
         self.direct = DirectCalls(self)  # workers lent to sync callers (direct.py)
         self._offload = Offload(self.name)  # a fresh one per start
         self._inflight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it runs in, once started
         self._quiet = asyncio.Event()  # set while no call is in flight
         self._quiet.set()
         self.calls_done = 0
@@ -170,6 +172,8 @@ class ProcessExecutor(Executor):
             return
         self.running = True
         self._owner = os.getpid()
+        # Kept: on Python 3.11 each asyncio.get_running_loop() costs a getpid() syscall.
+        self._loop = asyncio.get_running_loop()
         _running.add(self)
         self._quiet = asyncio.Event()
         self._quiet.set()
@@ -274,7 +278,8 @@ class ProcessExecutor(Executor):
                 payload, shm = await self._offload.place(
                     call.task_name, args, call.kwargs, payload, buffers
                 )
-            p = PendingCall(call, next(self._ids), key, payload, shm, ctx)
+            assert self._loop is not None  # (running)
+            p = PendingCall(call, next(self._ids), key, payload, shm, ctx, self._loop)
             self.scheduler.submit(p)
             if p.items is None:
                 message = await p.fut
