@@ -25,6 +25,7 @@ from proc_support import gone, make_call
 
 from qtasks_mp import SerializationError, TaskTimeout, WorkerCrashed, wire
 from qtasks_mp.executors.process import ProcessExecutor
+from qtasks_mp.executors.process.offload import Offload, encode_args
 from qtasks_mp.registries import TaskSpec, kind_of
 
 pytestmark = [
@@ -313,3 +314,38 @@ async def test_segment_names_fit_every_platform() -> None:
 
 def refuse(name: str, buffers: Any) -> Any:
     raise OSError(28, "No space left on device")
+
+
+async def test_argument_segments_past_the_byte_bound_wait_for_room() -> None:
+    """Segments are memory: past `placed_max_bytes` of them a call waits in `place`
+    (first come, first served) until an earlier call's segment is unlinked; a call
+    larger than the bound goes on alone; a waiter cancelled takes no room."""
+    offload = Offload("bound-test", placed_max_bytes=3 * MIB)
+    offload.start()
+
+    def place(mib: int) -> Any:
+        args = (procfuncs.make_bytes("bytes", mib),)
+        payload, buffers = encode_args("t", args, {})
+        assert buffers is not None
+        return offload.place("t", args, {}, payload, buffers)
+
+    try:
+        _, first = await asyncio.wait_for(place(2), 10)
+        assert offload.placed_bytes == 2 * MIB
+        second = asyncio.ensure_future(place(2))
+        cancelled = asyncio.ensure_future(place(1))
+        await asyncio.sleep(0)  # both ran up to their wait for room
+        assert len(offload._waiting) == 2 and not second.done()
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        offload.unlink(first)
+        _, then = await asyncio.wait_for(second, 10)
+        assert offload.placed_bytes == 2 * MIB  # the second's; none for the cancelled one
+        offload.unlink(then)
+        _, big = await asyncio.wait_for(place(4), 10)  # larger than the bound: alone
+        assert offload.placed_bytes == 4 * MIB
+        offload.unlink(big)
+        assert offload.placed_bytes == 0 and not offload._waiting
+    finally:
+        await offload.close()

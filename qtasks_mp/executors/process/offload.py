@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import pickle
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,6 +17,10 @@ from ..thread import Threads
 log = logging.getLogger("qtasks_mp.process")
 T = TypeVar("T")
 _UNLINK_INLINE_BYTES = 8 << 20  # larger argument segments are unlinked in a thread
+#: Bytes of argument segments that may exist at once (in /dev/shm, which is memory). A
+#: quick function is pipelined up to 128 calls deep per worker: without a bound, as many
+#: calls of 32 MiB arrays would hold 8 GiB per worker. Past it, a call waits for room.
+PLACED_MAX_BYTES = 1 << 30
 
 
 class Offload:
@@ -29,11 +34,14 @@ class Offload:
     held, wherever that happens: arrays and memoryviews are views, no copy.)
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, placed_max_bytes: int = PLACED_MAX_BYTES) -> None:
         self._name = name
         self._threads: Threads | None = None  # from start()
         self.jobs = 0  # calls run in the threads (stats: "offloaded")
         self._unlinking: set[asyncio.Future[bool]] = set()
+        self.placed_bytes = 0  # of argument segments placed (or being placed), not unlinked
+        self._placed_max = placed_max_bytes
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()  # for room, in order
 
     def start(self) -> None:
         """Start the threads, all at once: threads of our own, since the stdlib pools
@@ -67,20 +75,67 @@ class Offload:
         buffers: list[pickle.PickleBuffer],
     ) -> tuple[bytes, list[Any] | None]:
         """Copy a call's large buffers (from `encode_args`) into a segment, in a thread:
-        the payload and the segment (`[name, lengths]`, ours to unlink)."""
+        the payload and the segment (`[name, lengths]`, ours to unlink). Waits first
+        while the segments not yet unlinked hold `placed_max_bytes` (one call larger
+        than that goes on alone)."""
+        size = sum(b.raw().nbytes for b in buffers)
+        await self._reserve(size)
         fut = self(place_args, task_name, args, kwargs, payload, buffers)
         try:
-            return await asyncio.shield(fut)
+            done = await asyncio.shield(fut)
         except asyncio.CancelledError:  # the thread goes on: unlink what it makes
-            fut.add_done_callback(lambda f: self.unlink(placed(f)))
+            fut.add_done_callback(lambda f: self._forget(placed(f), size))
             raise
+        except BaseException:
+            self._release(size)
+            raise
+        if done[1] is None:  # sent through the socket instead
+            self._release(size)
+        return done
+
+    async def _reserve(self, size: int) -> None:
+        """Count `size` bytes as placed, once they fit (first come, first served)."""
+        if not self._waiting and (
+            not self.placed_bytes or self.placed_bytes + size <= self._placed_max
+        ):
+            self.placed_bytes += size
+            return
+        room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((size, room))
+        try:
+            await room  # `_release` counts our bytes as it wakes us
+        except asyncio.CancelledError:
+            if room.done() and not room.cancelled():  # woken, then cancelled
+                self._release(size)
+            raise
+
+    def _release(self, size: int) -> None:
+        self.placed_bytes -= size
+        waiting = self._waiting
+        while waiting:
+            wanted, room = waiting[0]
+            if not room.done():  # (a cancelled waiter is done: dropped)
+                if self.placed_bytes and self.placed_bytes + wanted > self._placed_max:
+                    return
+                self.placed_bytes += wanted
+                room.set_result(None)
+            waiting.popleft()
+
+    def _forget(self, shm: list[Any] | None, size: int) -> None:
+        """A call was cancelled while its segment was being made: unlink it, if any."""
+        if shm is None:
+            self._release(size)
+        else:
+            self.unlink(shm)
 
     def unlink(self, shm: list[Any] | None) -> None:
         """Unlink an argument segment. Once no process maps it any more, unlinking frees
         its memory: ~0.2 ms per MiB, so a large one is unlinked in a thread."""
         if shm is None:
             return
-        if sum(shm[1]) < _UNLINK_INLINE_BYTES:
+        size = sum(shm[1])
+        self._release(size)
+        if size < _UNLINK_INLINE_BYTES:
             wire.shm_unlink(shm[0])
             return
         fut = self(wire.shm_unlink, shm[0])
