@@ -221,7 +221,7 @@ class Runtime:
         try:
             if dispatcher is None:
                 raise AppNotRunning(f"app {self.name!r} stopped before executor {key!r} started")
-            executor.attach(key, dispatcher.wake)
+            executor.attach(key, dispatcher.wake, shared_store=self.store.shared)
             await executor.start()
         except Exception as e:
             await close_quietly(executor, key)
@@ -295,7 +295,7 @@ class Runtime:
         self.dispatcher = dispatcher
         for key, executor in list(self._executors.items()):
             self._size(key, executor)
-            executor.attach(key, dispatcher.wake)
+            executor.attach(key, dispatcher.wake, shared_store=self.store.shared)
             try:
                 await executor.start()
             except Exception as e:

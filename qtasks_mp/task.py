@@ -62,9 +62,11 @@ def new_key() -> int:
     A task is known by this int in the app (the store's and the waiters' maps); its
     `UUID` object is made only when asked for (`TaskRecord.uuid`, `Task.uuid`): a
     waiting task then holds one object fewer for the garbage collector to walk."""
-    if not _keys:
-        _keys.extend(_make_keys())
-    return _keys.pop()
+    while True:  # (each of pop and extend is atomic: threads may race between them)
+        try:
+            return _keys.pop()
+        except IndexError:
+            _keys.extend(_make_keys())
 
 
 def uuid_of(key: int) -> UUID:

@@ -143,6 +143,7 @@ class Executor(ABC):
     def __init__(self) -> None:
         self._active = 0  # calls claimed (by the dispatcher, or by a wrapping executor)
         self._on_room: Callable[[], None] | None = None
+        self.shared_store = False  # see `attach`
 
     @property
     def active(self) -> int:
@@ -157,11 +158,17 @@ class Executor(ABC):
         """The call claimed with `claim()` ended (however it ended)."""
         self._active -= 1
 
-    def attach(self, name: str, on_room: Callable[[], None] | None) -> None:
+    def attach(
+        self, name: str, on_room: Callable[[], None] | None, *, shared_store: bool = False
+    ) -> None:
         """Called by the app before `start()`: the lane name it is known by, and the
-        callback `wakeup()` calls (None to detach, after `aclose()`)."""
+        callback `wakeup()` calls (None to detach, after `aclose()`). `shared_store`:
+        the tasks of its calls are leased from a store other processes take from too
+        (SQLite, PostgreSQL), so `slots` should not hold many more than it can start
+        soon: a task leased here is one another machine's idle worker cannot take."""
         self.name = name
         self._on_room = on_room
+        self.shared_store = shared_store
 
     def wakeup(self) -> None:
         """Say that `capacity` grew for a reason of the executor's own (a worker

@@ -33,6 +33,7 @@ from proc_support import (
 from qtasks_mp import SerializationError, TaskStatus
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.executors.process import ProcessExecutor
+from qtasks_mp.stores.sqlite import SQLiteStore
 from qtasks_mp.wire import RemoteTraceback
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -163,6 +164,57 @@ async def test_a_function_not_yet_timed_is_sent_one_call_per_worker() -> None:
         await pool.aclose(cancel_pending=True)
     results = await asyncio.gather(*runs, return_exceptions=True)
     assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+
+
+async def test_quick_calls_never_queue_behind_a_long_one_while_a_worker_could_take_them() -> None:
+    """No-ops (pipelined up to 128 deep) are not sent behind a call whose function is
+    not known to be quick: the worker running it holds it alone, the other worker takes
+    them all. (They were queued behind it, where a blocked call kept them forever.)"""
+    pool = ProcessExecutor(max_workers=2, autoscale=False)
+    await pool.start()
+    try:
+        for _ in range(20):
+            await pool.run(make_call(procfuncs.noop))
+        pool.scheduler.service_s = 0.00002  # quick, whatever this machine measured
+        assert pool.depth == 128
+        blocked = asyncio.ensure_future(pool.run(make_call(procfuncs.block_forever)))
+        await asyncio.sleep(0)  # it was sent, to a worker holding nothing
+        quick = [asyncio.ensure_future(pool.run(make_call(procfuncs.noop))) for _ in range(60)]
+        await asyncio.sleep(0)  # every run() has submitted its call
+        assert pool.roster is not None
+        running_it = [
+            h
+            for h in pool.roster.workers
+            if any(p.call.spec.fn is procfuncs.block_forever for p in h.calls)
+        ]
+        assert len(running_it) == 1 and len(running_it[0].calls) == 1
+        assert await asyncio.wait_for(asyncio.gather(*quick), 10) == [None] * 60
+    finally:
+        await pool.aclose(cancel_pending=True)
+    with pytest.raises(asyncio.CancelledError):
+        await blocked
+
+
+async def test_with_a_shared_store_slots_count_at_most_16_calls_per_worker(
+    tmp_path: Path,
+) -> None:
+    """Tasks taken from a store other machines share are leased: the pool's slots (how
+    many the dispatcher takes for it) stay at 16 a worker, even when quick calls are
+    pipelined 128 deep: a leased task is one another machine's idle worker cannot take,
+    and that a crash or a stop here puts back with one attempt used."""
+    pool = ProcessExecutor(max_workers=2, autoscale=False)
+    app = QueueTasks(
+        "leases", store=SQLiteStore(tmp_path / "tasks.db"), executors={"process": pool}
+    )
+    async with app:
+        pool.scheduler.service_s = 0.00002  # quick calls
+        assert pool.depth == 128
+        assert pool.slots == 2 * 16
+    alone = ProcessExecutor(max_workers=2, autoscale=False)
+    memory = QueueTasks("memory", executors={"process": alone})
+    async with memory:
+        alone.scheduler.service_s = 0.00002
+        assert alone.slots == 2 * 128  # a store of this process only: no lease to hold
 
 
 async def test_function_is_pickled_once_and_sent_once_per_worker(pool: ProcessExecutor) -> None:

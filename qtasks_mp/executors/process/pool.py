@@ -25,6 +25,11 @@ from .schedule import Scheduler
 
 log = logging.getLogger("qtasks_mp.process")
 
+#: With a store other processes share, `slots` counts at most this many calls per worker
+#: (quick calls may be pipelined deeper, up to 128: their tasks would be leased here
+#: long before a worker could start them, while another machine's workers idle).
+LEASED_DEPTH = 16
+
 # A forked copy of a running program has only the thread that forked: locks that other
 # threads held (logging's, an allocator's, the event loop's) stay locked in it forever.
 FORK_REFUSED = (
@@ -146,10 +151,13 @@ class ProcessExecutor(Executor):
     @property
     def slots(self) -> int:
         roster = self.roster
+        depth = self.scheduler.depth
+        if self.shared_store and depth > LEASED_DEPTH:
+            depth = LEASED_DEPTH
         if self.policy is not None and self.running:  # calls wait here, seen as backlog
             lent = 0 if roster is None else roster.lent  # see `Scheduler.lend`
-            return (self.max_workers + lent) * self.scheduler.depth
-        return 0 if roster is None else roster.live * self.scheduler.depth
+            return (self.max_workers + lent) * depth
+        return 0 if roster is None else roster.live * depth
 
     @property
     def _live(self) -> int:

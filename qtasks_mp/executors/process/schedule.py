@@ -119,7 +119,7 @@ class Scheduler:
         fewest = self.depth_for(p.key)  # a worker holding this many has no room
         for h in self.roster.workers:
             held = len(h.calls)
-            if held < fewest and h.takes_calls:
+            if held < fewest and h.takes_calls and (not held or held < self._behind(h)):
                 best, fewest = h, held
                 if not held:
                     break
@@ -149,10 +149,21 @@ class Scheduler:
     def feed(self, h: WorkerHandle) -> None:
         """Give waiting calls to `h` while it has room."""
         pending = self.pending
-        while pending and h.takes_calls and len(h.calls) < self.depth_for(pending[0].key):
+        while (
+            pending
+            and h.takes_calls
+            and len(h.calls) < self.depth_for(pending[0].key)
+            and (not h.calls or len(h.calls) < self._behind(h))
+        ):
             p = pending.popleft()
             if not p.abandoned:
                 self._send(h, p)
+
+    def _behind(self, h: WorkerHandle) -> int:
+        """Calls `h` may hold while it runs its first: as deep as that call's function
+        may be pipelined. Quick calls never queue deep behind a long one (or one whose
+        length is not known yet) while another worker could take them."""
+        return self.depth_for(h.calls[0].key)
 
     def _drain(self) -> None:
         for h in self.roster.ready:
