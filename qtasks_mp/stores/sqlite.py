@@ -192,7 +192,7 @@ class SQLiteStore(Store):
         """The parameters of `INSERT` for `record`."""
         args = stored_call(record, repr(self.path))
         return (
-            record.uuid.bytes,
+            record.key.to_bytes(16, "big"),
             record.task_name,
             record.lane,
             record.priority,
@@ -233,7 +233,9 @@ class SQLiteStore(Store):
         return record_from_row(found)
 
     async def save_progress(self, records: list[TaskRecord]) -> None:
-        rows = [(encode_progress(r.progress), r.uuid.bytes) for r in records if r.progress]
+        rows = [
+            (encode_progress(r.progress), r.key.to_bytes(16, "big")) for r in records if r.progress
+        ]
 
         def run(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -285,7 +287,7 @@ class SQLiteStore(Store):
                 returning,
                 record.traceback,
                 None if record.progress is None else encode_progress(record.progress),
-                record.uuid.bytes,
+                record.key.to_bytes(16, "big"),
             ),
         )
 
