@@ -60,6 +60,10 @@ class Scheduler:
         # every call (`ProcessExecutor.slots`), so kept, and set with `service_s`.
         self.depth = _depth(None, unknown=2) if pool.pipeline_depth is None else pool.pipeline_depth
         self._service_by_key: dict[int, float] = {}  # ... per function (`depth_for`)
+        # `depth_for` of each function timed so far, kept as its times come (asked for
+        # several times per call); a fixed `pipeline_depth` is every function's depth.
+        self._depths: dict[int, int] = {}
+        self._untimed = 1 if pool.pipeline_depth is None else pool.pipeline_depth
         self._keys: dict[TaskSpec, int] = {}
         self._functions: dict[int, bytes] = {}  # key -> encoded OP_FUNC message
         self.answers: set[asyncio.Task[None]] = set()  # workers' add_task being run here
@@ -88,9 +92,7 @@ class Scheduler:
         so a long call never waits behind another while a worker idles; the pool's
         average would pipeline a new long function as deep as the quick ones before it.
         """
-        if self.pool.pipeline_depth is not None:
-            return self.pool.pipeline_depth
-        return _depth(self._service_by_key.get(key), unknown=1)
+        return self._depths.get(key, self._untimed)
 
     def key(self, spec: TaskSpec) -> int:
         """`spec`'s function's key; encoded once, for every worker to come."""
@@ -116,10 +118,15 @@ class Scheduler:
     def submit(self, p: PendingCall) -> None:
         """Send `p` to the ready worker holding fewest calls, or queue it."""
         best: WorkerHandle | None = None
-        fewest = self.depth_for(p.key)  # a worker holding this many has no room
+        depths, untimed = self._depths, self._untimed  # (`depth_for`, inlined)
+        fewest = depths.get(p.key, untimed)  # a worker holding this many has no room
         for h in self.roster.workers:
             held = len(h.calls)
-            if held < fewest and h.takes_calls and (not held or held < self._behind(h)):
+            if (
+                held < fewest
+                and h.takes_calls
+                and (not held or held < depths.get(h.calls[0].key, untimed))  # `_behind`
+            ):
                 best, fewest = h, held
                 if not held:
                     break
@@ -332,7 +339,9 @@ class Scheduler:
         self.service_s = ran if previous is None else 0.8 * previous + 0.2 * ran
         by_key = self._service_by_key
         previous = by_key.get(p.key)
-        by_key[p.key] = ran if previous is None else 0.8 * previous + 0.2 * ran
+        by_key[p.key] = mean = ran if previous is None else 0.8 * previous + 0.2 * ran
+        if self.pool.pipeline_depth is None:
+            self._depths[p.key] = _depth(mean, unknown=1)
         if message[0] == wire.OP_OK and message[3] is not None:
             message[3] = p.take_segment(message[3])
         h.done += 1
