@@ -141,16 +141,23 @@ async def test_depth_by_measured_call_length(measured_s: float | None, depth: in
     assert pool.depth == depth
 
 
+async def timed_noop_pool(service_s: float) -> ProcessExecutor:
+    """A started pool of two workers that has timed the no-op (quick: pipelined deep),
+    with its average call time then set to `service_s`, whatever this machine measured."""
+    pool = ProcessExecutor(max_workers=2, autoscale=False)
+    await pool.start()
+    for _ in range(20):
+        await pool.run(make_call(procfuncs.noop))
+    pool.scheduler.service_s = service_s
+    return pool
+
+
 async def test_a_function_not_yet_timed_is_sent_one_call_per_worker() -> None:
     """A pool that learned a no-op is quick still sends a new function's calls one per
     worker until one of them has answered: a batch of long calls must not queue behind
     each other on one worker while another idles (the pool's average says "quick")."""
-    pool = ProcessExecutor(max_workers=2, autoscale=False)
-    await pool.start()
+    pool = await timed_noop_pool(0.0001)
     try:
-        for _ in range(20):
-            await pool.run(make_call(procfuncs.noop))
-        pool.scheduler.service_s = 0.0001  # quick, whatever this machine measured
         assert pool.depth == 80
         runs = [
             asyncio.ensure_future(pool.run(make_call(procfuncs.block_forever))) for _ in range(6)
@@ -170,12 +177,8 @@ async def test_quick_calls_never_queue_behind_a_long_one_while_a_worker_could_ta
     """No-ops (pipelined up to 128 deep) are not sent behind a call whose function is
     not known to be quick: the worker running it holds it alone, the other worker takes
     them all. (They were queued behind it, where a blocked call kept them forever.)"""
-    pool = ProcessExecutor(max_workers=2, autoscale=False)
-    await pool.start()
+    pool = await timed_noop_pool(0.00002)
     try:
-        for _ in range(20):
-            await pool.run(make_call(procfuncs.noop))
-        pool.scheduler.service_s = 0.00002  # quick, whatever this machine measured
         assert pool.depth == 128
         blocked = asyncio.ensure_future(pool.run(make_call(procfuncs.block_forever)))
         await asyncio.sleep(0)  # it was sent, to a worker holding nothing
