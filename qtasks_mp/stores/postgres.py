@@ -471,9 +471,13 @@ class PostgresStore(Store):
                     "search_path names none that exists): pass schema='...'"
                 )
         sql = Statements(quote(schema))
-        version = await self._version(conn, schema, sql)
-        if version == SCHEMA_VERSION:
-            return str(schema)
+        try:
+            if await self._version(conn, schema, sql) == SCHEMA_VERSION:
+                return str(schema)
+        except StoreError:
+            # Seen outside the lock, another store's creation may look half done (its
+            # tables in the catalog before its version row): judged again under the lock.
+            pass
         # One creator at a time, per schema; the others find it done. A session lock,
         # taken before the transaction: a transaction begun earlier could still see the
         # catalog as it was before the creator committed.

@@ -112,6 +112,37 @@ async def test_a_newer_schema_and_a_foreign_table_are_refused(pg_url: str) -> No
         await PostgresStore(pg_url, schema="other").open(QueueConfig(), lambda: None)
 
 
+async def test_a_creation_seen_half_done_is_judged_again_under_the_creators_lock(
+    pg_url: str,
+) -> None:
+    """Outside the lock, another store's creation can look half done (its tasks table in
+    the catalog, its version row not yet): a store opening then waits for the creator's
+    lock and finds the tables made, instead of calling them foreign (a consumer of
+    test_postgres_processes died of it, two consumers starting on a fresh database)."""
+    import asyncpg
+
+    from qtasks_mp.stores._postgres_schema import Statements
+
+    creator = await asyncpg.connect(pg_url)
+    store = PostgresStore(pg_url)
+    try:
+        await creator.execute("SELECT pg_advisory_lock(hashtext('qtasks_mp:public'))")
+        *tables, version_row = Statements('"public"').create
+        for statement in tables:
+            await creator.execute(statement)
+        opening = asyncio.ensure_future(store.open(QueueConfig(), lambda: None))
+        waits = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        await until(lambda: opening.done() or query(pg_url, waits) == [(1,)], 10, "a waiter")
+        assert not opening.done(), opening.exception()
+        await creator.execute(version_row)
+        await creator.execute("SELECT pg_advisory_unlock(hashtext('qtasks_mp:public'))")
+        await asyncio.wait_for(opening, 10)
+        assert query(pg_url, "SELECT value FROM qtasks_mp_meta") == [(str(SCHEMA_VERSION),)]
+    finally:
+        await creator.close()
+        await store.close()
+
+
 async def test_a_database_of_an_older_schema_version_is_upgraded_in_place(pg_url: str) -> None:
     from qtasks_mp.stores._postgres_schema import Statements
 
