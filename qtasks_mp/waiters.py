@@ -12,7 +12,9 @@ takes as it is), no list per task unless a second waiter comes, and no deadline 
 own. Its done-callbacks (gather's, or the awaiting task's wake-up) are kept by the
 waiter, not by asyncio: the waiters answered in one loop turn have them all run by one
 loop callback (`_run_callbacks`), where an asyncio future schedules one loop handle per
-callback; in a gather that halves what each answer costs.
+callback; in a gather that halves what each answer costs. The callback
+`asyncio.gather` puts on each waiter (it counts the answers and sets the gather's own
+future at the last) runs as the waiter is answered, not a turn later.
 Waiters whose time runs out within the same `_TICK_S` share one `_Expiry`: one
 deadline in the loop's `Deadlines` and one list for all of them (up to `_TICK_S` late;
 the loop's timers are not more precise anyway). A waiter leaves by itself however it
@@ -75,8 +77,9 @@ class Waiting(asyncio.Future[Task | None], Coroutine[Any, Any, Task | None]):
     Its done-callbacks are its own (`add_done_callback`, `remove_done_callback`): run
     as asyncio runs them (soon after it is done, each in its context, an exception
     reported to the loop's exception handler), but by one loop callback for all the
-    waiters answered in a turn (`Waiters._run_callbacks`). Whatever makes it done goes
-    through its `Waiters`, which schedules them. They run where the first waiter
+    waiters answered in a turn (`Waiters._run_callbacks`); `asyncio.gather`'s, which
+    only counts, as it is answered. Whatever makes it done goes through its `Waiters`,
+    which schedules them. They run where the first waiter
     answered in that turn would have had its handle in the loop's queue: a waiter
     answered after another future, in the same turn, may wake its caller first.
     """
@@ -222,18 +225,29 @@ class Waiters:
     def resolve(self, record: TaskRecord) -> None:
         """Wake the waiters of a finished task (ended here or elsewhere)."""
         key = record.key
-        fut = self._futures.pop(key, None) if self._futures else None
+        fut = self._futures.pop(key, None)
         more = self._more.pop(key, None) if self._more else None
         if fut is None and more is None:
             return
         snap = Task(record, self._host)  # one snapshot for all its waiters
         if fut is not None and not fut.done():  # (one cancelled or timed out has left)
             fut.set_result(snap)
-            if fut._callback is not None:  # (`_settled`, inlined: the common case)
-                answered = self._answered
-                if not answered:
-                    self.loop.call_soon(self._run_callbacks)
-                answered.append(fut)
+            fn = fut._callback
+            if fn is not None:
+                if fut._context is None and fut._more is None:
+                    # asyncio.gather's own callback (the only one kept without a
+                    # context): it counts the answer, and at the last one sets gather's
+                    # future, whose callbacks asyncio schedules. Run now, not a turn later.
+                    fut._callback = None
+                    try:
+                        fn(fut)
+                    except Exception as exc:  # (it raises none: reported as asyncio would)
+                        self._report(fn, exc, fut)
+                else:  # (`_settled`, inlined)
+                    answered = self._answered
+                    if not answered:
+                        self.loop.call_soon(self._run_callbacks)
+                    answered.append(fut)
             expiry = fut._expiry
             if expiry is not None:
                 if expiry.live > 1:  # `_unexpire`'s common case, without its call
@@ -363,9 +377,12 @@ class Waiters:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self.loop.call_exception_handler(
-                {"message": f"Exception in callback {fn!r}", "exception": exc, "future": fut}
-            )
+            self._report(fn, exc, fut)
+
+    def _report(self, fn: Callable[[Any], object], exc: BaseException, fut: Waiting) -> None:
+        self.loop.call_exception_handler(
+            {"message": f"Exception in callback {fn!r}", "exception": exc, "future": fut}
+        )
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
         try:

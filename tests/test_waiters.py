@@ -13,6 +13,7 @@ import pytest
 
 from qtasks_mp import Task, waiters
 from qtasks_mp.asyncio import QueueTasks
+from qtasks_mp.task import TaskRecord, TaskStatus, new_key
 
 who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
 
@@ -185,3 +186,21 @@ async def test_every_callback_gets_its_context_if_gathers_callback_is_not_known(
     await asyncio.gather(waiter)
     await asyncio.sleep(0)
     assert seen == ["adder"]
+
+
+async def test_a_gather_of_waiters_is_done_when_its_last_waiter_is_answered() -> None:
+    """gather's own callback runs as each waiter is answered, not a loop turn later: the
+    gather's future is done at the last answer (its awaiter wakes on the next turn)."""
+    loop = asyncio.get_running_loop()
+    owner = waiters.Waiters(loop, host=None, read=None)  # type: ignore[arg-type]
+    records = [TaskRecord(new_key(), "t", "inline", 0, (i,), {}, 0.0) for i in range(3)]
+    for r in records:
+        r.status, r.returning = TaskStatus.SUCCESS, r.args[0]
+    gathered = asyncio.gather(*(owner.wait(r.key, 10) for r in records))
+    for r in records[:2]:
+        owner.resolve(r)
+    assert not gathered.done()
+    owner.resolve(records[2])
+    assert gathered.done()
+    assert [t.returning for t in gathered.result()] == [0, 1, 2]
+    await owner.close()
