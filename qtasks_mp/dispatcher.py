@@ -260,9 +260,11 @@ class Dispatcher:
         itself (`run_waited`). Yes for the first such call on a lane a caller may drive;
         the calls made before that caller looks (a gather makes them all at once) are
         offered to the lane's workers instead."""
-        route = self.routes.get(record.task_name)
         lane = self.lanes.get(record.lane)
-        if route is None or not route.eager or lane is None or lane.caller_due:
+        if lane is None or lane.caller_due:  # (the common case: a gather's later calls)
+            return False
+        route = self.routes.get(record.task_name)
+        if route is None or not route.eager:
             return False
         lane.caller_due = True
         return True
