@@ -240,6 +240,16 @@ class Task:
             u = self._uuid = uuid_of(self._key)
         return u
 
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Unpickling; a `Task` pickled by a version before 2026-12-04 kept `uuid` (a
+        `UUID`) where this one keeps `_key` (its int) and `_uuid`."""
+        _, slots = state
+        if "uuid" in slots:
+            u = slots.pop("uuid")
+            slots["_uuid"], slots["_key"] = u, u.int
+        for name, value in slots.items():
+            object.__setattr__(self, name, value)
+
     @property
     def created_at(self) -> datetime:
         return datetime.fromtimestamp(self._created)
