@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection
 from time import perf_counter
 from typing import Any, TypeVar
 
-from cpu_work import calibrate, spin, timed  # next to this file
+from cpu_work import calibrate, spin, timed, timed_spin  # next to this file
 
 import qtasks_mp
 from qtasks_mp.asyncio import QueueTasks
@@ -366,11 +366,19 @@ def process_gather(s: Sizes) -> list[float]:
 def cpu_batch(s: Sizes) -> list[float]:
     """CPU efficiency of `cpu_tasks` tasks of ~`cpu_s` submitted at once: a gather of
     waited add_task, and ProcessPoolExecutor; a fresh app each round (the pipeline
-    depth starts where it starts for a function never seen before)."""
+    depth starts where it starts for a function never seen before).
+
+    Returns the medians of: each contender's efficiency (the serial time measured
+    before, over workers x makespan), then each one's busy fraction (the calls' own
+    times, measured in the workers, over workers x makespan: the share of the workers'
+    time spent in calls, which a change of the machine's speed between the serial
+    measure and a batch does not move)."""
     spin_n = calibrate(s.cpu_s)
     serial = s.cpu_tasks * statistics.median(timed(spin, spin_n) for _ in range(3))
+    busy: list[list[float]] = [[], []]
 
-    def efficiency(makespan: float) -> float:
+    def efficiency(makespan: float, call_times: Sequence[float], who: int) -> float:
+        busy[who].append(sum(call_times) / (WORKERS * makespan))
         return serial / (WORKERS * makespan)
 
     async def app_batch() -> float:
@@ -379,7 +387,7 @@ def cpu_batch(s: Sizes) -> list[float]:
             executors={"process": ProcessExecutor(max_workers=WORKERS, autoscale=False)},
         )
         app.config.logs_default_level = 30
-        app.task(executor="process")(spin)
+        app.task(name="spin", executor="process")(timed_spin)
         async with app:
             start = perf_counter()
             done = await asyncio.gather(
@@ -387,17 +395,18 @@ def cpu_batch(s: Sizes) -> list[float]:
             )
             makespan = perf_counter() - start
         assert all(t is not None and t.status == "success" for t in done)
-        return efficiency(makespan)
+        return efficiency(makespan, [t.returning for t in done if t is not None], 0)
 
     def stdlib_batch(pool: concurrent.futures.ProcessPoolExecutor) -> float:
         pool.submit(noop).result()  # started, as the app's workers are
         start = perf_counter()
-        for fut in [pool.submit(spin, spin_n) for _ in range(s.cpu_tasks)]:
-            fut.result()
-        return efficiency(perf_counter() - start)
+        futures = [pool.submit(timed_spin, spin_n) for _ in range(s.cpu_tasks)]
+        call_times = [fut.result() for fut in futures]
+        return efficiency(perf_counter() - start, call_times, 1)
 
     def stdlib(n: int) -> float:
         with concurrent.futures.ProcessPoolExecutor(WORKERS) as pool:
             return stdlib_batch(pool)
 
-    return alternate([lambda n: asyncio.run(app_batch()), stdlib], s.cpu_tasks, s.rounds)
+    out = alternate([lambda n: asyncio.run(app_batch()), stdlib], s.cpu_tasks, s.rounds)
+    return out + [statistics.median(b[1:]) for b in busy]  # (b[0]: the warm-up round)

@@ -14,6 +14,13 @@ def spin(n: int) -> int:
     return x
 
 
+def timed_spin(n: int) -> float:
+    """`spin(n)`, returning the seconds it took where it ran (a worker's own clock)."""
+    start = time.perf_counter()
+    spin(n)
+    return time.perf_counter() - start
+
+
 def calibrate(seconds: float) -> int:
     """How many `spin` iterations take about `seconds` here."""
     n = 100_000

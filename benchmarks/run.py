@@ -230,6 +230,8 @@ def _users(quick: bool) -> list[Row]:
     what = f"CPU batch, {s.cpu_tasks} x {s.cpu_s * 1e3:.0f} ms gathered, efficiency"
     rows.append(Row(f"{what}: app vs ProcessPoolExecutor", cpu[0], cpu[1], "eff", 1.0))
     rows.append(Row(f"{what}: app vs perfect (1.0)", cpu[0], 1.0, "eff", 0.97))
+    what = f"CPU batch, {s.cpu_tasks} x {s.cpu_s * 1e3:.0f} ms gathered, workers' busy fraction"
+    rows.append(Row(f"{what}: app vs ProcessPoolExecutor", cpu[2], cpu[3], "eff"))
     return rows
 
 
