@@ -101,13 +101,3 @@ def assert_roster_counts(pool: Any) -> None:
     assert roster is not None
     assert roster.live == sum(h.state.live for h in roster.workers)
     assert roster.lent == sum(1 for h in roster.workers if h.lent and h.state.live)
-
-
-async def until(check: Callable[[], object], timeout_s: float, what: str) -> None:
-    """Wait (polling every 10 ms) until `check()` is true; fail naming `what` after
-    `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.01)

@@ -104,7 +104,7 @@ async def test_without_autoscale_the_pool_stays_at_max_workers() -> None:
     try:
         assert pool.autoscaler is None
         assert pool.stats()["workers"] == 2
-        assert pool.slots == 2 * (pool.depth + 1)
+        assert pool.slots == 2 * pool.depth
         assert await pool.run(make_call(procfuncs.add, 2, 3)) == 5
         assert pool.stats()["autoscale"] is None
     finally:
@@ -117,7 +117,7 @@ async def test_autoscaling_pool_takes_calls_for_max_workers_at_once() -> None:
     await pool.start()
     try:
         assert pool.stats()["workers"] == 1
-        assert pool.slots == 3 * (pool.depth + 1)  # calls wait in the pool, seen as backlog
+        assert pool.slots == 3 * pool.depth  # calls wait in the pool, seen as backlog
         assert pool.autoscaler is not None
         assert await pool.run(make_call(procfuncs.add, 1, 1)) == 2
     finally:

@@ -27,7 +27,6 @@ from proc_support import (
     grandchildren,
     make_call,
     read_fifo,
-    until,
     write_fifo,
 )
 
@@ -104,8 +103,8 @@ async def test_add_task_returns_the_result_through_the_app(app: QueueTasks) -> N
     assert task.returning == 5
 
 
-async def test_slots_are_workers_times_pipeline_depth_and_one(pool: ProcessExecutor) -> None:
-    assert pool.slots == 2 * (pool.depth + 1)
+async def test_slots_are_workers_times_pipeline_depth(pool: ProcessExecutor) -> None:
+    assert pool.slots == 2 * pool.depth
     stats = pool.stats()
     assert stats["workers"] == 2 and len(stats["pids"]) == 2
 
@@ -213,31 +212,12 @@ async def test_with_a_shared_store_slots_count_at_most_16_calls_per_worker(
     async with app:
         pool.scheduler.service_s = 0.00002  # quick calls
         assert pool.depth == 128
-        assert pool.slots == 2 * (16 + 1)
+        assert pool.slots == 2 * 16
     alone = ProcessExecutor(max_workers=2, autoscale=False)
     memory = QueueTasks("memory", executors={"process": alone})
     async with memory:
         alone.scheduler.service_s = 0.00002
-        assert alone.slots == 2 * (128 + 1)  # a store of this process only: no lease held
-
-
-async def test_a_long_calls_successor_waits_in_the_pool_for_the_first_free_worker() -> None:
-    """Long calls run one at a time per worker, and the pool takes one call more per
-    worker, sent to none yet: as a worker answers, the next call goes to it from the
-    pool at once, not after the dispatcher hands one over (at 50 ms a call that hand-over
-    was most of a worker's idle time between calls). The third call stays in the store."""
-    pool = ProcessExecutor(max_workers=1, autoscale=False)
-    app = QueueTasks("long", executors={"process": pool})
-    app.task(name="block", executor="process")(procfuncs.block_forever)
-    async with app:
-        pool.scheduler.service_s = 0.05
-        assert pool.depth == 1 and pool.slots == 2
-        tasks = [await app.add_task("block") for _ in range(3)]
-        assert pool.roster is not None
-        await until(lambda: len(pool.scheduler.pending) == 1, 10, "a call waiting in the pool")
-        assert [len(h.calls) for h in pool.roster.workers] == [1]  # the third: in the store
-        for task in tasks:
-            await app.cancel(task)
+        assert alone.slots == 2 * 128  # a store of this process only: no lease to hold
 
 
 async def test_function_is_pickled_once_and_sent_once_per_worker(pool: ProcessExecutor) -> None:

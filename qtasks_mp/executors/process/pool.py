@@ -150,16 +150,10 @@ class ProcessExecutor(Executor):
 
     @property
     def slots(self) -> int:
-        """Calls the pool takes at once: each worker's pipeline (`depth`), and one more
-        per worker that waits here, sent to no worker yet (`Scheduler.pending`). As a
-        worker answers, that call goes to it at once, or to whichever worker frees
-        first: with long calls (one at a time per worker), the next one no longer waits
-        for the dispatcher to hand it over after each answer."""
         roster = self.roster
         depth = self.scheduler.depth
         if self.shared_store and depth > LEASED_DEPTH:
             depth = LEASED_DEPTH
-        depth += 1
         if self.policy is not None and self.running:  # calls wait here, seen as backlog
             lent = 0 if roster is None else roster.lent  # see `Scheduler.lend`
             return (self.max_workers + lent) * depth
