@@ -485,9 +485,11 @@ class PostgresStore(Store):
         await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
         try:
             async with conn.transaction():
-                if self.schema is not None:
-                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+                # Judged first: a role that may not create schemas is told what it
+                # found (a newer version, a foreign table), not that it may not create.
                 version = await self._version(conn, schema, sql)
+                if version == 0 and self.schema is not None:
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
                 if version == 0:
                     for statement in sql.create:
                         await conn.execute(statement)

@@ -112,6 +112,29 @@ async def test_a_newer_schema_and_a_foreign_table_are_refused(pg_url: str) -> No
         await PostgresStore(pg_url, schema="other").open(QueueConfig(), lambda: None)
 
 
+async def test_a_role_that_may_not_create_is_told_what_it_found(
+    pg_cluster: Cluster, pg_url: str
+) -> None:
+    """A consumer role without CREATE on the database, given schema=: a newer version and
+    a foreign table are named as such, not hidden behind a refused CREATE SCHEMA."""
+    database = urlsplit(pg_url).path.lstrip("/")
+    role = f"consumer_{database}"
+    pg_cluster.sql(f"CREATE ROLE {role} LOGIN")
+    owner = PostgresStore(pg_url, schema="app")
+    await owner.open(QueueConfig(), lambda: None)
+    await owner.close()
+    query(pg_url, "UPDATE app.qtasks_mp_meta SET value = '99'")
+    query(pg_url, "CREATE SCHEMA other")
+    query(pg_url, f"CREATE TABLE other.{TABLE} (id int)")
+    query(pg_url, f"GRANT USAGE ON SCHEMA app, other TO {role}")
+    query(pg_url, f"GRANT ALL ON ALL TABLES IN SCHEMA app, other TO {role}")
+    url = pg_cluster.url(user=role, database=database)
+    with pytest.raises(StoreError, match=r"newer qtasks_mp \(schema version 99"):
+        await PostgresStore(url, schema="app").open(QueueConfig(), lambda: None)
+    with pytest.raises(StoreError, match="did not make"):
+        await PostgresStore(url, schema="other").open(QueueConfig(), lambda: None)
+
+
 async def test_a_creation_seen_half_done_is_judged_again_under_the_creators_lock(
     pg_url: str,
 ) -> None:
