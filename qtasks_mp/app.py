@@ -503,7 +503,24 @@ class AppCore:
             uuid = checks.task_id(uuid, "app.get")
         await self._runtime.open_store()
         record = await self.store.get(uuid)
+        if record is None and await self._record_direct_calls():
+            record = await self.store.get(uuid)
         return None if record is None else record.snapshot(self)
+
+    async def _record_direct_calls(self) -> bool:
+        """Have the loop record now what sync callers' direct calls left it (it does
+        within 2 ms anyway: executors/process/parked.py), so that a task such a call
+        made, asked for by its uuid from the loop right after, is in the store. True if
+        anything was left."""
+        left = False
+        for executor in self.executors.values():
+            direct = getattr(executor, "direct", None)
+            if direct is not None and direct.steps:
+                direct.flush_soon()
+                left = True
+        if left:
+            await asyncio.sleep(0)  # the flushes, queued first, run before we resume
+        return left
 
     async def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None:
         """Wait, without polling, for a task to end; the finished `Task`, or None on timeout."""
@@ -515,6 +532,8 @@ class AppCore:
             )
         await self._runtime.open_store()
         record = await self.store.get(uuid)
+        if record is None and await self._record_direct_calls():
+            record = await self.store.get(uuid)
         if record is None:
             raise TaskNotFound(f"no task {uuid} (never added, or dropped by result retention)")
         if record.status in FINISHED:
