@@ -508,18 +508,26 @@ class AppCore:
         return None if record is None else record.snapshot(self)
 
     async def _record_direct_calls(self) -> bool:
-        """Have the loop record now what sync callers' direct calls left it (it does
-        within 2 ms anyway: executors/process/parked.py), so that a task such a call
-        made, asked for by its uuid from the loop right after, is in the store. True if
-        anything was left."""
+        """(In the loop.) `post_direct_calls`, and let the loop run what it posted: a
+        task a direct call made, asked for by its uuid from the loop right after, is in
+        the store then. True if anything was left."""
+        if not self.post_direct_calls():
+            return False
+        await asyncio.sleep(0)  # the flushes, queued first, run before we resume
+        return True
+
+    def post_direct_calls(self) -> bool:
+        """(Any thread.) Have the loop record soon what sync callers' direct calls left
+        it (it does within 2 ms anyway: executors/process/parked.py); what is queued in
+        the loop after this runs after it. True if anything was left."""
+        from .executors.process.direct import DirectCalls  # (loaded with a pool anyway)
+
         left = False
         for executor in self.executors.values():
             direct = getattr(executor, "direct", None)
-            if direct is not None and direct.steps:
+            if isinstance(direct, DirectCalls) and direct.steps:
                 direct.flush_soon()
                 left = True
-        if left:
-            await asyncio.sleep(0)  # the flushes, queued first, run before we resume
         return left
 
     async def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None:

@@ -264,10 +264,7 @@ class QueueTasks:
     def _flush_direct(self) -> None:
         """What direct calls left the loop to record goes before this thread's next
         call into the loop (`app.get(uuid)` right after a direct call sees its end)."""
-        for executor in self.core.executors.values():
-            direct = getattr(executor, "direct", None)
-            if isinstance(direct, DirectCalls):
-                direct.flush_soon()
+        self.core.post_direct_calls()
 
     def _auto_start(self) -> None:
         if not self.core.running and not self.core.store.shared:

@@ -14,7 +14,8 @@ then fought the caller for the GIL on every call (p50 ~130 us against ~50 us). S
 loop's flush timer (FLUSH_S) collects the steps while calls come; a thread posts only
 when no timer is armed, and at once when its call took FLUSH_S / 2 or more, or handed
 the worker back. The sync facade posts what is left before each of its own calls into
-the loop (`app.get(uuid)` or `app.cancel(uuid)` right after sees the task as it is).
+the loop (`app.get(uuid)` or `app.cancel(uuid)` right after sees the task as it is), and
+`app.get` / `app.wait` in the loop do when they do not find a uuid (`post_direct_calls`).
 A flush runs accepts after the endings it has: a call already ended runs its chain to
 the end at once, with no task.
 """
