@@ -6,7 +6,8 @@
 - the sync facade (`qtasks_mp.QueueTasks`) called from the main thread, one waited
   `add_task` after another to a process worker, against
   `ProcessPoolExecutor.submit(...).result()`; its floor is a thread echoing through a
-  pipe to a blocking child;
+  pipe to a blocking child; then both called by 4 plain threads at once (a threaded
+  web server's views), as rates;
 - a gather of waited `add_task` of process no-ops, from an event loop in a background
   thread, against `ProcessPoolExecutor` and `multiprocessing.Pool`; its floor is a plain
   asyncio echo over socket pairs to blocking children;
@@ -286,9 +287,31 @@ def inline_gather(s: Sizes) -> list[float]:
     return out
 
 
+#: Plain threads calling the sync facade at once (a threaded web server's views).
+THREADS = 4
+
+
+def in_threads(once: Callable[[int], object]) -> Callable[[int], None]:
+    """`n` calls of `once` made by THREADS plain threads at once, each in turn."""
+
+    def run_n(n: int) -> None:
+        each = n // THREADS
+        threads = [
+            threading.Thread(target=lambda k=k: [once(k * each + i) for i in range(each)])
+            for k in range(THREADS)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    return run_n
+
+
 def sync_round_trip(s: Sizes) -> list[float]:
     """p50 of: the sync facade's waited add_task to a process worker, from the main
-    thread; ProcessPoolExecutor.submit().result(); the pipe echo floor."""
+    thread; ProcessPoolExecutor.submit().result(); the pipe echo floor. Then the rates
+    of the first two called by THREADS plain threads at once."""
     app = qtasks_mp.QueueTasks(
         "bench-sync",
         executors={"process": ProcessExecutor(max_workers=WORKERS, autoscale=False)},
@@ -302,13 +325,19 @@ def sync_round_trip(s: Sizes) -> list[float]:
 
     floor = PipeEchoFloor()
     with concurrent.futures.ProcessPoolExecutor(WORKERS) as pool:
+
+        def pool_once(i: int) -> None:
+            assert pool.submit(inc, i).result() == i + 1
+
         try:
             app.start()
             out = alternate(
                 [
                     p50_of(app_once),
-                    p50_of(lambda i: pool.submit(inc, i).result()),
+                    p50_of(pool_once),
                     p50_of(floor.once),
+                    rate_of(in_threads(app_once)),
+                    rate_of(in_threads(pool_once)),
                 ],
                 s.sync_trips,
                 s.rounds,

@@ -221,6 +221,8 @@ def _users(quick: bool) -> list[Row]:
     what = "sync facade add_task(timeout=) p50, process, main thread"
     rows.append(Row(f"{what}: app vs ProcessPoolExecutor", trip[0], trip[1], "s", 0.33))
     rows.append(Row(f"{what}: app vs floor (thread-pipe echo)", trip[0], trip[2], "s"))
+    what = f"sync facade add_task(timeout=), process, {u.THREADS} plain threads at once"
+    rows.append(Row(f"{what}: app vs ProcessPoolExecutor", trip[3], trip[4], "/s"))
     gather = u.process_gather(s)
     what = f"gather of {s.process_gather:,} waited add_task, process no-ops"
     rows.append(Row(f"{what}: app vs ProcessPoolExecutor", gather[0], gather[1], "/s", 3.0))

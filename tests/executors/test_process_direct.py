@@ -304,6 +304,31 @@ def test_the_async_facade_never_goes_direct() -> None:
     assert asyncio.run(main()) == 0
 
 
+def test_a_parked_workers_socket_blocks_only_while_it_is_parked(app: QueueTasks) -> None:
+    """The thread's duplicate shares the transport's descriptor flags: blocking while
+    parked (a call is then a send and a read that lets go of the GIL), non-blocking
+    again before the transport reads (the loop must never block on it)."""
+    warm(app)
+    pool = app.executors["process"]
+    assert isinstance(pool, ProcessExecutor)
+    h = pool.direct.free[0]
+    assert h.transport is not None
+    fd = h.transport.get_extra_info("socket").fileno()
+    assert os.get_blocking(fd)
+
+    async def recall() -> bool:  # as the loop does when its own calls wait, or at a retire
+        return pool.direct.recall(h)
+
+    assert app.core.call_from_thread(recall())
+    assert not h.parked
+    assert not os.get_blocking(fd)
+    warm(app)  # parked again for the next thread's call
+    for worker in pool.roster.workers if pool.roster is not None else []:
+        assert worker.transport is not None
+        assert os.get_blocking(worker.transport.get_extra_info("socket").fileno()) == worker.parked
+    settled(app)
+
+
 # ---------------------------------------------------------------- helpers
 
 
