@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from stores.sqlite_support import APPS, REPO, statuses, wait_until
+from polling import wait_until
+from stores.sqlite_support import APPS, REPO, statuses
 
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.cli import main

@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
+from polling import until
 
 from qtasks_mp import AppNotRunning, Executor, ThreadExecutor
 from qtasks_mp.asyncio import QueueTasks
@@ -96,14 +97,6 @@ def _workers() -> set[int]:
 def _threads() -> set[threading.Thread]:
     """Live threads other than asyncio's default executor's (not ours to close)."""
     return {t for t in threading.enumerate() if not t.name.startswith("asyncio_")}
-
-
-async def _until(cond: Any, timeout_s: float = 10.0) -> None:
-    async def poll() -> None:
-        while not cond():  # noqa: ASYNC110 - polling the OS: no event to wait on
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout_s)
 
 
 # ------------------------------------------------------------------ store failures
@@ -199,7 +192,7 @@ async def test_stop_closes_every_executor_even_when_the_store_fails_at_stop() ->
     store.drop_queued = broken_drop  # type: ignore[method-assign]
     await app.stop()
     assert app.state == "stopped"
-    await _until(lambda: _threads() <= before)  # the pool was shut down
+    await until(lambda: _threads() <= before, 10, "the pool to be shut down")
 
 
 # ------------------------------------------------------------------ executor starts
@@ -217,7 +210,7 @@ async def test_a_failed_start_closes_what_had_started_and_raises(
         await app.start()
     assert app.state == "stopped" and not app.running
     assert broken.closed == 1
-    await _until(lambda: _workers() <= before)
+    await until(lambda: _workers() <= before, 10, "the workers to be gone")
     assert any("'broken' failed to start" in r.getMessage() for r in caplog.records)
     # a start after a failed one fails the same way, and stop() is harmless
     with pytest.raises(ConnectionRefusedError):
@@ -234,7 +227,7 @@ async def test_a_first_executor_that_cannot_start_leaves_nothing_running() -> No
     app = QueueTasks(executors={"inline": BrokenInline(), "thread": ThreadExecutor(2)})
     with pytest.raises(ConnectionRefusedError):
         await app.start()
-    await _until(lambda: _threads() <= before)
+    await until(lambda: _threads() <= before, 10, "the threads to be gone")
 
 
 async def test_an_executor_added_late_that_cannot_start_raises_to_the_adder() -> None:

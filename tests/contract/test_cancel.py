@@ -17,6 +17,7 @@ from typing import Any
 import contract_funcs as f
 import pytest
 from contract_support import pid_gone, wait_for_file
+from polling import until
 
 from qtasks_mp import ArgumentValueError, ProcessExecutor, SyncTask, TaskNotFound
 from qtasks_mp.asyncio import QueueTasks
@@ -39,19 +40,6 @@ def files(tmp_path: Path, name: str) -> tuple[str, str, str]:
 
 def touch(path: Path) -> None:
     path.touch()
-
-
-async def until(check: Any, timeout_s: float = 30.0) -> None:
-    """Until `check()` (or the awaitable it returns) is truthy; fail at the deadline."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 async def status_of(app: QueueTasks, task: Task | None) -> str:
@@ -164,7 +152,7 @@ async def test_a_thread_task_ends_at_once_and_its_context_says_cancelled() -> No
     async with app:
         task = await app.add_task("stubborn")
         assert task is not None
-        await until(lambda: app.executors["thread"].active > 0)  # running in its thread
+        await until(lambda: app.executors["thread"].active > 0, 30, "the call to run in its thread")
         assert await app.cancel(task) is True  # at once, while the function still runs
         assert not finished.is_set()
         assert await status_of(app, task) == "cancel"
@@ -321,7 +309,7 @@ async def test_cancel_racing_with_completion_ends_each_task_once() -> None:
             gates[i] = asyncio.Event()
             tasks.append(await app.add_task("gated", i))
         waits = [asyncio.ensure_future(app.wait(t.uuid, 30)) for t in tasks if t is not None]
-        await until(lambda: app.executors["inline"].active == 10)  # ten run, the rest queue
+        await until(lambda: app.executors["inline"].active == 10, 30, "ten to run, the rest queued")
         answers = []
         for i, task in enumerate(tasks):
             assert task is not None
@@ -414,7 +402,7 @@ async def test_requeue_after_a_crash_runs_the_task_again_with_its_history(
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("requeued 1 tasks")
         # The other process's write wakes this dispatcher; the same uuid runs again.
-        await until(lambda: app.wait(task.uuid, 0))  # type: ignore[union-attr]
+        await until(lambda: app.wait(task.uuid, 0), 30, "the task to end")  # type: ignore[union-attr]
         got = await app.get(task.uuid)
         assert got is not None and (got.returning, got.retry) == ("attempt 2", 0)
         assert len(got.history) == 1 and got.history[0]["status"] == "error"

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 import re
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ import procfuncs
 import psutil
 import pytest
 import pytest_asyncio
+from polling import until
 from proc_support import gone, make_call
 
 from qtasks_mp import SerializationError, TaskTimeout, WorkerCrashed, wire
@@ -81,14 +81,6 @@ def ours(names: list[str]) -> list[str]:
 
 async def run(pool: ProcessExecutor, fn: Any, *args: Any, timeout: float | None = None) -> Any:
     return await asyncio.wait_for(pool.run(make_call(fn, *args, timeout=timeout)), 10)
-
-
-async def until(condition: Any, timeout_s: float = 5.0) -> None:
-    """Wait for `condition()` to hold: a bounded wait on state the event loop updates."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview"])
@@ -202,7 +194,7 @@ async def test_cancelled_call_unlinks_its_arguments(pool: ProcessExecutor) -> No
     assert await pool.wait_ready(10)
     blob = procfuncs.make_bytes("bytes", 2)
     running = asyncio.ensure_future(pool.run(make_call(procfuncs.block_with, blob)))
-    await until(lambda: pool.stats()["busy"] >= 1)
+    await until(lambda: pool.stats()["busy"] >= 1, 5, "a busy worker")
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
@@ -220,7 +212,7 @@ async def test_dead_worker_result_segment_is_swept(pool: ProcessExecutor, how: s
     with pytest.raises(expected):
         await run(pool, procfuncs.big_result_then, how, 2, timeout=timeout)
     (dead,) = pids - set(pool.stats()["pids"])
-    await until(lambda: dead not in pool.stats()["per_worker"])  # the parent is done with it
+    await until(lambda: dead not in pool.stats()["per_worker"], 5, "the parent to be done with it")
     assert gone([dead])
     if how == "kill":
         assert pool.stats()["crashes"] >= 1
@@ -246,7 +238,7 @@ async def test_abandoned_stream_leaks_nothing(pool: ProcessExecutor) -> None:
     with pytest.raises(ValueError, match="handler failed"):
         await asyncio.wait_for(pool.run(call), 10)
     (dead,) = pids - set(pool.stats()["pids"])
-    await until(lambda: dead not in pool.stats()["per_worker"])
+    await until(lambda: dead not in pool.stats()["per_worker"], 5, "the dead worker to be dropped")
 
 
 def alive_items(worker_pids: list[int]) -> int:

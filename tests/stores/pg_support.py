@@ -23,7 +23,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -181,18 +180,6 @@ class Cluster:
             f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name} OWNER {USER}"
         )
         return self.url(database=name)
-
-
-def wait_for(check: object, timeout_s: float, what: str) -> object:
-    """Call `check()` every 20 ms until it is truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()  # type: ignore[operator]
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def query(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:

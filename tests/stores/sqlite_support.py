@@ -8,8 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,18 +17,6 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "apps"
 WORKER_APP = APPS / "sqlite_worker_app.py"
-
-
-def wait_until(check: Callable[[], T], timeout_s: float, what: str) -> T:
-    """Check every 20 ms until `check()` is truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from pg_support import Cluster, query
+from polling import until
 
 from qtasks_mp import QueueConfig
 from qtasks_mp.stores import store_from
@@ -59,15 +60,6 @@ async def pg(pg_cluster: Cluster, pg_schema: str) -> AsyncIterator[Opened]:
     yield opened
     for store in opened.stores:
         await store.close()
-
-
-async def until(check: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
 
 
 # ------------------------------------------------------------------ URLs and the schema

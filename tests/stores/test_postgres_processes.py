@@ -13,7 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pg_support import Cluster, query, wait_for
+from pg_support import Cluster, query
+from polling import wait_until
 from sqlite_support import waited_round_trips
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,7 +131,7 @@ def _start_two(url: str, tmp_path: Path, **env: str) -> tuple[Consumer, Consumer
     runs, log = tmp_path / "runs.txt", tmp_path / "consumers.log"
     a = Consumer(url, tmp_path / "a.log", runs, **env)
     b = Consumer(url, tmp_path / "b.log", runs, **env)
-    wait_for(lambda: a.ready() and b.ready(), 20, "two consumers")
+    wait_until(lambda: a.ready() and b.ready(), 20, "two consumers")
     return a, b, runs, log
 
 
@@ -141,7 +142,7 @@ def test_a_sigkilled_consumer_loses_nothing_and_reruns_only_what_it_held(
     assert _accepted(_produce(pg_url, n), 30) == n  # accepted before any consumer runs
     a, b, runs, _ = _start_two(pg_url, tmp_path, QTASKS_TEST_TASK_S="0.02")
     try:
-        wait_for(lambda: sum(_runs(runs).values()) >= 300, 20, "the consumers to get going")
+        wait_until(lambda: sum(_runs(runs).values()) >= 300, 20, "the consumers to get going")
 
         def held_by_a() -> int:
             leased = query(pg_url, f"SELECT lease_owner FROM {TABLE} WHERE status = 'process'")
@@ -157,12 +158,12 @@ def test_a_sigkilled_consumer_loses_nothing_and_reruns_only_what_it_held(
             a.proc.send_signal(signal.SIGCONT)
             return False
 
-        wait_for(a_stopped_holding_tasks, 20, "the first consumer to hold tasks")
+        wait_until(a_stopped_holding_tasks, 20, "the first consumer to hold tasks")
         b.proc.send_signal(signal.SIGSTOP)  # B must not put A's tasks back before we look
         try:
             assert a.stop(signal.SIGKILL) == -signal.SIGKILL
             # A's statements already sent may still commit: wait until its sessions are gone
-            wait_for(
+            wait_until(
                 lambda: (
                     not query(
                         pg_url,
@@ -182,7 +183,7 @@ def test_a_sigkilled_consumer_loses_nothing_and_reruns_only_what_it_held(
             b.proc.send_signal(signal.SIGCONT)
         assert held, f"the kill hit no task in flight: {before}"
         assert before.get("success", 0) < n
-        wait_for(lambda: _statuses(pg_url).get("success") == n, 30, f"all {n} tasks to succeed")
+        wait_until(lambda: _statuses(pg_url).get("success") == n, 30, f"all {n} tasks to succeed")
     finally:
         assert b.stop() == 0, b.log.read_text()[-3000:]
         a.stop(signal.SIGKILL)
@@ -206,10 +207,10 @@ def test_a_server_restart_under_load_loses_no_accepted_task(
     a, b, runs, _ = _start_two(pg_url, tmp_path, QTASKS_TEST_LEASE_S="3")
     try:
         producer = _produce(pg_url, n, pause_s=0.02)
-        wait_for(lambda: sum(_runs(runs).values()) >= 300, 20, "the consumers to get going")
+        wait_until(lambda: sum(_runs(runs).values()) >= 300, 20, "the consumers to get going")
         pg_cluster.restart("immediate")  # every connection cut mid-statement; crash recovery
         assert _accepted(producer, 60) == n  # add_task waited for the server: none refused
-        wait_for(lambda: _statuses(pg_url).get("success") == n, 40, f"all {n} tasks to succeed")
+        wait_until(lambda: _statuses(pg_url).get("success") == n, 40, f"all {n} tasks to succeed")
     finally:
         codes = [a.stop(), b.stop()]
     logs = a.log.read_text() + b.log.read_text()
@@ -235,7 +236,7 @@ def test_producers_wait_for_results_of_two_consumers_that_run_each_task_once(
         median = latencies[len(latencies) // 2]
         assert median < 0.25, latencies  # NOTIFY wakes the consumer and the waiter
         assert _accepted(producer, 30) == 400
-        wait_for(lambda: _statuses(pg_url).get("success") == 420, 20, "all 420 to finish")
+        wait_until(lambda: _statuses(pg_url).get("success") == 420, 20, "all 420 to finish")
     finally:
         codes = [a.stop(), b.stop()]
     assert codes == [0, 0], (a.log.read_text() + b.log.read_text())[-3000:]

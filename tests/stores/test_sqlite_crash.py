@@ -12,6 +12,7 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
+from polling import wait_until
 from sqlite_support import (
     REPO,
     first_arg,
@@ -19,7 +20,6 @@ from sqlite_support import (
     start_worker,
     statuses,
     stop_worker,
-    wait_until,
     waited_round_trips,
 )
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from pg_support import Cluster
+from polling import until
 
 from qtasks_mp import MemoryStore, QueueConfig, Retry, SerializationError
 from qtasks_mp.asyncio import QueueTasks
@@ -102,20 +103,6 @@ async def durable(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     b = Backend(request.param, tmp_path, request)
     yield b
     await b.close_all()
-
-
-async def until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Await `check()` (sync or async) every 20 ms until truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 # ------------------------------------------------------------------ order, lanes, ETA

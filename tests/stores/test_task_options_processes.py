@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pg_support import Cluster
 from pg_support import query as pg_query
-from sqlite_support import APPS, query, start_worker, statuses, stop_worker, wait_until
+from polling import wait_until
+from sqlite_support import APPS, query, start_worker, statuses, stop_worker
 
 RACE_APP = APPS / "unique_race_app.py"
 

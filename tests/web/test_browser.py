@@ -15,6 +15,7 @@ from uuid import UUID
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
+from polling import until
 from web_support import DOCS_IMG, fetch, screenshots_wanted
 
 from qtasks_mp import ProcessExecutor
@@ -176,7 +177,7 @@ async def test_cancel_a_running_process_task_and_requeue_it_from_the_pages(
             task = await app.get(running.uuid)
             return task is not None and task.status == "process" and len(pool.stats()["pids"]) > 0
 
-        await until(started, "the long job to run in a worker")
+        await until(started, 30, "the long job to run in a worker")
         page = await browser.new_page()
         pwned: list[Any] = []
         page.on("pageerror", lambda e: pwned.append(e))
@@ -209,11 +210,3 @@ async def test_cancel_a_running_process_task_and_requeue_it_from_the_pages(
             got = await app.get(t.uuid)
             assert got is not None and got.status == "cancel"
         assert pwned == []
-
-
-async def until(check: Any, what: str, timeout_s: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
