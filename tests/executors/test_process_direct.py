@@ -19,6 +19,7 @@ from typing import Any
 import directfuncs
 import psutil
 import pytest
+from polling import wait_until
 
 from qtasks_mp import QueueTasks
 from qtasks_mp.asyncio import QueueTasks as AsyncQueueTasks
@@ -105,6 +106,48 @@ def test_the_end_is_recorded_with_no_later_call_from_the_caller(app: QueueTasks)
     # loop's own timer records the end.
     done = app.core.call_from_thread(app.core.wait(task.uuid, 10))
     assert done is not None and done.status == "success" and done.returning == 42
+
+
+def test_get_in_the_loop_right_after_a_direct_call_finds_the_task(app: QueueTasks) -> None:
+    """A direct call leaves its bookkeeping to the loop (the store's put included). The
+    loop is held in a callback while the call is made, so none of it can run; then,
+    still in that callback, `app.get(uuid)` starts: it must have the loop record what
+    the call left, and find the task, not answer None."""
+    warm(app)
+    loop = app.core.loop
+    assert loop is not None
+    before = pool_stats(app)["direct_calls"]
+    held, release = threading.Event(), threading.Event()
+    uuids: list[Any] = []
+    outcome: list[tuple[str, Any]] = []
+
+    def hold_the_loop() -> None:
+        held.set()
+        assert release.wait(30)
+        get = app.core.get(uuids[0])
+        try:
+            get.send(None)  # runs until it first lets the loop go on
+        except StopIteration as done:
+            outcome.append(("answered in the callback", done.value))
+        else:
+            outcome.append(("let the loop record first", asyncio.ensure_future(get)))
+
+    loop.call_soon_threadsafe(hold_the_loop)
+    assert held.wait(30)
+    task = app.add_task("add", 20, 22, timeout=30)  # to its worker with the loop held
+    assert task is not None and task.returning == 42
+    assert pool_stats(app)["direct_calls"] == before + 1
+    uuids.append(task.uuid)
+    release.set()
+    how, value = wait_until(lambda: outcome, 30, "the held callback")[0]
+    assert how == "let the loop record first", value
+
+    async def result() -> Any:
+        return await value
+
+    got = app.core.call_from_thread(result())
+    assert got is not None and got.uuid == task.uuid and got.status == "success"
+    assert got.returning == 42
 
 
 def test_an_error_is_the_loops_to_decide(app: QueueTasks) -> None:
