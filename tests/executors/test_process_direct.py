@@ -347,28 +347,44 @@ def test_the_async_facade_never_goes_direct() -> None:
     assert asyncio.run(main()) == 0
 
 
-def test_a_parked_workers_socket_blocks_only_while_it_is_parked(app: QueueTasks) -> None:
-    """The thread's duplicate shares the transport's descriptor flags: blocking while
-    parked (a call is then a send and a read that lets go of the GIL), non-blocking
-    again before the transport reads (the loop must never block on it)."""
-    warm(app)
-    pool = app.executors["process"]
-    assert isinstance(pool, ProcessExecutor)
-    h = pool.direct.free[0]
-    assert h.transport is not None
-    fd = h.transport.get_extra_info("socket").fileno()
-    assert os.get_blocking(fd)
+def test_signals_while_a_caller_waits_do_not_stretch_its_timeout(
+    app: QueueTasks, tmp_path: Path
+) -> None:
+    """A caller in the main thread, with a signal handled every 20 ms (as a profiler's
+    timer would be): its `timeout=` runs out as ever. (A read with the socket's own
+    timeout, SO_RCVTIMEO, tried in review, restarted whole at each signal and never
+    ran out.)"""
+    warm(app, "wait_for", *_open_pipes(tmp_path, "w"))
+    before = pool_stats(app)["direct_calls"]
+    started = str(tmp_path / "started")  # a file: no reader needed
+    release = str(tmp_path / "release")
+    os.mkfifo(release)  # the call blocks until the test writes it
+    signals: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: signals.append(signum))
+    stop = threading.Event()
+    main = threading.main_thread().ident
+    assert main is not None and threading.get_ident() == main  # (signals run there)
 
-    async def recall() -> bool:  # as the loop does when its own calls wait, or at a retire
-        return pool.direct.recall(h)
+    def signaller() -> None:  # (not SIGALRM: pytest-timeout's)
+        while not stop.wait(0.02):
+            signal.pthread_kill(main, signal.SIGUSR1)
 
-    assert app.core.call_from_thread(recall())
-    assert not h.parked
-    assert not os.get_blocking(fd)
-    warm(app)  # parked again for the next thread's call
-    for worker in pool.roster.workers if pool.roster is not None else []:
-        assert worker.transport is not None
-        assert os.get_blocking(worker.transport.get_extra_info("socket").fileno()) == worker.parked
+    sender = threading.Thread(target=signaller)
+    sender.start()
+    try:
+        task = app.add_task("wait_for", started, release, timeout=0.3)
+    finally:
+        stop.set()
+        sender.join(10)
+        signal.signal(signal.SIGUSR1, previous)
+    assert task is None  # the time ran out; the call goes on
+    assert signals  # (they came while it waited)
+    # It went to its worker directly, and was handed back to the loop at its timeout
+    # (which the loop records once the call's acceptance has run).
+    wait_until(lambda: pool_stats(app)["direct_handed_back"] == 1, 10, "the call handed back")
+    assert pool_stats(app)["direct_calls"] == before
+    with open(release, "w") as f:
+        f.write("done")
     settled(app)
 
 

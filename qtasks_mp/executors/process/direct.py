@@ -43,6 +43,7 @@ asked before that).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,8 @@ class DirectCalls(ParkedWorkers):
 
     def put_back(self, h: WorkerHandle) -> None:
         """`h` goes back unused (or after an answer this thread took)."""
+        with contextlib.suppress(OSError):
+            self.socks[h].setblocking(False)  # the transport's descriptor, shared
         with self.lock:
             self.held.discard(h)
             # The loop's calls wait for a worker (`pending`; see `ProcessExecutor.
@@ -137,14 +140,15 @@ class DirectCalls(ParkedWorkers):
         now = d.sent_at = time.monotonic()
         deadline = now + wait_s
         hard_deadline = deadline if spec.timeout is None else now + spec.timeout
-        line = self.lines[h]
+        sock = self.socks[h]
         # Before the send: from then on its id may get out (through the task's
         # context), and any thread's next call into the loop posts what is in `steps`.
         self.post_accept(d, accept)
         sent = False
         try:
             try:
-                line.sock.sendall(data)
+                sock.settimeout(None)
+                sock.sendall(data)
             except OSError:  # it died: its EOF tells the loop
                 pass
             else:
@@ -185,6 +189,8 @@ class DirectCalls(ParkedWorkers):
 
     def _hand_back(self, d: DirectCall, h: WorkerHandle, leftovers: list[list[Any]]) -> None:
         """(The holding thread.) `h` and its call in flight go back to the loop."""
+        with contextlib.suppress(OSError):
+            self.socks[h].setblocking(False)  # the transport's descriptor, shared
         with self.lock:
             d.decided = "loop"
             self.held.discard(h)
@@ -194,7 +200,7 @@ class DirectCalls(ParkedWorkers):
     def _receive(self, h: WorkerHandle, end: float) -> list[Any] | None:
         """The next message from `h`; None if `end` (a time.monotonic()) came first, or
         the socket failed or ended (EOF)."""
-        line, unpacker, view = self.lines[h], h.unpacker, h.view
+        sock, unpacker, view = self.socks[h], h.unpacker, h.view
         try:
             while True:
                 for message in unpacker:
@@ -202,12 +208,10 @@ class DirectCalls(ParkedWorkers):
                 left = end - time.monotonic()
                 if left <= 0:
                     return None
-                try:
-                    n = line.recv_into(view, left)
-                except BlockingIOError:  # its receive timeout: the time is looked at again
-                    continue
+                sock.settimeout(left)
+                n = sock.recv_into(view)
                 if not n:
                     return None
                 unpacker.feed(view[:n])
-        except OSError:
+        except OSError:  # TimeoutError included
             return None

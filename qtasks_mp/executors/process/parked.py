@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
 #: The ending of a thread's direct call is recorded by the loop within this long.
 FLUSH_S = 0.002
 OK: Any = ["ok"]  # p.fut's result when the thread decoded the value itself
-_TIMEVAL = struct.Struct("@ll")  # SO_RCVTIMEO's struct timeval
 
 
 class DirectCall:
@@ -71,41 +69,6 @@ class DirectCall:
         self.value: Any = None
 
 
-class Line:
-    """A parked worker's socket for the thread holding it: a duplicate of the
-    transport's descriptor. The two share the descriptor's flags, so it is blocking
-    only while the worker is parked (`lend`; the transport reads and writes nothing
-    then), and non-blocking again before the transport reads (`take_back`). A thread's
-    call is then two system calls that let go of the GIL, the send and the read of
-    the answer (whose deadline is the socket's receive timeout, set without letting
-    go): switching the descriptor to blocking and back on every call cost three
-    more, and with several threads calling, each let-go hands the GIL over."""
-
-    __slots__ = ("sock",)
-
-    def __init__(self, fd: int) -> None:
-        self.sock = socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM)
-
-    def lend(self) -> None:
-        """(Loop, the transport paused.) Blocking, for the threads."""
-        self.sock.setblocking(True)
-
-    def take_back(self) -> None:
-        """(Loop, before the transport reads again.) Non-blocking, for the loop."""
-        self.sock.setblocking(False)
-
-    def recv_into(self, view: memoryview, timeout_s: float) -> int:
-        """Read what comes within `timeout_s` into `view`: the count read, 0 at the
-        end of the stream; raises BlockingIOError if nothing came."""
-        seconds = int(timeout_s)  # (then the fraction: 0 would mean no timeout)
-        micros = max(1, int((timeout_s - seconds) * 1e6)) if seconds == 0 else 0
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(seconds, micros))
-        return self.sock.recv_into(view)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 class ParkedWorkers:
     """The parked workers of one pool, and the loop's side of the calls threads make on
     them (the threads' side: `DirectCalls` in direct.py)."""
@@ -118,7 +81,7 @@ class ParkedWorkers:
         self.held: set[WorkerHandle] = set()
         # handed back by a thread with a call in flight, until the loop adopts it
         self.returning: set[WorkerHandle] = set()
-        self.lines: dict[WorkerHandle, Line] = {}  # duplicate sockets, for the threads' I/O
+        self.socks: dict[WorkerHandle, socket.socket] = {}  # duplicates, for blocking I/O
         self.calls: dict[int, DirectCall] = {}  # by uuid.int: sent, not yet seen by `run`
         self.attached: dict[int, DirectCall] = {}  # by uuid.int: seen by `run`, not ended
         self.asked = False  # a caller found no free worker: park one (see `park_one`)
@@ -163,18 +126,12 @@ class ParkedWorkers:
 
     def park(self, h: WorkerHandle) -> None:
         transport = h.transport
-        if (
-            transport is None
-            or transport.is_closing()
-            or h.out
-            or transport.get_write_buffer_size()  # (the loop would write on, blocking)
-        ):
+        if transport is None or transport.is_closing() or h.out:
             return
-        line = self.lines.get(h)
-        if line is None:  # a duplicate: the transport keeps (and closes) its own
-            line = self.lines[h] = Line(transport.get_extra_info("socket").fileno())
+        if h not in self.socks:  # a duplicate: the transport keeps (and closes) its own
+            fd = transport.get_extra_info("socket").fileno()
+            self.socks[h] = socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM)
         transport.pause_reading()
-        line.lend()
         h.parked = True
         with self.lock:
             self.free.append(h)
@@ -200,10 +157,6 @@ class ParkedWorkers:
 
     def _unpark(self, h: WorkerHandle) -> None:
         h.parked = False
-        line = self.lines.get(h)
-        if line is not None:
-            with contextlib.suppress(OSError):  # (closed: the worker is gone)
-                line.take_back()
         if h.transport is not None and not h.transport.is_closing():
             h.transport.resume_reading()
         # Messages the thread read past its answer (none usually) are the loop's now.
@@ -217,10 +170,10 @@ class ParkedWorkers:
                 self.free.remove(h)
             held = h in self.held
         h.parked = False
-        line = self.lines.get(h)
-        if line is not None and not held:
-            del self.lines[h]
-            line.close()
+        sock = self.socks.get(h)
+        if sock is not None and not held:
+            del self.socks[h]
+            sock.close()
 
     async def close(self) -> None:
         """(Loop.) No more direct calls; every worker back to the loop."""
@@ -241,9 +194,9 @@ class ParkedWorkers:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for line in self.lines.values():
-            line.close()
-        self.lines.clear()
+        for sock in self.socks.values():
+            sock.close()
+        self.socks.clear()
 
     # ---------------------------------------------------------------- the pool's `run`
 

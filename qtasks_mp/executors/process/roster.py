@@ -311,7 +311,7 @@ class Roster:
         the event loop: the child shares its epoll instance with the parent, and
         unregistering a descriptor there would unregister the parent's."""
         fds = self.server.forget()
-        fds += [line.sock.fileno() for line in self.pool.direct.lines.values()]  # direct.py's
+        fds += [sock.fileno() for sock in self.pool.direct.socks.values()]  # direct.py's
         for h in self.workers:
             h.forget()
             if h.transport is not None:
