@@ -822,7 +822,7 @@ class AppCore:
         task's route is not eager (middleware of the user's, events), the store is not
         this process's `MemoryStore`, the task is unique, rate-limited or not a plain
         function, its lane has calls waiting, or its executor has no worker free for
-        direct calls (`executor.direct.available()`). Bad input raises, as in
+        direct calls (`executor.direct.available(spec)`). Bad input raises, as in
         `add_task`. Also returns what runs the call's side in the loop."""
         runtime = self._runtime
         dispatcher = runtime.dispatcher
@@ -849,7 +849,7 @@ class AppCore:
         ):
             return None
         direct = getattr(lane.executor, "direct", None)  # a worker free for it, now?
-        if direct is None or not direct.available():
+        if direct is None or not direct.available(spec):
             return None
         record = self._new_record(task_name, args, kwargs, priority)
         return record, spec, lane.executor, functools.partial(self._run_taken, record, dispatcher)

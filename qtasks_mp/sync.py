@@ -330,7 +330,7 @@ class QueueTasks:
         direct = getattr(executor, "direct", None)
         if not isinstance(direct, DirectCalls):
             return _NOT_DIRECT
-        h = direct.take()
+        h = direct.take(spec, timeout)
         if h is None:
             return _NOT_DIRECT
         started = time.monotonic()

@@ -34,9 +34,9 @@ def pool_stats(app: QueueTasks) -> dict[str, Any]:
     return stats
 
 
-def make_app(name: str, **options: Any) -> QueueTasks:
+def make_app(name: str, workers: int = WORKERS, **options: Any) -> QueueTasks:
     app = QueueTasks(
-        name, executors={"process": ProcessExecutor(max_workers=WORKERS, autoscale=False)}
+        name, executors={"process": ProcessExecutor(max_workers=workers, autoscale=False)}
     )
     app.config.shutdown_timeout = options.pop("shutdown_timeout", 5.0)
     for fn in (directfuncs.add, directfuncs.fail, directfuncs.chatty, directfuncs.wait_for):
@@ -80,7 +80,7 @@ def settled(app: QueueTasks) -> None:
     pool = app.executors["process"]
     assert isinstance(pool, ProcessExecutor)
     assert app.core.call_from_thread(pool.wait_ready(30))
-    assert pool_stats(app)["workers"] == WORKERS
+    assert pool_stats(app)["workers"] == pool_stats(app)["max_workers"]
 
 
 def test_sequential_calls_go_direct_and_are_recorded(app: QueueTasks) -> None:
@@ -385,7 +385,164 @@ def test_signals_while_a_caller_waits_do_not_stretch_its_timeout(
     assert pool_stats(app)["direct_calls"] == before
     with open(release, "w") as f:
         f.write("done")
+
+
+# ------------------------------------------------- threads waiting for a held worker
+
+
+@pytest.fixture
+def one_worker(tmp_path: Path) -> Iterator[tuple[QueueTasks, ProcessExecutor]]:
+    """An app with one process worker, lent to thread A (blocked in `wait_for` on a
+    pipe the test holds) while the test starts thread B's quick `add`. B may wait for
+    A's worker at most `wait_s` (set long here: a test chooses when A lets go)."""
+    app = make_app("direct-one", workers=1)
+    try:
+        app.start()
+        warm(app)
+        warm(app, "wait_for", *_open_pipes(tmp_path, "w"))
+        pool = app.executors["process"]
+        assert isinstance(pool, ProcessExecutor)
+        pool.direct.quick_s = 3600.0  # `add` counts as quick however loaded the machine
+        yield app, pool
+    finally:
+        app.stop()
+
+
+def _held_by_a(app: QueueTasks, pool: ProcessExecutor, tmp_path: Path) -> tuple[Any, ...]:
+    """Thread A holds the only worker, blocked in `wait_for`: (thread, its result list,
+    the pipe that releases it, direct calls counted before A's)."""
+    before = pool_stats(app)["direct_calls"]
+    started, release = _pipes(tmp_path, "a")
+    caller, got, _ = _start_caller(lambda: _outcome(app, "wait_for", started, release), started)
+    assert len(pool.direct.held) == 1 and not pool.direct.free
+    return caller, got, release, before
+
+
+def test_a_thread_finding_the_worker_held_waits_for_it_and_goes_direct(
+    one_worker: tuple[QueueTasks, ProcessExecutor], tmp_path: Path
+) -> None:
+    app, pool = one_worker
+    pool.direct.wait_s = 30.0
+    a, a_got, release, before = _held_by_a(app, pool, tmp_path)
+    b_got: list[Any] = []
+    b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
+    b.start()
+    wait_until(lambda: len(pool.direct.waiting) == 1, 20, "B to wait for A's worker")
+    with open(release, "w") as f:
+        f.write("done")
+    a.join(30)
+    b.join(30)
+    assert a_got == ["success"]
+    assert len(b_got) == 1 and b_got[0] is not None and b_got[0].returning == 42
+    assert pool_stats(app)["direct_calls"] == before + 2  # A's, then B's on the same worker
+    assert pool_stats(app)["direct_handed_back"] == 0
+    assert not pool.direct.waiting
     settled(app)
+
+
+def test_a_thread_whose_wait_runs_out_takes_the_loops_way(
+    one_worker: tuple[QueueTasks, ProcessExecutor], tmp_path: Path
+) -> None:
+    app, pool = one_worker
+    pool.direct.wait_s = 0.05
+    a, a_got, release, before = _held_by_a(app, pool, tmp_path)
+    b_got: list[Any] = []
+    b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
+    b.start()
+    # B's call waits in the loop for the worker A holds (the loop then recalls it)
+    wait_until(lambda: pool.scheduler.pending, 20, "B's call to reach the loop")
+    assert not pool.direct.waiting
+    with open(release, "w") as f:
+        f.write("done")
+    a.join(30)
+    b.join(30)
+    assert a_got == ["success"]
+    assert len(b_got) == 1 and b_got[0] is not None and b_got[0].returning == 42
+    assert pool_stats(app)["direct_calls"] == before + 1  # A's only
+    settled(app)
+
+
+def test_the_loops_own_calls_end_a_threads_wait(
+    one_worker: tuple[QueueTasks, ProcessExecutor], tmp_path: Path
+) -> None:
+    app, pool = one_worker
+    pool.direct.wait_s = 30.0
+    a, a_got, release, before = _held_by_a(app, pool, tmp_path)
+    b_got: list[Any] = []
+    b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
+    b.start()
+    wait_until(lambda: len(pool.direct.waiting) == 1, 20, "B to wait for A's worker")
+    # A call from the loop waits for a worker: the loop's calls come first, so B stops
+    # waiting for A's worker and takes the loop's way too.
+    from_loop = asyncio.run_coroutine_threadsafe(
+        app.core.add_task("add", 1, 1, timeout=30), app.core.loop
+    )
+    wait_until(lambda: not pool.direct.waiting, 20, "B to stop waiting once the loop's call waits")
+    with open(release, "w") as f:
+        f.write("done")
+    a.join(30)
+    b.join(30)
+    loop_task = from_loop.result(30)
+    assert a_got == ["success"]
+    assert loop_task is not None and loop_task.returning == 2
+    assert len(b_got) == 1 and b_got[0] is not None and b_got[0].returning == 42
+    assert pool_stats(app)["direct_calls"] == before + 1  # A's only
+    settled(app)
+
+
+def test_a_function_not_known_quick_never_waits(
+    one_worker: tuple[QueueTasks, ProcessExecutor], tmp_path: Path
+) -> None:
+    app, pool = one_worker
+    pool.direct.wait_s = 30.0
+    pool.direct.quick_s = 0.0  # nothing is quick
+    a, a_got, release, before = _held_by_a(app, pool, tmp_path)
+    b_got: list[Any] = []
+    b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
+    b.start()
+    wait_until(lambda: pool.scheduler.pending, 20, "B's call to reach the loop")
+    assert not pool.direct.waiting
+    with open(release, "w") as f:
+        f.write("done")
+    a.join(30)
+    b.join(30)
+    assert a_got == ["success"]
+    assert len(b_got) == 1 and b_got[0] is not None and b_got[0].returning == 42
+    assert pool_stats(app)["direct_calls"] == before + 1
+    settled(app)
+
+
+def test_a_thread_waiting_for_a_held_worker_gets_an_idle_one_parked(tmp_path: Path) -> None:
+    """Two workers: one parked and held by thread A, the other idle with the loop.
+    Thread B's quick call waits for a worker and asks the pool to park one: the idle
+    one is parked and goes to B, which does not wait for A's."""
+    app = make_app("direct-two")
+    try:
+        app.start()
+        warm(app)
+        warm(app, "wait_for", *_open_pipes(tmp_path, "w"))
+        pool = app.executors["process"]
+        assert isinstance(pool, ProcessExecutor) and pool.roster is not None
+        pool.direct.quick_s = 3600.0
+        pool.direct.wait_s = 30.0
+        assert len(pool.direct.free) == 1
+        assert sum(h.takes_calls for h in pool.roster.workers) == 1  # idle, the loop's
+        a, a_got, release, before = _held_by_a(app, pool, tmp_path)
+        b_got: list[Any] = []
+        b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
+        b.start()
+        wait_until(lambda: b_got, 10, "B's call, with A still holding its worker")
+        assert b_got[0] is not None and b_got[0].returning == 42
+        assert pool_stats(app)["direct_calls"] == before + 1  # B's, on the other worker
+        assert not a_got  # A still waits
+        with open(release, "w") as f:
+            f.write("done")
+        a.join(30)
+        b.join(30)
+        assert a_got == ["success"]
+        settled(app)
+    finally:
+        app.stop()
 
 
 # ---------------------------------------------------------------- helpers

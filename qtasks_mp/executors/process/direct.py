@@ -20,6 +20,15 @@ the answer. The loop's side is `parked.py`: parking and recalling workers, adopt
 call handed back, and every step a thread leaves the loop (what it does, and when the
 loop runs it: the flush timer).
 
+Many threads (a threaded web server's views) may want more parked workers than
+there are. A thread that finds all of them held by other threads, for a function
+whose direct calls are known to be quick (`QUICK_S`, a moving average per function),
+waits for one to be put back (`take`): the worker goes from the thread that puts it
+back to the thread waiting longest, with one thread wake-up and no loop turn. It
+waits at most `WAIT_S`, and stops waiting when the loop's own calls wait for a worker
+(they come first); either way it then takes the loop's way. A function not known to be
+quick never waits: its callers' calls queue in the loop, where the autoscaler sees them.
+
 What the caller decides alone is the happy ending: a plain OP_OK for its call, with
 nothing else said by the worker.
 
@@ -34,7 +43,8 @@ the worker stays parked. The caller then waits for the outcome the normal way.
 
 Ownership. A free parked worker is the lock's; a held one is its thread's: the
 thread alone reads and writes its socket (a duplicate of its descriptor), its
-unpacker and its `known` function keys, until it puts it back. The loop recalls free
+unpacker and its `known` function keys, until it puts it back (or hands it to a
+waiting thread, under the lock: `ParkedWorkers.give`). The loop recalls free
 parked workers when its own calls wait for a worker (`recall_free`), at close, and
 when a worker is retired; a held one comes back when its thread is done. Who decides
 a call's ending is settled under the lock: the thread ("ok"), or the loop (a cancel
@@ -53,10 +63,16 @@ from ...registries import TaskSpec
 from ...task import TaskRecord
 from .handle import WorkerHandle
 from .offload import encode_args
-from .parked import DirectCall, ParkedWorkers
+from .parked import DirectCall, ParkedWorkers, Turn
 
 if TYPE_CHECKING:
     from ...dispatcher import Taken
+
+#: A thread that finds every parked worker held by others waits for one at most this
+#: long (`DirectCalls.take`), and only for a function whose direct calls take under
+#: `QUICK_S` (a moving average, per function).
+WAIT_S = 0.005
+QUICK_S = 0.001
 
 #: What `DirectCalls.call` returns when the caller should wait the normal way.
 WAIT = "wait"
@@ -68,29 +84,71 @@ class DirectCalls(ParkedWorkers):
     """The parked workers of one pool, and the calls threads make on them: the
     threads' side here, the loop's in `ParkedWorkers`."""
 
-    def available(self) -> bool:
-        """(Any thread.) Whether a parked worker is free now (`take` may still find
-        none: another thread may be quicker). If not, the pool is asked to park one."""
-        if self.pool.max_tasks_per_worker is not None:
+    # (Per pool; the tests wait longer, or call every function quick.)
+    wait_s = WAIT_S
+    quick_s = QUICK_S
+
+    def available(self, spec: TaskSpec) -> bool:
+        """(Any thread.) Whether a parked worker is free now, or is held by another
+        thread for a call of a quick function that will put it back soon (`take` may
+        still find none). If none is free and this caller will not wait, the pool is
+        asked to park one."""
+        pool = self.pool
+        if pool.max_tasks_per_worker is not None:
             return False  # recycling counts calls sent by the loop
-        if self.pool.scheduler.pending:
+        if pool.scheduler.pending:
             return False  # the loop's calls wait for a worker: they come first
         if self.free:
             return True
-        self.ask_to_park()
+        if self.held and self._quick(spec):
+            return True  # `take` waits for one (and asks for one to be parked)
+        self._ask()
         return False
 
-    def take(self) -> WorkerHandle | None:
-        """A free parked worker, now held by this thread; None if none is free."""
+    def _ask(self) -> None:
+        """Ask the pool to park a worker, if it has one to park (a read of the workers'
+        states from this thread: a hint)."""
+        roster = self.pool.roster
+        if roster is not None and any(h.takes_calls for h in roster.workers):
+            self.ask_to_park()
+
+    def _quick(self, spec: TaskSpec) -> bool:
+        """Whether `spec`'s direct calls are known to take under `quick_s`."""
+        key = self.pool.function_key(spec)
+        took = None if key is None else self.took.get(key)
+        return took is not None and took < self.quick_s
+
+    def take(self, spec: TaskSpec, timeout: float) -> WorkerHandle | None:
+        """A free parked worker, now held by this thread; None if none is free.
+
+        When every parked worker is held by other threads and `spec` is quick, this
+        thread waits for one to be put back, first come first served, at most `WAIT_S`
+        (or `timeout`): one thread's wake-up costs less than the loop's way, two
+        cross-thread hops and the loop's turns. The loop's own calls still come first
+        (`put_back`), and a thread that waited in vain takes the loop's way."""
         with self.lock:
-            if not self.open or not self.free:
+            if not self.open:
                 return None
-            h = self.free.pop()
-            self.held.add(h)
-            return h
+            if self.free:
+                h = self.free.pop()
+                self.held.add(h)
+                return h
+            if not self.held or self.pool.scheduler.pending or not self._quick(spec):
+                return None
+            turn = Turn()
+            self.waiting.append(turn)
+        # Asked now, not before: a worker the loop parks goes to the first in `waiting`,
+        # and one parked before this turn was in it would not be ours.
+        self._ask()
+        turn.lock.acquire(timeout=min(self.wait_s, timeout))
+        with self.lock:
+            if turn.handle is None and turn in self.waiting:
+                self.waiting.remove(turn)  # the wait ran out
+            return turn.handle
 
     def put_back(self, h: WorkerHandle) -> None:
-        """`h` goes back unused (or after an answer this thread took)."""
+        """`h` goes back unused (or after an answer this thread took): to the thread
+        waiting longest for one, or free."""
         with contextlib.suppress(OSError):
             self.socks[h].setblocking(False)  # the transport's descriptor, shared
         with self.lock:
@@ -98,8 +156,10 @@ class DirectCalls(ParkedWorkers):
             # The loop's calls wait for a worker (`pending`; see `ProcessExecutor.
             # calls_wait`, which recalls only free ones): it gets this one.
             to_loop = not self.open or bool(self.pool.scheduler.pending)
-            if not to_loop:
-                self.free.append(h)
+            if to_loop:
+                self.release_waiting()
+            else:
+                self.give(h)
         if to_loop:
             self.post_given_back(h)
 
@@ -173,10 +233,13 @@ class DirectCalls(ParkedWorkers):
                     value = wire.loads(message[2])
                 except Exception:
                     ok = False  # the loop raises the error, as ever
+            took = time.monotonic() - now
             with self.lock:
                 if not d.cancelled:
                     d.decided = "ok" if ok else "loop"
                     self.done += 1
+                before = self.took.get(key)
+                self.took[key] = took if before is None else 0.8 * before + 0.2 * took
             if d.decided is not None:
                 d.value = value
                 self.put_back(h)

@@ -79,6 +79,9 @@ class ParkedWorkers:
         self.open = False
         self.free: list[WorkerHandle] = []
         self.held: set[WorkerHandle] = set()
+        # threads waiting for a held worker to come back (`DirectCalls.take`), first
+        # come first served: a worker put back goes to the first, not to `free`
+        self.waiting: deque[Turn] = deque()
         # handed back by a thread with a call in flight, until the loop adopts it
         self.returning: set[WorkerHandle] = set()
         self.socks: dict[WorkerHandle, socket.socket] = {}  # duplicates, for blocking I/O
@@ -87,6 +90,8 @@ class ParkedWorkers:
         self.asked = False  # a caller found no free worker: park one (see `park_one`)
         self.want = False  # ... none was idle then: park the next that goes idle
         self.done = 0  # answers a thread read itself (stats: direct_calls)
+        # moving average of a direct call's round trip, by function key (`DirectCalls.take`)
+        self.took: dict[int, float] = {}
         self.handed_back = 0  # calls a thread handed to the loop (stats: direct_handed_back)
         self.loop: asyncio.AbstractEventLoop | None = None
         # What threads leave the loop to do, in order (see `flush`); appended to
@@ -110,10 +115,11 @@ class ParkedWorkers:
         roster = self.pool.roster
         if not self.open or roster is None or self.pool.scheduler.pending:
             return
-        # The caller that asked makes its call the usual way meanwhile: the last
-        # worker that takes calls is parked once idle after it (`idle`), not before.
+        # The caller that asked makes its call the usual way meanwhile: the last worker
+        # that takes calls is parked once idle after it (`idle`), not before; unless a
+        # thread waits for a held one instead (`DirectCalls.take`): it gets this one.
         idle = [h for h in roster.workers if h.takes_calls and not h.calls]
-        if len(idle) > 1:
+        if len(idle) > 1 or (idle and self.waiting):
             self.park(idle[0])
         else:
             self.want = True
@@ -134,12 +140,30 @@ class ParkedWorkers:
         transport.pause_reading()
         h.parked = True
         with self.lock:
+            self.give(h)
+
+    def give(self, h: WorkerHandle) -> None:
+        """(Under the lock.) A parked worker is free: the thread waiting longest for one
+        holds it now; if none waits, it is free."""
+        if self.waiting:
+            turn = self.waiting.popleft()
+            turn.handle = h
+            self.held.add(h)
+            turn.lock.release()
+        else:
             self.free.append(h)
+
+    def release_waiting(self) -> None:
+        """(Under the lock.) The threads waiting for a worker take the loop's way now:
+        the pool closes, or the loop's own calls wait for a worker."""
+        while self.waiting:
+            self.waiting.popleft().lock.release()
 
     def recall_free(self) -> list[WorkerHandle]:
         """(Loop.) Take every free parked worker back for the loop's own calls."""
         with self.lock:
             back, self.free = self.free, []
+            self.release_waiting()
         for h in back:
             self._unpark(h)
         return back
@@ -181,6 +205,7 @@ class ParkedWorkers:
             return
         with self.lock:
             self.open = False
+            self.release_waiting()
             if self.held:
                 assert self._all_back is not None
                 self._all_back.clear()
@@ -262,11 +287,13 @@ class ParkedWorkers:
     def post_answered(self, d: DirectCall, message: list[Any] | None) -> None:
         """(The holding thread, which took the answer and put the worker back.) Leave the
         loop `d`'s ending (`_answered`). Posted only if the call took FLUSH_S / 2 or more
-        (see `_young`) or the pool is closing; else the next post carries it (the next
-        call's accept, any other call of the sync facade), or the loop's timer."""
+        (see `_young`) and no flush timer is armed, or the pool is closing; else the next
+        post carries it (the next call's accept, any other call of the sync facade), or
+        the loop's timer. (Threads calling at once made calls that long: a post per call
+        then woke the loop for each, and the loop fought them for the GIL.)"""
         self.steps.append(lambda: self._on_loop(d, lambda: self._answered(d, message)))
         if time.monotonic() - d.sent_at >= FLUSH_S / 2 or not self.open:
-            self.flush_soon()
+            self.flush_unless_timed()  # an armed timer takes it within FLUSH_S anyway
 
     def post_handed_back(self, d: DirectCall, leftovers: list[list[Any]]) -> None:
         """(The thread that held `d`'s worker.) The worker and the call in flight are the
@@ -405,6 +432,19 @@ class ParkedWorkers:
             self._unpark(h)
             if self.pool.roster is not None and h.alive:
                 self.pool.scheduler.feed(h)
+
+
+class Turn:
+    """A thread waiting for a held parked worker (`DirectCalls.take`): `lock` is released
+    when `handle` is set (the worker is this thread's now) or when the wait is called
+    off (`handle` stays None)."""
+
+    __slots__ = ("handle", "lock")
+
+    def __init__(self) -> None:
+        self.handle: WorkerHandle | None = None
+        self.lock = threading.Lock()
+        self.lock.acquire()
 
 
 class _Accept:
