@@ -636,10 +636,7 @@ def test_a_parked_worker_that_dies_leaves_the_free_list_as_its_exit_is_seen(
     assert isinstance(pool, ProcessExecutor)
     h = pool.direct.free[0]
     os.kill(h.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while not h.exited:  # the loop learns of the exit from the fork server
-        assert time.monotonic() < deadline, "the exit was never seen"
-        time.sleep(0.005)
+    wait_until(lambda: h.exited, 10, "the loop to learn of the exit (from the fork server)")
     # Its socket is not read while parked (no EOF would say it): it must not be lent now.
     assert h not in pool.direct.free
     task = app.add_task("add", 1, 2, timeout=30)
