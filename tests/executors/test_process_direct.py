@@ -512,6 +512,76 @@ def test_a_function_not_known_quick_never_waits(
     settled(app)
 
 
+def test_no_wait_for_a_worker_held_by_a_slow_call(
+    one_worker: tuple[QueueTasks, ProcessExecutor], tmp_path: Path
+) -> None:
+    """B's function is quick, but the only worker runs A's call of a function known to
+    be slow: B takes the loop's way at once instead of waiting for it."""
+    app, pool = one_worker
+    pool.direct.wait_s = 30.0
+    slow = pool.function_key(app.core.specs["wait_for"])
+    assert slow is not None
+    pool.direct.took[slow] = 3600.0  # A's call is expected back in an hour
+    a, a_got, release, before = _held_by_a(app, pool, tmp_path)
+    b_got: list[Any] = []
+    b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
+    b.start()
+    wait_until(lambda: pool.scheduler.pending, 10, "B's call to reach the loop")
+    assert not pool.direct.waiting
+    with open(release, "w") as f:
+        f.write("done")
+    a.join(30)
+    b.join(30)
+    assert a_got == ["success"]
+    assert len(b_got) == 1 and b_got[0] is not None and b_got[0].returning == 42
+    assert pool_stats(app)["direct_calls"] == before + 1
+    settled(app)
+
+
+def test_a_wait_cut_short_by_an_exception_leaves_no_worker_behind(
+    one_worker: tuple[QueueTasks, ProcessExecutor], tmp_path: Path
+) -> None:
+    """The main thread waits for A's worker and a signal handler raises there (Ctrl-C):
+    the wait ends, and the worker A puts back is free again, not handed to the wait
+    that is gone (it would stay held, and stop() would wait for it for ever)."""
+    app, pool = one_worker
+    pool.direct.wait_s = 30.0
+    a, a_got, release, _ = _held_by_a(app, pool, tmp_path)
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    main = threading.main_thread().ident
+    assert main is not None and threading.get_ident() == main
+
+    def when_waiting() -> None:
+        wait_until(lambda: pool.direct.waiting, 20, "the main thread to wait")
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    sender = threading.Thread(target=when_waiting)
+    sender.start()
+    try:
+        with pytest.raises(Interrupted):
+            app.add_task("add", 20, 22, timeout=30)
+    finally:
+        sender.join(30)
+        signal.signal(signal.SIGUSR1, previous)
+    assert not pool.direct.waiting
+    with open(release, "w") as f:
+        f.write("done")
+    a.join(30)
+    assert a_got == ["success"]
+    wait_until(lambda: pool.direct.free, 10, "A's worker to be free again")
+    assert not pool.direct.held
+    task = app.add_task("add", 1, 2, timeout=30)
+    assert task is not None and task.returning == 3
+    settled(app)
+
+
 def test_a_thread_waiting_for_a_held_worker_gets_an_idle_one_parked(tmp_path: Path) -> None:
     """Two workers: one parked and held by thread A, the other idle with the loop.
     Thread B's quick call waits for a worker and asks the pool to park one: the idle

@@ -74,6 +74,8 @@ if TYPE_CHECKING:
 WAIT_S = 0.005
 QUICK_S = 0.001
 
+INF = float("inf")
+
 #: What `DirectCalls.call` returns when the caller should wait the normal way.
 WAIT = "wait"
 #: ... when the caller's own timeout ran out (the call goes on; the caller gets None).
@@ -100,10 +102,21 @@ class DirectCalls(ParkedWorkers):
             return False  # the loop's calls wait for a worker: they come first
         if self.free:
             return True
-        if self.held and self._quick(spec):
+        if self._may_wait(spec):
             return True  # `take` waits for one (and asks for one to be parked)
         self._ask()
         return False
+
+    def _may_wait(self, spec: TaskSpec) -> bool:
+        """Whether a caller of `spec` finding no free parked worker may wait for a held
+        one: `spec` is quick, and a held worker is expected back within `wait_s` (its
+        call's expected end, from its function's direct calls, is that close; a worker
+        just taken, not sent a call yet, counts). Not for a worker running a slow call,
+        nor for one whose quick call is late by more than `wait_s`."""
+        if not self._quick(spec):
+            return False
+        now, wait_s, due = time.monotonic(), self.wait_s, self.due
+        return any(now - wait_s <= due.get(h, now) <= now + wait_s for h in list(self.held))
 
     def _ask(self) -> None:
         """Ask the pool to park a worker, if it has one to park (a read of the workers'
@@ -121,11 +134,12 @@ class DirectCalls(ParkedWorkers):
     def take(self, spec: TaskSpec, timeout: float) -> WorkerHandle | None:
         """A free parked worker, now held by this thread; None if none is free.
 
-        When every parked worker is held by other threads and `spec` is quick, this
-        thread waits for one to be put back, first come first served, at most `WAIT_S`
-        (or `timeout`): one thread's wake-up costs less than the loop's way, two
-        cross-thread hops and the loop's turns. The loop's own calls still come first
-        (`put_back`), and a thread that waited in vain takes the loop's way."""
+        When every parked worker is held by other threads, `spec` is quick and a held
+        worker is expected back soon (`_may_wait`), this thread waits for one to be put
+        back, first come first served, at most `wait_s` (or `timeout`): one thread's
+        wake-up costs less than the loop's way, two cross-thread hops and the loop's
+        turns. The loop's own calls still come first (`put_back`), and a thread that
+        waited in vain takes the loop's way."""
         with self.lock:
             if not self.open:
                 return None
@@ -133,22 +147,33 @@ class DirectCalls(ParkedWorkers):
                 h = self.free.pop()
                 self.held.add(h)
                 return h
-            if not self.held or self.pool.scheduler.pending or not self._quick(spec):
+            if self.pool.scheduler.pending or not self._may_wait(spec):
                 return None
             turn = Turn()
             self.waiting.append(turn)
-        # Asked now, not before: a worker the loop parks goes to the first in `waiting`,
-        # and one parked before this turn was in it would not be ours.
-        self._ask()
-        turn.lock.acquire(timeout=min(self.wait_s, timeout))
+        try:
+            # Asked now, not before: a worker the loop parks goes to the first in
+            # `waiting`, and one parked before this turn was in it would not be ours.
+            self._ask()
+            turn.lock.acquire(timeout=min(self.wait_s, timeout))
+        except BaseException:  # KeyboardInterrupt: no worker may stay with this turn
+            handed = self._leave(turn)
+            if handed is not None:
+                self.put_back(handed)
+            raise
+        return self._leave(turn)
+
+    def _leave(self, turn: Turn) -> WorkerHandle | None:
+        """Stop waiting: the worker handed to `turn`, if any; none is handed to it after."""
         with self.lock:
             if turn.handle is None and turn in self.waiting:
-                self.waiting.remove(turn)  # the wait ran out
+                self.waiting.remove(turn)  # the wait ran out (or was cut short)
             return turn.handle
 
     def put_back(self, h: WorkerHandle) -> None:
         """`h` goes back unused (or after an answer this thread took): to the thread
         waiting longest for one, or free."""
+        self.due.pop(h, None)
         with contextlib.suppress(OSError):
             self.socks[h].setblocking(False)  # the transport's descriptor, shared
         with self.lock:
@@ -178,26 +203,19 @@ class DirectCalls(ParkedWorkers):
         worker's. None: not sent (the function was never sent to any worker, or the
         arguments hold large buffers), `h` put back, nothing posted. ("ok", value),
         (WAIT, None) or (LATE, None) otherwise (see the module doc)."""
-        pool = self.pool
-        key = pool.function_key(spec)
-        try:
-            payload, buffers = (
-                (b"", None) if key is None else encode_args(spec.name, record.args, record.kwargs)
-            )
-        except Exception:  # the normal path fails the task, as it always has
-            buffers = None
-            key = None
-        if key is None or buffers is not None:
+        try:  # (until the accept is posted, `h` goes back if anything is raised)
+            prepared = self._prepare(h, spec, record)
+        except BaseException:  # KeyboardInterrupt
+            self.put_back(h)
+            raise
+        if prepared is None:
             self.put_back(h)
             return None
-        d = DirectCall(record, h, next(pool.call_ids), key)
-        ctx = [spec.name, str(record.uuid), record.retry + 1] if spec.pass_context else None
-        data = wire.packb([wire.OP_CALL, d.call_id, key, payload, ctx, None])
-        if key not in h.known:
-            h.known.add(key)
-            data = pool.function_message(key) + data
+        d, data = prepared
+        key = d.key
         self.calls[record.key] = d
         now = d.sent_at = time.monotonic()
+        self.due[h] = now + self.took.get(key, INF)  # when it is expected back (`_may_wait`)
         deadline = now + wait_s
         hard_deadline = deadline if spec.timeout is None else now + spec.timeout
         sock = self.socks[h]
@@ -207,6 +225,9 @@ class DirectCalls(ParkedWorkers):
         sent = False
         try:
             try:
+                if key not in h.known:
+                    data = self.pool.function_message(key) + data
+                    h.known.add(key)  # (a send cut short kills the worker)
                 sock.settimeout(None)
                 sock.sendall(data)
             except OSError:  # it died: its EOF tells the loop
@@ -250,8 +271,28 @@ class DirectCalls(ParkedWorkers):
         late = message is None and time.monotonic() >= deadline and deadline <= hard_deadline
         return (LATE, None) if late else (WAIT, None)
 
+    def _prepare(
+        self, h: WorkerHandle, spec: TaskSpec, record: TaskRecord
+    ) -> tuple[DirectCall, bytes] | None:
+        """The direct call of `record` on `h` and its OP_CALL message; None if it must
+        take the normal path (its function never sent to a worker, large buffers)."""
+        pool = self.pool
+        key = pool.function_key(spec)
+        try:
+            payload, buffers = (
+                (b"", None) if key is None else encode_args(spec.name, record.args, record.kwargs)
+            )
+        except Exception:  # the normal path fails the task, as it always has
+            return None
+        if key is None or buffers is not None:
+            return None
+        d = DirectCall(record, h, next(pool.call_ids), key)
+        ctx = [spec.name, str(record.uuid), record.retry + 1] if spec.pass_context else None
+        return d, wire.packb([wire.OP_CALL, d.call_id, key, payload, ctx, None])
+
     def _hand_back(self, d: DirectCall, h: WorkerHandle, leftovers: list[list[Any]]) -> None:
         """(The holding thread.) `h` and its call in flight go back to the loop."""
+        self.due.pop(h, None)
         with contextlib.suppress(OSError):
             self.socks[h].setblocking(False)  # the transport's descriptor, shared
         with self.lock:
