@@ -330,11 +330,8 @@ class QueueTasks:
         direct = getattr(executor, "direct", None)
         if not isinstance(direct, DirectCalls):
             return _NOT_DIRECT
-        h = direct.take(spec, timeout)
-        if h is None:
-            return _NOT_DIRECT
         started = time.monotonic()
-        outcome = direct.call(h, spec, record, timeout, accept)
+        outcome = direct.call(spec, record, timeout, accept)
         if outcome is None:
             return _NOT_DIRECT
         how, value = outcome

@@ -582,6 +582,33 @@ def test_a_wait_cut_short_by_an_exception_leaves_no_worker_behind(
     settled(app)
 
 
+def test_an_interrupt_just_after_the_answer_was_read_ends_the_call(app: QueueTasks) -> None:
+    """A KeyboardInterrupt can land after the thread has read the answer off the socket
+    and before it is used: the answer is gone with it. The call must still end (its
+    worker is killed: WorkerCrashed), not wait in the loop for an answer that was read."""
+    warm(app)
+    pool = app.executors["process"]
+    assert isinstance(pool, ProcessExecutor)
+    receive = pool.direct._receive
+
+    def read_then_interrupted(h: Any, end: float) -> Any:  # (a probe on this pool only)
+        assert receive(h, end) is not None  # the answer, read
+        raise KeyboardInterrupt
+
+    pool.direct._receive = read_then_interrupted  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            app.add_task("add", 20, 22, timeout=30)
+    finally:
+        del pool.direct._receive
+    assert app.wait_idle(timeout=20)
+    assert not pool.direct.held
+    assert app.stats()["tasks"]["add"]["failed"] == 1  # WorkerCrashed
+    task = app.add_task("add", 1, 2, timeout=30)
+    assert task is not None and task.returning == 3
+    settled(app)
+
+
 def test_a_thread_waiting_for_a_held_worker_gets_an_idle_one_parked(tmp_path: Path) -> None:
     """Two workers: one parked and held by thread A, the other idle with the loop.
     Thread B's quick call waits for a worker and asks the pool to park one: the idle

@@ -39,7 +39,10 @@ asking to retire, EOF (the worker died: `WorkerCrashed`), the task's own `timeou
 (`TaskTimeout`: the loop kills the worker), the caller's timeout (the caller gets
 None), `app.cancel()` (the loop signals the worker, whose EOF hands it back), the
 pool closing. An OP_ERR goes to the loop too (`Retries` may put the task back), but
-the worker stays parked. The caller then waits for the outcome the normal way.
+the worker stays parked. The caller then waits for the outcome the normal way. A
+KeyboardInterrupt in the caller's thread once the call is posted hands it back too,
+and kills the worker: whether its answer was read off the socket (and lost with the
+interrupt) cannot be known, so the call ends WorkerCrashed rather than never.
 
 Ownership. A free parked worker is the lock's; a held one is its thread's: the
 thread alone reads and writes its socket (a duplicate of its descriptor), its
@@ -156,12 +159,12 @@ class DirectCalls(ParkedWorkers):
             # `waiting`, and one parked before this turn was in it would not be ours.
             self._ask()
             turn.lock.acquire(timeout=min(self.wait_s, timeout))
+            return self._leave(turn)
         except BaseException:  # KeyboardInterrupt: no worker may stay with this turn
-            handed = self._leave(turn)
+            handed = self._leave(turn)  # (again: the same answer)
             if handed is not None:
                 self.put_back(handed)
             raise
-        return self._leave(turn)
 
     def _leave(self, turn: Turn) -> WorkerHandle | None:
         """Stop waiting: the worker handed to `turn`, if any; none is handed to it after."""
@@ -173,57 +176,68 @@ class DirectCalls(ParkedWorkers):
     def put_back(self, h: WorkerHandle) -> None:
         """`h` goes back unused (or after an answer this thread took): to the thread
         waiting longest for one, or free."""
-        self.due.pop(h, None)
-        with contextlib.suppress(OSError):
-            self.socks[h].setblocking(False)  # the transport's descriptor, shared
-        with self.lock:
-            self.held.discard(h)
-            # The loop's calls wait for a worker (`pending`; see `ProcessExecutor.
-            # calls_wait`, which recalls only free ones): it gets this one.
-            to_loop = not self.open or bool(self.pool.scheduler.pending)
+        try:
+            self.due.pop(h, None)
+            with contextlib.suppress(OSError):
+                self.socks[h].setblocking(False)  # the transport's descriptor, shared
+        finally:  # (a KeyboardInterrupt just after the system call: `h` still goes back)
+            with self.lock:
+                self.held.discard(h)
+                # The loop's calls wait for a worker (`pending`; see `ProcessExecutor.
+                # calls_wait`, which recalls only free ones): it gets this one.
+                to_loop = not self.open or bool(self.pool.scheduler.pending)
+                if to_loop:
+                    self.release_waiting()
+                else:
+                    self.give(h)
             if to_loop:
-                self.release_waiting()
-            else:
-                self.give(h)
-        if to_loop:
-            self.post_given_back(h)
+                self.post_given_back(h)
 
     def call(
         self,
-        h: WorkerHandle,
         spec: TaskSpec,
         record: TaskRecord,
         wait_s: float,
         accept: Callable[[], Taken | None],
     ) -> tuple[str, Any] | None:
-        """Run `record` on `h` (held by this thread), waiting at most `wait_s`.
+        """Run `record` on a parked worker taken for it (`take`), waiting at most `wait_s`.
 
         `accept` is the loop's side of the call (store, waiters, the chain), run in
-        the loop: posted once the call is sent, so that the loop's work overlaps the
-        worker's. None: not sent (the function was never sent to any worker, or the
-        arguments hold large buffers), `h` put back, nothing posted. ("ok", value),
-        (WAIT, None) or (LATE, None) otherwise (see the module doc)."""
-        try:  # (until the accept is posted, `h` goes back if anything is raised)
+        the loop: posted just before the call is sent, so that the loop's work overlaps
+        the worker's. None: no worker, or not sent (the function was never sent to any
+        worker, or the arguments hold large buffers); nothing posted then. ("ok",
+        value), (WAIT, None) or (LATE, None) otherwise (see the module doc).
+
+        An exception (KeyboardInterrupt) anywhere leaves no worker held: before the
+        accept is posted, the worker is put back and nothing was accepted; after, the
+        worker and the call go back to the loop, and the worker is killed, for whether
+        its answer was read (and lost with the exception) cannot be known: the call
+        ends WorkerCrashed, which `Retries` may run again."""
+        h = self.take(spec, wait_s)
+        if h is None:
+            return None
+        try:
             prepared = self._prepare(h, spec, record)
-        except BaseException:  # KeyboardInterrupt
+        except BaseException:
             self.put_back(h)
             raise
         if prepared is None:
-            self.put_back(h)
+            self.put_back(h)  # (not sent: the normal path takes the call)
             return None
         d, data = prepared
         key = d.key
-        self.calls[record.key] = d
-        now = d.sent_at = time.monotonic()
-        self.due[h] = now + self.took.get(key, INF)  # when it is expected back (`_may_wait`)
-        deadline = now + wait_s
-        hard_deadline = deadline if spec.timeout is None else now + spec.timeout
-        sock = self.socks[h]
-        # Before the send: from then on its id may get out (through the task's
-        # context), and any thread's next call into the loop posts what is in `steps`.
-        self.post_accept(d, accept)
-        sent = False
+        posted = False
         try:
+            self.calls[record.key] = d
+            now = d.sent_at = time.monotonic()
+            self.due[h] = now + self.took.get(key, INF)  # expected back then (`_may_wait`)
+            deadline = now + wait_s
+            hard_deadline = deadline if spec.timeout is None else now + spec.timeout
+            sock = self.socks[h]
+            # Before the send: from then on its id may get out (through the task's
+            # context), and any thread's next call into the loop posts what is in `steps`.
+            self.post_accept(d, accept)
+            posted = True
             try:
                 if key not in h.known:
                     data = self.pool.function_message(key) + data
@@ -231,16 +245,31 @@ class DirectCalls(ParkedWorkers):
                 sock.settimeout(None)
                 sock.sendall(data)
             except OSError:  # it died: its EOF tells the loop
-                pass
+                message = None
             else:
-                sent = True
-            self.flush_unless_timed()
-            message = self._receive(h, min(deadline, hard_deadline)) if sent else None
-        except BaseException:  # KeyboardInterrupt in the blocking I/O: to the loop
-            if not sent:  # a message cut short: the worker cannot read on; it dies,
-                h.signal(kill=True)  # and the call ends WorkerCrashed
+                self.flush_unless_timed()
+                message = self._receive(h, min(deadline, hard_deadline))
+        except BaseException:
+            if not posted:  # (or posted just now: `run` then finds no direct call)
+                self.calls.pop(record.key, None)
+                self.put_back(h)
+                raise
+            h.signal(kill=True)
             self._hand_back(d, h, [])
             raise
+        return self._decide(d, h, message, now, deadline, hard_deadline)
+
+    def _decide(
+        self,
+        d: DirectCall,
+        h: WorkerHandle,
+        message: list[Any] | None,
+        now: float,
+        deadline: float,
+        hard_deadline: float,
+    ) -> tuple[str, Any]:
+        """The thread's part of `d`'s ending: decide "ok" alone, or hand `h` and the call
+        back to the loop."""
         if (
             message is not None
             and message[1] == d.call_id
@@ -259,12 +288,14 @@ class DirectCalls(ParkedWorkers):
                 if not d.cancelled:
                     d.decided = "ok" if ok else "loop"
                     self.done += 1
-                before = self.took.get(key)
-                self.took[key] = took if before is None else 0.8 * before + 0.2 * took
+                before = self.took.get(d.key)
+                self.took[d.key] = took if before is None else 0.8 * before + 0.2 * took
             if d.decided is not None:
                 d.value = value
-                self.put_back(h)
-                self.post_answered(d, None if ok else message)
+                try:
+                    self.put_back(h)
+                finally:  # (the ending is the loop's to record, whatever comes)
+                    self.post_answered(d, None if ok else message)
                 return ("ok", value) if ok else (WAIT, None)
         # Anything else: the worker and the call go back to the loop, now.
         self._hand_back(d, h, [] if message is None else [message])
@@ -292,14 +323,16 @@ class DirectCalls(ParkedWorkers):
 
     def _hand_back(self, d: DirectCall, h: WorkerHandle, leftovers: list[list[Any]]) -> None:
         """(The holding thread.) `h` and its call in flight go back to the loop."""
-        self.due.pop(h, None)
-        with contextlib.suppress(OSError):
-            self.socks[h].setblocking(False)  # the transport's descriptor, shared
-        with self.lock:
-            d.decided = "loop"
-            self.held.discard(h)
-            self.returning.add(h)
-        self.post_handed_back(d, leftovers)
+        try:
+            self.due.pop(h, None)
+            with contextlib.suppress(OSError):
+                self.socks[h].setblocking(False)  # the transport's descriptor, shared
+        finally:  # (as in `put_back`)
+            with self.lock:
+                d.decided = "loop"
+                self.held.discard(h)
+                self.returning.add(h)
+            self.post_handed_back(d, leftovers)
 
     def _receive(self, h: WorkerHandle, end: float) -> list[Any] | None:
         """The next message from `h`; None if `end` (a time.monotonic()) came first, or
