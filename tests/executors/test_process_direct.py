@@ -383,8 +383,7 @@ def test_signals_while_a_caller_waits_do_not_stretch_its_timeout(
     # (which the loop records once the call's acceptance has run).
     wait_until(lambda: pool_stats(app)["direct_handed_back"] == 1, 10, "the call handed back")
     assert pool_stats(app)["direct_calls"] == before
-    with open(release, "w") as f:
-        f.write("done")
+    _release(release)
 
 
 # ------------------------------------------------- threads waiting for a held worker
@@ -418,22 +417,40 @@ def _held_by_a(app: QueueTasks, pool: ProcessExecutor, tmp_path: Path) -> tuple[
     return caller, got, release, before
 
 
+def _b_adds(app: QueueTasks) -> tuple[threading.Thread, list[Any]]:
+    """Thread B, started now: a quick `add(20, 22)`; the list its Task goes to."""
+    got: list[Any] = []
+    b = threading.Thread(target=lambda: got.append(app.add_task("add", 20, 22, timeout=30)))
+    b.start()
+    return b, got
+
+
+def _release(release: str) -> None:
+    """Let a `wait_for` blocked on the pipe `release` return."""
+    with open(release, "w") as f:
+        f.write("done")
+
+
+def _both_done(
+    a: threading.Thread, a_got: list[Any], b: threading.Thread, b_got: list[Any]
+) -> None:
+    """A and B joined: A's call succeeded, B's returned 42."""
+    a.join(30)
+    b.join(30)
+    assert a_got == ["success"]
+    assert len(b_got) == 1 and b_got[0] is not None and b_got[0].returning == 42
+
+
 def test_a_thread_finding_the_worker_held_waits_for_it_and_goes_direct(
     one_worker: tuple[QueueTasks, ProcessExecutor], tmp_path: Path
 ) -> None:
     app, pool = one_worker
     pool.direct.wait_s = 30.0
     a, a_got, release, before = _held_by_a(app, pool, tmp_path)
-    b_got: list[Any] = []
-    b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
-    b.start()
+    b, b_got = _b_adds(app)
     wait_until(lambda: len(pool.direct.waiting) == 1, 20, "B to wait for A's worker")
-    with open(release, "w") as f:
-        f.write("done")
-    a.join(30)
-    b.join(30)
-    assert a_got == ["success"]
-    assert len(b_got) == 1 and b_got[0] is not None and b_got[0].returning == 42
+    _release(release)
+    _both_done(a, a_got, b, b_got)
     assert pool_stats(app)["direct_calls"] == before + 2  # A's, then B's on the same worker
     assert pool_stats(app)["direct_handed_back"] == 0
     assert not pool.direct.waiting
@@ -446,18 +463,12 @@ def test_a_thread_whose_wait_runs_out_takes_the_loops_way(
     app, pool = one_worker
     pool.direct.wait_s = 0.05
     a, a_got, release, before = _held_by_a(app, pool, tmp_path)
-    b_got: list[Any] = []
-    b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
-    b.start()
+    b, b_got = _b_adds(app)
     # B's call waits in the loop for the worker A holds (the loop then recalls it)
     wait_until(lambda: pool.scheduler.pending, 20, "B's call to reach the loop")
     assert not pool.direct.waiting
-    with open(release, "w") as f:
-        f.write("done")
-    a.join(30)
-    b.join(30)
-    assert a_got == ["success"]
-    assert len(b_got) == 1 and b_got[0] is not None and b_got[0].returning == 42
+    _release(release)
+    _both_done(a, a_got, b, b_got)
     assert pool_stats(app)["direct_calls"] == before + 1  # A's only
     settled(app)
 
@@ -468,9 +479,7 @@ def test_the_loops_own_calls_end_a_threads_wait(
     app, pool = one_worker
     pool.direct.wait_s = 30.0
     a, a_got, release, before = _held_by_a(app, pool, tmp_path)
-    b_got: list[Any] = []
-    b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
-    b.start()
+    b, b_got = _b_adds(app)
     wait_until(lambda: len(pool.direct.waiting) == 1, 20, "B to wait for A's worker")
     # A call from the loop waits for a worker: the loop's calls come first, so B stops
     # waiting for A's worker and takes the loop's way too.
@@ -478,14 +487,10 @@ def test_the_loops_own_calls_end_a_threads_wait(
         app.core.add_task("add", 1, 1, timeout=30), app.core.loop
     )
     wait_until(lambda: not pool.direct.waiting, 20, "B to stop waiting once the loop's call waits")
-    with open(release, "w") as f:
-        f.write("done")
-    a.join(30)
-    b.join(30)
+    _release(release)
+    _both_done(a, a_got, b, b_got)
     loop_task = from_loop.result(30)
-    assert a_got == ["success"]
     assert loop_task is not None and loop_task.returning == 2
-    assert len(b_got) == 1 and b_got[0] is not None and b_got[0].returning == 42
     assert pool_stats(app)["direct_calls"] == before + 1  # A's only
     settled(app)
 
@@ -497,17 +502,11 @@ def test_a_function_not_known_quick_never_waits(
     pool.direct.wait_s = 30.0
     pool.direct.quick_s = 0.0  # nothing is quick
     a, a_got, release, before = _held_by_a(app, pool, tmp_path)
-    b_got: list[Any] = []
-    b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
-    b.start()
+    b, b_got = _b_adds(app)
     wait_until(lambda: pool.scheduler.pending, 20, "B's call to reach the loop")
     assert not pool.direct.waiting
-    with open(release, "w") as f:
-        f.write("done")
-    a.join(30)
-    b.join(30)
-    assert a_got == ["success"]
-    assert len(b_got) == 1 and b_got[0] is not None and b_got[0].returning == 42
+    _release(release)
+    _both_done(a, a_got, b, b_got)
     assert pool_stats(app)["direct_calls"] == before + 1
     settled(app)
 
@@ -523,17 +522,11 @@ def test_no_wait_for_a_worker_held_by_a_slow_call(
     assert slow is not None
     pool.direct.took[slow] = 3600.0  # A's call is expected back in an hour
     a, a_got, release, before = _held_by_a(app, pool, tmp_path)
-    b_got: list[Any] = []
-    b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
-    b.start()
+    b, b_got = _b_adds(app)
     wait_until(lambda: pool.scheduler.pending, 10, "B's call to reach the loop")
     assert not pool.direct.waiting
-    with open(release, "w") as f:
-        f.write("done")
-    a.join(30)
-    b.join(30)
-    assert a_got == ["success"]
-    assert len(b_got) == 1 and b_got[0] is not None and b_got[0].returning == 42
+    _release(release)
+    _both_done(a, a_got, b, b_got)
     assert pool_stats(app)["direct_calls"] == before + 1
     settled(app)
 
@@ -571,8 +564,7 @@ def test_a_wait_cut_short_by_an_exception_leaves_no_worker_behind(
         sender.join(30)
         signal.signal(signal.SIGUSR1, previous)
     assert not pool.direct.waiting
-    with open(release, "w") as f:
-        f.write("done")
+    _release(release)
     a.join(30)
     assert a_got == ["success"]
     wait_until(lambda: pool.direct.free, 10, "A's worker to be free again")
@@ -625,18 +617,13 @@ def test_a_thread_waiting_for_a_held_worker_gets_an_idle_one_parked(tmp_path: Pa
         assert len(pool.direct.free) == 1
         assert sum(h.takes_calls for h in pool.roster.workers) == 1  # idle, the loop's
         a, a_got, release, before = _held_by_a(app, pool, tmp_path)
-        b_got: list[Any] = []
-        b = threading.Thread(target=lambda: b_got.append(app.add_task("add", 20, 22, timeout=30)))
-        b.start()
+        b, b_got = _b_adds(app)
         wait_until(lambda: b_got, 10, "B's call, with A still holding its worker")
         assert b_got[0] is not None and b_got[0].returning == 42
         assert pool_stats(app)["direct_calls"] == before + 1  # B's, on the other worker
         assert not a_got  # A still waits
-        with open(release, "w") as f:
-            f.write("done")
-        a.join(30)
-        b.join(30)
-        assert a_got == ["success"]
+        _release(release)
+        _both_done(a, a_got, b, b_got)
         settled(app)
     finally:
         app.stop()

@@ -23,7 +23,8 @@ loop runs it: the flush timer).
 Many threads (a threaded web server's views) may want more parked workers than
 there are. A thread that finds all of them held by other threads, for a function
 whose direct calls are known to be quick (`QUICK_S`, a moving average per function),
-waits for one to be put back (`take`): the worker goes from the thread that puts it
+while a held worker is expected back within `WAIT_S` (`_may_wait`), waits for one to
+be put back (`take`): the worker goes from the thread that puts it
 back to the thread waiting longest, with one thread wake-up and no loop turn. It
 waits at most `WAIT_S`, and stops waiting when the loop's own calls wait for a worker
 (they come first); either way it then takes the loop's way. A function not known to be
@@ -177,9 +178,7 @@ class DirectCalls(ParkedWorkers):
         """`h` goes back unused (or after an answer this thread took): to the thread
         waiting longest for one, or free."""
         try:
-            self.due.pop(h, None)
-            with contextlib.suppress(OSError):
-                self.socks[h].setblocking(False)  # the transport's descriptor, shared
+            self._let_go(h)
         finally:  # (a KeyboardInterrupt just after the system call: `h` still goes back)
             with self.lock:
                 self.held.discard(h)
@@ -192,6 +191,13 @@ class DirectCalls(ParkedWorkers):
                     self.give(h)
             if to_loop:
                 self.post_given_back(h)
+
+    def _let_go(self, h: WorkerHandle) -> None:
+        """(The holding thread, giving `h` up.) No call of this thread's is due on it;
+        its descriptor, shared with the loop's transport, non-blocking again."""
+        self.due.pop(h, None)
+        with contextlib.suppress(OSError):
+            self.socks[h].setblocking(False)
 
     def call(
         self,
@@ -324,9 +330,7 @@ class DirectCalls(ParkedWorkers):
     def _hand_back(self, d: DirectCall, h: WorkerHandle, leftovers: list[list[Any]]) -> None:
         """(The holding thread.) `h` and its call in flight go back to the loop."""
         try:
-            self.due.pop(h, None)
-            with contextlib.suppress(OSError):
-                self.socks[h].setblocking(False)  # the transport's descriptor, shared
+            self._let_go(h)
         finally:  # (as in `put_back`)
             with self.lock:
                 d.decided = "loop"

@@ -90,8 +90,8 @@ class ParkedWorkers:
         self.asked = False  # a caller found no free worker: park one (see `park_one`)
         self.want = False  # ... none was idle then: park the next that goes idle
         self.done = 0  # answers a thread read itself (stats: direct_calls)
-        # moving average of a direct call's round trip, by function key, and when each
-        # held worker's call is expected back (`DirectCalls._may_wait`); the threads'
+        # Written by the threads: the moving average of a direct call's round trip, by
+        # function key, and when each held worker's call is expected back (`_may_wait`).
         self.took: dict[int, float] = {}
         self.due: dict[WorkerHandle, float] = {}
         self.handed_back = 0  # calls a thread handed to the loop (stats: direct_handed_back)
