@@ -44,12 +44,17 @@ class _Reply(Generic[T]):
 def call_in_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` as a task of `loop` (running in another thread) and block for its
     result; its exception is raised here. A task cancelled in the loop raises
-    `concurrent.futures.CancelledError`, as `run_coroutine_threadsafe` would."""
+    `concurrent.futures.CancelledError`, as `run_coroutine_threadsafe` would.
+
+    A closed loop closes `coro`. Any other exception in the hand-over (Ctrl-C) leaves
+    it alone: whether the loop has it cannot be known, and if it has, it runs on (the
+    caller's task was accepted, or is about to be), like a call interrupted later."""
     reply: _Reply[T] = _Reply()
     try:
         loop.call_soon_threadsafe(reply.start, loop, coro)
-    except BaseException:  # the loop is closed
-        coro.close()
+    except RuntimeError:
+        if loop.is_closed():
+            coro.close()
         raise
     reply.lock.acquire()
     task = reply.task

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -66,3 +67,42 @@ def test_a_closed_loop_raises_and_the_coroutine_is_closed() -> None:
     with pytest.raises(RuntimeError, match="closed"):
         call_in_loop(loop, coro)
     assert coro.cr_frame is None and ran == []  # closed, not left to warn at GC
+
+
+class _InterruptedOnce(asyncio.SelectorEventLoop):
+    """A loop whose next `call_soon_threadsafe` raises KeyboardInterrupt after queueing
+    the callback: Ctrl-C in the caller's thread just after the hand-over."""
+
+    interrupt = False
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any, context: Any = None) -> Any:
+        handle = super().call_soon_threadsafe(callback, *args, context=context)
+        if self.interrupt:
+            self.interrupt = False
+            raise KeyboardInterrupt
+        return handle
+
+
+def test_an_interrupt_after_the_hand_over_leaves_the_coroutine_to_the_loop() -> None:
+    loop = _InterruptedOnce()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    hold, ran = threading.Event(), threading.Event()
+
+    async def accepted() -> None:
+        ran.set()
+
+    try:
+        # The loop is held in a callback, so the caller's except clause runs before the
+        # loop starts the call: closing the coroutine there would lose it.
+        loop.call_soon_threadsafe(hold.wait, 10)
+        loop.interrupt = True
+        with pytest.raises(KeyboardInterrupt):
+            call_in_loop(loop, accepted())
+        hold.set()
+        assert ran.wait(10), "the call the loop was handed never ran"
+    finally:
+        hold.set()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
