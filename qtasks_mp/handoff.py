@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar
@@ -19,16 +20,26 @@ T = TypeVar("T")
 
 
 class _Reply(Generic[T]):
-    """Where the loop leaves the coroutine's outcome; `lock` is released once it is."""
+    """Where the loop leaves the coroutine's outcome; `lock` is released once it is.
 
-    __slots__ = ("lock", "task")
+    The coroutine waits in `coro` (a list of one) for whichever side pops it first
+    (`list.pop` is atomic): the loop, which runs it (`start`), or a caller interrupted
+    in the hand-over (`abandon`), which closes it. So an interrupted call either runs
+    whole or not at all: never closed from the caller's thread while the loop runs it."""
 
-    def __init__(self) -> None:
+    __slots__ = ("coro", "lock", "task")
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self.coro = [coro]
         self.lock = threading.Lock()
         self.lock.acquire()
         self.task: asyncio.Task[T] | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            coro = self.coro.pop()
+        except IndexError:  # abandoned
+            return
         try:
             task = self.task = loop.create_task(coro)
         except BaseException:
@@ -36,6 +47,10 @@ class _Reply(Generic[T]):
             self.lock.release()
             raise
         task.add_done_callback(self.done)
+
+    def abandon(self) -> None:
+        with contextlib.suppress(IndexError):  # (else the loop has it: it runs on)
+            self.coro.pop().close()
 
     def done(self, task: asyncio.Task[T]) -> None:
         self.lock.release()
@@ -46,15 +61,13 @@ def call_in_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) 
     result; its exception is raised here. A task cancelled in the loop raises
     `concurrent.futures.CancelledError`, as `run_coroutine_threadsafe` would.
 
-    A closed loop closes `coro`. Any other exception in the hand-over (Ctrl-C) leaves
-    it alone: whether the loop has it cannot be known, and if it has, it runs on (the
-    caller's task was accepted, or is about to be), like a call interrupted later."""
-    reply: _Reply[T] = _Reply()
+    An exception in the hand-over (a closed loop, Ctrl-C) closes `coro` unless the loop
+    has started it: then it runs on, as a call interrupted later does."""
+    reply: _Reply[T] = _Reply(coro)
     try:
-        loop.call_soon_threadsafe(reply.start, loop, coro)
-    except RuntimeError:
-        if loop.is_closed():
-            coro.close()
+        loop.call_soon_threadsafe(reply.start, loop)
+    except BaseException:  # the loop is closed, or KeyboardInterrupt (queued or not)
+        reply.abandon()
         raise
     reply.lock.acquire()
     task = reply.task

@@ -249,17 +249,20 @@ class QueueTasks:
         """Register the tasks of a QTasks router (`qtasks_mp.routers`) on this app."""
         router.include_into(self)
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a core coroutine where the core runs: our background loop, or the loop of
-        a program that started the core itself (e.g. `AsyncTimer(app).run_forever()`)."""
+    def _call(
+        self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run the core coroutine `fn(*args, **kwargs)` where the core runs: our
+        background loop, or the loop of a program that started the core itself (e.g.
+        `AsyncTimer(app).run_forever()`). Made just before it is handed over: a Ctrl-C
+        in what comes before leaves no coroutine never awaited."""
         if self._parent_pid is not None:
-            coro.close()
             raise self._forked_error()
         self._flush_direct()
         loop = self.core.loop
         if self.core.running and loop is not None and loop is not self._portal.loop:
-            return self.core.call_from_thread(coro)
-        return self._portal.call(coro)
+            return self.core.call_from_thread(fn(*args, **kwargs))
+        return self._portal.call(fn(*args, **kwargs))
 
     def _flush_direct(self) -> None:
         """What direct calls left the loop to record goes before this thread's next
@@ -292,14 +295,13 @@ class QueueTasks:
             if done is not _NOT_DIRECT:
                 return done  # type: ignore[return-value]
         return self._call(
-            self.core.add_task_awaited(
-                task_name,
-                *args,
-                priority=priority,
-                timeout=timeout,
-                unique_key=unique_key,
-                **kwargs,
-            )
+            self.core.add_task_awaited,
+            task_name,
+            *args,
+            priority=priority,
+            timeout=timeout,
+            unique_key=unique_key,
+            **kwargs,
         )
 
     def _add_direct(
@@ -342,7 +344,7 @@ class QueueTasks:
         if how == LATE:
             return None  # the call goes on; the loop records its end
         left = max(0.0, timeout - (time.monotonic() - started))
-        return self._call(core.wait(record.uuid, left))
+        return self._call(core.wait, record.uuid, left)
 
     def map(
         self,
@@ -356,27 +358,30 @@ class QueueTasks:
         """The results of `task_name` over `iterable`, in order; see the async `map`."""
         self._auto_start()
         return self._call(
-            self.core.map(
-                task_name, iterable, chunksize=chunksize, timeout=timeout, progress=progress
-            )
+            self.core.map,
+            task_name,
+            iterable,
+            chunksize=chunksize,
+            timeout=timeout,
+            progress=progress,
         )
 
     def get(self, uuid: UUID | str) -> Task | None:
-        return self._call(self.core.get(uuid))
+        return self._call(self.core.get, uuid)
 
     def wait(self, uuid: UUID | str, timeout: float | None = None) -> Task | None:
-        return self._call(self.core.wait(uuid, timeout))
+        return self._call(self.core.wait, uuid, timeout)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        return self._call(self.core.wait_idle(timeout))
+        return self._call(self.core.wait_idle, timeout)
 
     def cancel(self, task: UUID | str | Task) -> bool:
         """Cancel a queued or running task; see the async `cancel`."""
-        return self._call(self.core.cancel(task))
+        return self._call(self.core.cancel, task)
 
     def requeue(self, task: UUID | str | Task) -> Task:
         """Queue a task that ended error or cancel again; see the async `requeue`."""
-        return self._call(self.core.requeue(task))
+        return self._call(self.core.requeue, task)
 
     def start(self) -> None:
         """Start the app, or return once it runs. A failed start raises its error here.
@@ -408,7 +413,7 @@ class QueueTasks:
         # would leave that thread waiting forever.
         with self._lifecycle:
             if self.core.running:
-                self._call(self.core.stop())
+                self._call(self.core.stop)
             self._portal.close()
 
     def _drain_at_exit(self) -> None:

@@ -71,38 +71,71 @@ def test_a_closed_loop_raises_and_the_coroutine_is_closed() -> None:
 
 class _InterruptedOnce(asyncio.SelectorEventLoop):
     """A loop whose next `call_soon_threadsafe` raises KeyboardInterrupt after queueing
-    the callback: Ctrl-C in the caller's thread just after the hand-over."""
+    the callback (Ctrl-C in the caller's thread just after the hand-over), once
+    `before` is set."""
 
     interrupt = False
+    before: threading.Event | None = None
 
     def call_soon_threadsafe(self, callback: Any, *args: Any, context: Any = None) -> Any:
         handle = super().call_soon_threadsafe(callback, *args, context=context)
         if self.interrupt:
             self.interrupt = False
+            assert self.before is None or self.before.wait(10)
             raise KeyboardInterrupt
         return handle
 
 
-def test_an_interrupt_after_the_hand_over_leaves_the_coroutine_to_the_loop() -> None:
+@pytest.fixture
+def interrupted_loop() -> Iterator[_InterruptedOnce]:
     loop = _InterruptedOnce()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    hold, ran = threading.Event(), threading.Event()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
 
-    async def accepted() -> None:
-        ran.set()
 
+def test_a_call_the_loop_started_runs_on_after_an_interrupted_hand_over(
+    interrupted_loop: _InterruptedOnce,
+) -> None:
+    """The interrupt lands once the loop runs the call (a caller's task, driving its own
+    call): closing it from the caller's thread would cut it short mid-call."""
+    started, ended = threading.Event(), threading.Event()
+
+    async def running() -> None:
+        started.set()
+        await asyncio.sleep(0.01)
+        ended.set()
+
+    interrupted_loop.interrupt, interrupted_loop.before = True, started
+    with pytest.raises(KeyboardInterrupt):
+        call_in_loop(interrupted_loop, running())
+    assert ended.wait(10), "the call the loop had started was cut short"
+
+
+def test_a_call_the_loop_had_not_started_is_closed_after_an_interrupted_hand_over(
+    interrupted_loop: _InterruptedOnce,
+) -> None:
+    """The loop is held in a callback, so the interrupted caller gets there first: the
+    call never runs (nothing half done), and its coroutine is closed, not left to warn
+    that it was never awaited."""
+    hold = threading.Event()
+    ran: list[int] = []
+
+    async def never() -> None:
+        ran.append(1)
+
+    interrupted_loop.call_soon_threadsafe(hold.wait, 10)
+    interrupted_loop.interrupt = True
+    coro = never()
     try:
-        # The loop is held in a callback, so the caller's except clause runs before the
-        # loop starts the call: closing the coroutine there would lose it.
-        loop.call_soon_threadsafe(hold.wait, 10)
-        loop.interrupt = True
         with pytest.raises(KeyboardInterrupt):
-            call_in_loop(loop, accepted())
-        hold.set()
-        assert ran.wait(10), "the call the loop was handed never ran"
+            call_in_loop(interrupted_loop, coro)
     finally:
         hold.set()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+    assert coro.cr_frame is None  # closed
+    done = threading.Event()
+    interrupted_loop.call_soon_threadsafe(done.set)  # after the queued hand-over
+    assert done.wait(10) and ran == []

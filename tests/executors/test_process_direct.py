@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import linecache
 import os
 import signal
 import subprocess
@@ -797,3 +798,88 @@ def test_ctrl_c_in_a_direct_call_hands_the_call_to_the_loop() -> None:
     assert went_direct and interrupted
     assert idle and unfinished == 0
     assert stop_s < 5, stop_s  # bounded by shutdown_timeout, not a held worker
+
+
+# ---------------------------------------------- Ctrl-C between any two steps of a call
+
+#: The modules of a direct call's thread side (the hand-over to the loop after it:
+#: tests/test_handoff.py).
+_THREAD_SIDE = {"direct.py", "parked.py"}
+#: Lines at which an exception raised by a trace function escapes the handlers a real
+#: interrupt there would meet (CPython gives their first instruction no handler, or
+#: the line is a `with` block's exit); a real interrupt lands after a call returns or
+#: as a function starts, which the lines before and after stand for.
+_NOT_A_POINT = ("try:", "with ", "finally:", "except", "else:")
+
+
+class _InterruptAtLine:
+    """`sys.settrace` for one call in this thread: raise KeyboardInterrupt at the `n`th
+    line run in the thread side's modules, once."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.seen, self.where = n, 0, ""
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> Any:
+        path = Path(frame.f_code.co_filename)
+        ours = path.name in _THREAD_SIDE and "qtasks_mp" in path.parts
+        return self._line if ours else None
+
+    def _line(self, frame: Any, event: str, arg: Any) -> Any:
+        if event != "line":
+            return self._line
+        line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+        if line.startswith(_NOT_A_POINT):
+            return self._line
+        self.seen += 1
+        if self.seen - 1 == self.n:
+            self.where = f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {line}"
+            sys.settrace(None)
+            raise KeyboardInterrupt
+        return self._line
+
+
+@pytest.mark.parametrize(
+    ("task_name", "args"),
+    [("add", (1, 2)), ("fail", ("no",)), ("chatty", (5,))],
+    ids=["answered", "OP_ERR", "handed-back"],
+)
+def test_an_interrupt_at_any_line_of_a_direct_call_leaves_it_ending(
+    app: QueueTasks, task_name: str, args: tuple[Any, ...]
+) -> None:
+    """Ctrl-C in a script making quick sync calls lands anywhere in them. For each line
+    a direct call runs, in turn, from taking a worker to posting its ending: a
+    KeyboardInterrupt raised there leaves no worker held by nobody and no task
+    unfinished (the app goes idle), and the next call goes direct again. Before, an
+    interrupt just after a worker was taken, or before the answer was settled, left
+    the worker held for ever (stop() hung on it) and the task unfinished."""
+    pool = app.executors["process"]
+    assert isinstance(pool, ProcessExecutor)
+    direct = pool.direct
+    counted = "direct_handed_back" if task_name == "chatty" else "direct_calls"
+    app.add_task(task_name, *args, timeout=30)  # (its function known to the loop)
+    n = 0
+    while True:
+        warm(app)
+        assert app.wait_idle(timeout=20)
+        if n == 0:  # it goes direct, uninterrupted
+            before = pool_stats(app)[counted]
+            app.add_task(task_name, *args, timeout=30)
+            assert pool_stats(app)[counted] == before + 1, counted
+            warm(app)
+        inject = _InterruptAtLine(n)
+        sys.settrace(inject)
+        try:
+            app.add_task(task_name, *args, timeout=30)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        if not inject.where:
+            break  # the call ran to its end with no line left: every one was tried
+        what = f"interrupted at {inject.where} (line {n} of the call)"
+        assert app.wait_idle(timeout=20), what
+        wait_until(lambda: not direct.held and not direct.returning, 20, what)
+        n += 1
+    assert n > 50  # (the lines were traced)
+    warm(app)
+    settled(app)

@@ -58,6 +58,7 @@ asked before that).
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -67,7 +68,7 @@ from ...registries import TaskSpec
 from ...task import TaskRecord
 from .handle import WorkerHandle
 from .offload import encode_args
-from .parked import DirectCall, ParkedWorkers, Turn
+from .parked import DirectCall, Hold, ParkedWorkers
 
 if TYPE_CHECKING:
     from ...dispatcher import Taken
@@ -135,62 +136,70 @@ class DirectCalls(ParkedWorkers):
         took = None if key is None else self.took.get(key)
         return took is not None and took < self.quick_s
 
-    def take(self, spec: TaskSpec, timeout: float) -> WorkerHandle | None:
-        """A free parked worker, now held by this thread; None if none is free.
+    def take(self, spec: TaskSpec, timeout: float, hold: Hold) -> WorkerHandle | None:
+        """A free parked worker, now held by `hold`; None if none is free.
 
         When every parked worker is held by other threads, `spec` is quick and a held
         worker is expected back soon (`_may_wait`), this thread waits for one to be put
         back, first come first served, at most `wait_s` (or `timeout`): one thread's
         wake-up costs less than the loop's way, two cross-thread hops and the loop's
-        turns. The loop's own calls still come first (`put_back`), and a thread that
+        turns. The loop's own calls still come first (`_put_back`), and a thread that
         waited in vain takes the loop's way."""
         with self.lock:
             if not self.open:
                 return None
-            if self.free:
-                h = self.free.pop()
-                self.held.add(h)
+            free = self.free
+            if free:  # (claimed before it leaves `free`: see `Hold`)
+                h = free[-1]
+                hold.handle = h
+                self.held[h] = hold
+                del free[-1]
                 return h
             if self.pool.scheduler.pending or not self._may_wait(spec):
                 return None
-            turn = Turn()
-            self.waiting.append(turn)
-        try:
-            # Asked now, not before: a worker the loop parks goes to the first in
-            # `waiting`, and one parked before this turn was in it would not be ours.
-            self._ask()
-            turn.lock.acquire(timeout=min(self.wait_s, timeout))
-            return self._leave(turn)
-        except BaseException:  # KeyboardInterrupt: no worker may stay with this turn
-            handed = self._leave(turn)  # (again: the same answer)
-            if handed is not None:
-                self.put_back(handed)
-            raise
+            hold.lock = threading.Lock()
+            hold.lock.acquire()
+            self.waiting.append(hold)
+        # Asked now, not before: a worker the loop parks goes to the first in `waiting`,
+        # and one parked before this hold was in it would not be ours.
+        self._ask()
+        hold.lock.acquire(timeout=min(self.wait_s, timeout))
+        return self._leave(hold)
 
-    def _leave(self, turn: Turn) -> WorkerHandle | None:
-        """Stop waiting: the worker handed to `turn`, if any; none is handed to it after."""
+    def _leave(self, hold: Hold) -> WorkerHandle | None:
+        """Stop waiting: the worker handed to `hold`, if any; none is handed to it after."""
         with self.lock:
-            if turn.handle is None and turn in self.waiting:
-                self.waiting.remove(turn)  # the wait ran out (or was cut short)
-            return turn.handle
+            if hold in self.waiting:
+                self.waiting.remove(hold)  # the wait ran out (or was cut short)
+            h = hold.handle
+            return h if h is not None and self.held.get(h) is hold else None
 
-    def put_back(self, h: WorkerHandle) -> None:
-        """`h` goes back unused (or after an answer this thread took): to the thread
-        waiting longest for one, or free."""
-        try:
-            self._let_go(h)
-        finally:  # (a KeyboardInterrupt just after the system call: `h` still goes back)
-            with self.lock:
-                self.held.discard(h)
-                # The loop's calls wait for a worker (`pending`; see `ProcessExecutor.
-                # calls_wait`, which recalls only free ones): it gets this one.
-                to_loop = not self.open or bool(self.pool.scheduler.pending)
-                if to_loop:
-                    self.release_waiting()
-                else:
-                    self.give(h)
-            if to_loop:
-                self.post_given_back(h)
+    def _put_back(self, hold: Hold) -> None:
+        """The worker `hold` holds goes back unused (or after an answer this thread
+        took): to the thread waiting longest for one, or free; to the loop if its calls
+        wait for a worker or the pool closes. Run again after an interrupt, it finishes
+        what is left (see `Hold`)."""
+        h = hold.handle
+        if h is not None and self.held.get(h) is hold:
+            try:
+                self._let_go(h)
+            finally:
+                with self.lock:
+                    if self.held.get(h) is not hold:
+                        pass  # (put back already)
+                    elif h in self.free:
+                        del self.held[h]  # (claimed in `take`, or in `give`, not taken)
+                    elif not self.open or self.pool.scheduler.pending:
+                        # The loop's calls wait for a worker (`pending`; see
+                        # `ProcessExecutor.calls_wait`, which recalls only free ones).
+                        hold.giving_back = True
+                        del self.held[h]
+                        self.release_waiting()
+                    else:
+                        self.give(h)
+        if hold.giving_back:
+            assert h is not None
+            self.post_given_back(h)
 
     def _let_go(self, h: WorkerHandle) -> None:
         """(The holding thread, giving `h` up.) No call of this thread's is due on it;
@@ -214,99 +223,123 @@ class DirectCalls(ParkedWorkers):
         worker, or the arguments hold large buffers); nothing posted then. ("ok",
         value), (WAIT, None) or (LATE, None) otherwise (see the module doc).
 
-        An exception (KeyboardInterrupt) anywhere leaves no worker held: before the
-        accept is posted, the worker is put back and nothing was accepted; after, the
-        worker and the call go back to the loop, and the worker is killed, for whether
-        its answer was read (and lost with the exception) cannot be known: the call
-        ends WorkerCrashed, which `Retries` may run again."""
-        h = self.take(spec, wait_s)
-        if h is None:
-            return None
+        An exception (KeyboardInterrupt) anywhere leaves no worker held and no call
+        without an ending (`_end`, run again from where the thread was): before the
+        accept is posted, the worker is put back and nothing was accepted; after it and
+        before the answer is settled, the worker and the call go back to the loop, and
+        the worker is killed, for whether its answer was read (and lost with the
+        exception) cannot be known: the call ends WorkerCrashed, which `Retries` may
+        run again."""
+        hold = Hold()
         try:
+            h = self.take(spec, wait_s, hold)
+            if h is None:
+                return None
             prepared = self._prepare(h, spec, record)
-        except BaseException:
-            self.put_back(h)
-            raise
-        if prepared is None:
-            self.put_back(h)  # (not sent: the normal path takes the call)
-            return None
-        d, data = prepared
-        key = d.key
-        posted = False
-        try:
+            if prepared is None:
+                self._put_back(hold)  # (not sent: the normal path takes the call)
+                return None
+            d, data = prepared
+            hold.d = d
             self.calls[record.key] = d
             now = d.sent_at = time.monotonic()
-            self.due[h] = now + self.took.get(key, INF)  # expected back then (`_may_wait`)
+            self.due[h] = now + self.took.get(d.key, INF)  # expected back then (`_may_wait`)
             deadline = now + wait_s
             hard_deadline = deadline if spec.timeout is None else now + spec.timeout
-            sock = self.socks[h]
             # Before the send: from then on its id may get out (through the task's
             # context), and any thread's next call into the loop posts what is in `steps`.
             self.post_accept(d, accept)
-            posted = True
-            try:
-                if key not in h.known:
-                    data = self.pool.function_message(key) + data
-                    h.known.add(key)  # (a send cut short kills the worker)
-                sock.settimeout(None)
-                sock.sendall(data)
-            except OSError:  # it died: its EOF tells the loop
-                message = None
-            else:
-                self.flush_unless_timed()
-                message = self._receive(h, min(deadline, hard_deadline))
+            hold.posted = True  # (not yet, after an interrupt: `run` finds no direct call)
+            message = self._exchange(h, d, data, min(deadline, hard_deadline))
+            self._decide(d, message, now)
+            self._end(hold)
         except BaseException:
-            if not posted:  # (or posted just now: `run` then finds no direct call)
-                self.calls.pop(record.key, None)
-                self.put_back(h)
-                raise
-            h.signal(kill=True)
-            self._hand_back(d, h, [])
+            self._end(hold, interrupted=True)
             raise
-        return self._decide(d, h, message, now, deadline, hard_deadline)
+        if d.decided == "ok":
+            return ("ok", d.value)
+        late = (
+            d.decided == "loop"
+            and message is None
+            and time.monotonic() >= deadline
+            and deadline <= hard_deadline
+        )
+        return (LATE, None) if late else (WAIT, None)
 
-    def _decide(
-        self,
-        d: DirectCall,
-        h: WorkerHandle,
-        message: list[Any] | None,
-        now: float,
-        deadline: float,
-        hard_deadline: float,
-    ) -> tuple[str, Any]:
-        """The thread's part of `d`'s ending: decide "ok" alone, or hand `h` and the call
-        back to the loop."""
-        if (
+    def _exchange(
+        self, h: WorkerHandle, d: DirectCall, data: bytes, end: float
+    ) -> list[Any] | None:
+        """Send `d`'s OP_CALL (with its function, the first time on `h`); the next
+        message from `h`, or None (see `_receive`; a failed send: it died, its EOF
+        tells the loop)."""
+        sock = self.socks[h]
+        try:
+            if d.key not in h.known:
+                data = self.pool.function_message(d.key) + data
+                h.known.add(d.key)  # (a send cut short kills the worker)
+            sock.settimeout(None)
+            sock.sendall(data)
+        except OSError:
+            return None
+        self.flush_unless_timed()
+        return self._receive(h, end)
+
+    def _decide(self, d: DirectCall, message: list[Any] | None, now: float) -> None:
+        """Settle, under the lock, who ends `d` (`d.decided`): the thread, with a plain
+        OP_OK ("ok", its value decoded) or an OP_ERR ("err": the loop raises it, and the
+        worker stays parked); or the loop, with anything else ("loop", the message in
+        `leftovers`), or if the call was cancelled meanwhile."""
+        answer = (
             message is not None
             and message[1] == d.call_id
             and message[-1] is False  # not asking to retire
             and ((message[0] == wire.OP_OK and message[3] is None) or message[0] == wire.OP_ERR)
-        ):
-            ok = message[0] == wire.OP_OK
-            value: Any = None
-            if ok:
-                try:
-                    value = wire.loads(message[2])
-                except Exception:
-                    ok = False  # the loop raises the error, as ever
-            took = time.monotonic() - now
-            with self.lock:
-                if not d.cancelled:
-                    d.decided = "ok" if ok else "loop"
+        )
+        ok = False
+        if message is not None:
+            d.leftovers = [message]
+            if answer:
+                ok = message[0] == wire.OP_OK
+                if ok:
+                    try:
+                        d.value = wire.loads(message[2])
+                    except Exception:
+                        ok = False  # the loop raises the error, as ever
+                if not ok:
+                    d.message = message
+        took = time.monotonic() - now
+        with self.lock:
+            if d.decided is None:
+                d.decided = ("ok" if ok else "err") if answer and not d.cancelled else "loop"
+                if d.decided != "loop":
                     self.done += 1
+            if answer:
                 before = self.took.get(d.key)
                 self.took[d.key] = took if before is None else 0.8 * before + 0.2 * took
-            if d.decided is not None:
-                d.value = value
-                try:
-                    self.put_back(h)
-                finally:  # (the ending is the loop's to record, whatever comes)
-                    self.post_answered(d, None if ok else message)
-                return ("ok", value) if ok else (WAIT, None)
-        # Anything else: the worker and the call go back to the loop, now.
-        self._hand_back(d, h, [] if message is None else [message])
-        late = message is None and time.monotonic() >= deadline and deadline <= hard_deadline
-        return (LATE, None) if late else (WAIT, None)
+
+    def _end(self, hold: Hold, interrupted: bool = False) -> None:
+        """Give up the worker `hold` holds and post its call's ending, as `_decide`
+        settled it; idempotent, so that a thread interrupted anywhere (in here too) runs
+        it again and finishes what is left (`interrupted`: the call may be undecided)."""
+        d = hold.d
+        if d is None or not hold.posted:  # nothing accepted
+            if d is not None:
+                self.calls.pop(d.record.key, None)
+            self._leave(hold)
+            self._put_back(hold)
+            return
+        if d.decided is None:
+            assert interrupted
+            d.handle.signal(kill=True)  # (its answer may be read and lost: see `call`)
+            with self.lock:
+                if d.decided is None:
+                    d.decided = "loop"
+        if d.decided == "loop":
+            self._hand_back(hold)
+            self.post_handed_back(d, d.leftovers)
+        else:
+            self._put_back(hold)
+            self.post_answered(d, d.message)
 
     def _prepare(
         self, h: WorkerHandle, spec: TaskSpec, record: TaskRecord
@@ -327,16 +360,18 @@ class DirectCalls(ParkedWorkers):
         ctx = [spec.name, str(record.uuid), record.retry + 1] if spec.pass_context else None
         return d, wire.packb([wire.OP_CALL, d.call_id, key, payload, ctx, None])
 
-    def _hand_back(self, d: DirectCall, h: WorkerHandle, leftovers: list[list[Any]]) -> None:
-        """(The holding thread.) `h` and its call in flight go back to the loop."""
-        try:
-            self._let_go(h)
-        finally:  # (as in `put_back`)
-            with self.lock:
-                d.decided = "loop"
-                self.held.discard(h)
-                self.returning.add(h)
-            self.post_handed_back(d, leftovers)
+    def _hand_back(self, hold: Hold) -> None:
+        """(The holding thread.) Its worker goes back to the loop, with a call in flight
+        (the loop adopts it: `post_handed_back`). Idempotent, as `_put_back`."""
+        h = hold.handle
+        if h is not None and self.held.get(h) is hold:
+            try:
+                self._let_go(h)
+            finally:
+                with self.lock:
+                    if self.held.get(h) is hold:
+                        self.returning.add(h)
+                        del self.held[h]
 
     def _receive(self, h: WorkerHandle, end: float) -> list[Any] | None:
         """The next message from `h`; None if `end` (a time.monotonic()) came first, or

@@ -50,8 +50,8 @@ class DirectCall:
     """One call a thread sent to a worker it holds."""
 
     __slots__ = (
-        *("cancelled", "call_id", "decided", "early", "handle", "key"),
-        *("ended", "go", "pending", "record", "sent_at", "value"),
+        *("cancelled", "call_id", "decided", "early", "handle", "key", "leftovers"),
+        *("ended", "go", "message", "pending", "record", "sent_at", "value"),
     )
 
     def __init__(self, record: TaskRecord, handle: WorkerHandle, call_id: int, key: int) -> None:
@@ -60,13 +60,18 @@ class DirectCall:
         self.call_id = call_id
         self.key = key
         self.sent_at = 0.0  # time.monotonic() when it was sent
-        self.decided: str | None = None  # "ok" (by the thread) or "loop"; under the lock
+        # Who ends it, settled under the lock: "ok" or "err" (the thread read the answer:
+        # `value`, or an OP_ERR `message`; the worker stays parked) or "loop" (handed back,
+        # with the messages the thread read, `leftovers`).
+        self.decided: str | None = None
         self.cancelled = False  # app.cancel() or the loop's abandon asked, before a decision
         self.pending: PendingCall | None = None  # the loop's, once `run` has the call
         self.early: Callable[[], None] | None = None  # what came before `run` had it
         self.go: Callable[[], None] | None = None  # runs the chain on once `pending` is done
         self.ended = False  # its ending (`_answered` or `_adopt`) has been applied
         self.value: Any = None
+        self.message: list[Any] | None = None
+        self.leftovers: list[list[Any]] = []
 
 
 class ParkedWorkers:
@@ -78,10 +83,11 @@ class ParkedWorkers:
         self.lock = threading.Lock()
         self.open = False
         self.free: list[WorkerHandle] = []
-        self.held: set[WorkerHandle] = set()
+        # Who holds each lent worker: a thread's `Hold` (one assignment moves it on).
+        self.held: dict[WorkerHandle, Hold] = {}
         # threads waiting for a held worker to come back (`DirectCalls.take`), first
         # come first served: a worker put back goes to the first, not to `free`
-        self.waiting: deque[Turn] = deque()
+        self.waiting: deque[Hold] = deque()
         # handed back by a thread with a call in flight, until the loop adopts it
         self.returning: set[WorkerHandle] = set()
         self.socks: dict[WorkerHandle, socket.socket] = {}  # duplicates, for blocking I/O
@@ -145,21 +151,27 @@ class ParkedWorkers:
             self.give(h)
 
     def give(self, h: WorkerHandle) -> None:
-        """(Under the lock.) A parked worker is free: the thread waiting longest for one
-        holds it now; if none waits, it is free."""
+        """(Under the lock.) A parked worker is free (parked, or put back by the thread
+        holding it): the thread waiting longest for one holds it now; if none waits, it
+        is free. (In an order that an interrupt of the thread putting it back between
+        any two steps leaves for `DirectCalls._put_back` to finish: see `Hold`.)"""
         if self.waiting:
             turn = self.waiting.popleft()
             turn.handle = h
-            self.held.add(h)
+            self.held[h] = turn
+            assert turn.lock is not None
             turn.lock.release()
         else:
             self.free.append(h)
+            self.held.pop(h, None)
 
     def release_waiting(self) -> None:
         """(Under the lock.) The threads waiting for a worker take the loop's way now:
         the pool closes, or the loop's own calls wait for a worker."""
         while self.waiting:
-            self.waiting.popleft().lock.release()
+            lock = self.waiting.popleft().lock
+            assert lock is not None
+            lock.release()
 
     def recall_free(self) -> list[WorkerHandle]:
         """(Loop.) Take every free parked worker back for the loop's own calls."""
@@ -363,7 +375,10 @@ class ParkedWorkers:
             step()
 
     def _answered(self, d: DirectCall, message: list[Any] | None) -> None:
-        """(Loop.) The thread read the answer: `message` None for an "ok" it decoded."""
+        """(Loop.) The thread read the answer: `message` None for an "ok" it decoded.
+        (Posted again by a thread interrupted around its post: applied once.)"""
+        if d.ended:
+            return
         self.pool.calls_done += 1
         h = d.handle
         h.done += 1
@@ -384,7 +399,9 @@ class ParkedWorkers:
 
     def _adopt(self, d: DirectCall, leftovers: list[list[Any]]) -> None:
         """(Loop.) The thread handed back its worker with the call in flight: it goes on
-        as if the loop had sent it."""
+        as if the loop had sent it. (Applied once, as `_answered`.)"""
+        if d.ended:
+            return
         h, p = d.handle, d.pending
         assert p is not None and self.loop is not None
         self.handed_back += 1
@@ -428,7 +445,11 @@ class ParkedWorkers:
 
     def _given_back(self, h: WorkerHandle) -> None:
         """(Loop.) A thread gave `h` back to the loop: the pool is closing, or the
-        loop's calls wait for a worker."""
+        loop's calls wait for a worker. (Posted again by an interrupted thread, maybe
+        after `h` went on to another: then nothing.)"""
+        with self.lock:
+            if h in self.held or h in self.free:
+                return
         self._came_back()
         if h.parked:
             self._unpark(h)
@@ -436,17 +457,24 @@ class ParkedWorkers:
                 self.pool.scheduler.feed(h)
 
 
-class Turn:
-    """A thread waiting for a held parked worker (`DirectCalls.take`): `lock` is released
-    when `handle` is set (the worker is this thread's now) or when the wait is called
-    off (`handle` stays None)."""
+class Hold:
+    """One thread's claim on a parked worker for one direct call (`DirectCalls.call`):
+    the thread holds `handle` while `held[handle] is` this. A thread waiting for one
+    (`take`) waits on `lock`, released once `handle` is its (or the wait is called off).
 
-    __slots__ = ("handle", "lock")
+    A KeyboardInterrupt may land between any two steps of the thread's: what it has done
+    is read off this, its call (`d`, once `posted`) and who holds `handle`, and every
+    step of the call's ending can be run again (`DirectCalls._end`): the worker goes
+    back once, its ending is applied once (`giving_back`: it goes to the loop)."""
+
+    __slots__ = ("d", "giving_back", "handle", "lock", "posted")
 
     def __init__(self) -> None:
         self.handle: WorkerHandle | None = None
-        self.lock = threading.Lock()
-        self.lock.acquire()
+        self.lock: threading.Lock | None = None
+        self.d: DirectCall | None = None
+        self.posted = False  # its accept is in `steps`
+        self.giving_back = False
 
 
 class _Accept:

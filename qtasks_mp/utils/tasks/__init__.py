@@ -80,8 +80,9 @@ class Chain:
         seconds, counted per step as in QTasks). Awaitable on the async app."""
         core = getattr(self.app, "core", self.app)
         ensure_link(core)
-        run = _run_chain(core, self._steps(), timeout)
-        return run if core is self.app else self.app._call(run)
+        if core is self.app:
+            return _run_chain(core, self._steps(), timeout)
+        return self.app._call(_run_chain, core, self._steps(), timeout)
 
 
 async def _run_chain(core: Any, steps: list[list[Any]], timeout: float) -> list[Task | None]:
@@ -107,8 +108,9 @@ class Gather:
     def get(self, timeout: float = 50.0) -> Any:
         app = self.tasks[0].task.app
         core = getattr(app, "core", app)
-        run = _run_gather(core, self.tasks, timeout)
-        return run if core is app else app._call(run)
+        if core is app:
+            return _run_gather(core, self.tasks, timeout)
+        return app._call(_run_gather, core, self.tasks, timeout)
 
 
 async def _run_gather(core: Any, calls: Sequence[TaskCall], timeout: float) -> list[Task | None]:
