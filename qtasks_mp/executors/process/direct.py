@@ -45,12 +45,14 @@ KeyboardInterrupt in the caller's thread once the call is posted hands it back t
 and kills the worker: whether its answer was read off the socket (and lost with the
 interrupt) cannot be known, so the call ends WorkerCrashed rather than never.
 
-Ownership. A free parked worker is the lock's; a held one is its thread's: the
-thread alone reads and writes its socket (a duplicate of its descriptor), its
-unpacker and its `known` function keys, until it puts it back (or hands it to a
-waiting thread, under the lock: `ParkedWorkers.give`). The loop recalls free
-parked workers when its own calls wait for a worker (`recall_free`), at close, and
-when a worker is retired; a held one comes back when its thread is done. Who decides
+Ownership. A free parked worker is the lock's; a held one is its thread's (`held[h]`
+is the thread's `Hold` for its call): the thread alone reads and writes its socket (a
+duplicate of its descriptor), its unpacker and its `known` function keys, until it
+puts it back (or hands it to a waiting thread, under the lock: `ParkedWorkers.give`).
+An interrupt between any two of the thread's steps is finished by `_end`, run again.
+The loop recalls free parked workers when its own calls wait for a worker
+(`recall_free`), at close, and when a worker is retired; a held one comes back when
+its thread is done. Who decides
 a call's ending is settled under the lock: the thread ("ok"), or the loop (a cancel
 asked before that).
 """
@@ -287,26 +289,24 @@ class DirectCalls(ParkedWorkers):
     def _decide(self, d: DirectCall, message: list[Any] | None, now: float) -> None:
         """Settle, under the lock, who ends `d` (`d.decided`): the thread, with a plain
         OP_OK ("ok", its value decoded) or an OP_ERR ("err": the loop raises it, and the
-        worker stays parked); or the loop, with anything else ("loop", the message in
-        `leftovers`), or if the call was cancelled meanwhile."""
+        worker stays parked); or the loop, with anything else ("loop"), or if the call was
+        cancelled meanwhile. The message read, if any, is kept for the loop (`d.message`)."""
         answer = (
             message is not None
             and message[1] == d.call_id
             and message[-1] is False  # not asking to retire
             and ((message[0] == wire.OP_OK and message[3] is None) or message[0] == wire.OP_ERR)
         )
+        d.message = message
         ok = False
-        if message is not None:
-            d.leftovers = [message]
-            if answer:
-                ok = message[0] == wire.OP_OK
-                if ok:
-                    try:
-                        d.value = wire.loads(message[2])
-                    except Exception:
-                        ok = False  # the loop raises the error, as ever
-                if not ok:
-                    d.message = message
+        if answer:
+            assert message is not None
+            ok = message[0] == wire.OP_OK
+            if ok:
+                try:
+                    d.value = wire.loads(message[2])
+                except Exception:
+                    ok = False  # the loop raises the error, as ever
         took = time.monotonic() - now
         with self.lock:
             if d.decided is None:
@@ -334,12 +334,13 @@ class DirectCalls(ParkedWorkers):
             with self.lock:
                 if d.decided is None:
                     d.decided = "loop"
+        message = d.message
         if d.decided == "loop":
             self._hand_back(hold)
-            self.post_handed_back(d, d.leftovers)
+            self.post_handed_back(d, [] if message is None else [message])
         else:
             self._put_back(hold)
-            self.post_answered(d, d.message)
+            self.post_answered(d, None if d.decided == "ok" else message)
 
     def _prepare(
         self, h: WorkerHandle, spec: TaskSpec, record: TaskRecord

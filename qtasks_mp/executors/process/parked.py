@@ -50,7 +50,7 @@ class DirectCall:
     """One call a thread sent to a worker it holds."""
 
     __slots__ = (
-        *("cancelled", "call_id", "decided", "early", "handle", "key", "leftovers"),
+        *("cancelled", "call_id", "decided", "early", "handle", "key"),
         *("ended", "go", "message", "pending", "record", "sent_at", "value"),
     )
 
@@ -61,8 +61,8 @@ class DirectCall:
         self.key = key
         self.sent_at = 0.0  # time.monotonic() when it was sent
         # Who ends it, settled under the lock: "ok" or "err" (the thread read the answer:
-        # `value`, or an OP_ERR `message`; the worker stays parked) or "loop" (handed back,
-        # with the messages the thread read, `leftovers`).
+        # `value`, or an OP_ERR; the worker stays parked) or "loop" (handed back, with
+        # the message the thread read, if any: `message`).
         self.decided: str | None = None
         self.cancelled = False  # app.cancel() or the loop's abandon asked, before a decision
         self.pending: PendingCall | None = None  # the loop's, once `run` has the call
@@ -71,7 +71,6 @@ class DirectCall:
         self.ended = False  # its ending (`_answered` or `_adopt`) has been applied
         self.value: Any = None
         self.message: list[Any] | None = None
-        self.leftovers: list[list[Any]] = []
 
 
 class ParkedWorkers:
