@@ -818,10 +818,13 @@ class _InterruptAtLine:
 
     def __init__(self, n: int) -> None:
         self.n, self.seen, self.where = n, 0, ""
+        self.direct = False  # the call reached `DirectCalls.call`
 
     def __call__(self, frame: Any, event: str, arg: Any) -> Any:
         path = Path(frame.f_code.co_filename)
         ours = path.name in _THREAD_SIDE and "qtasks_mp" in path.parts
+        if ours and path.name == "direct.py" and frame.f_code.co_name == "call":
+            self.direct = True
         return self._line if ours else None
 
     def _line(self, frame: Any, event: str, arg: Any) -> Any:
@@ -856,6 +859,7 @@ def test_an_interrupt_at_any_line_of_a_direct_call_leaves_it_ending(
     assert isinstance(pool, ProcessExecutor)
     direct = pool.direct
     counted = "direct_handed_back" if task_name == "chatty" else "direct_calls"
+    in_call = 0  # interrupts inside `DirectCalls.call` (the rest: before it, in `available`)
     app.add_task(task_name, *args, timeout=30)  # (its function known to the loop)
     n = 0
     while True:
@@ -874,12 +878,14 @@ def test_an_interrupt_at_any_line_of_a_direct_call_leaves_it_ending(
             pass
         finally:
             sys.settrace(None)
-        if not inject.where:
-            break  # the call ran to its end with no line left: every one was tried
         what = f"interrupted at {inject.where} (line {n} of the call)"
+        if not inject.where:  # the call ran to its end with no line left: all were tried
+            assert inject.direct, "the call went the loop's way"
+            break
+        in_call += inject.direct
         assert app.wait_idle(timeout=20), what
         wait_until(lambda: not direct.held and not direct.returning, 20, what)
         n += 1
-    assert n > 50  # (the lines were traced)
+    assert in_call > 50  # (the lines were traced)
     warm(app)
     settled(app)

@@ -184,19 +184,27 @@ class DirectCalls(ParkedWorkers):
         h = hold.handle
         if h is not None and self.held.get(h) is hold:
             try:
-                self._let_go(h)
+                if h not in self.free:  # (else another thread may take it now)
+                    self._let_go(h)
             finally:
                 with self.lock:
                     if self.held.get(h) is not hold:
                         pass  # (put back already)
-                    elif h in self.free:
-                        del self.held[h]  # (claimed in `take`, or in `give`, not taken)
-                    elif not self.open or self.pool.scheduler.pending:
+                    elif (
+                        hold.giving_back
+                        or not self.open
+                        or self.pool.scheduler.pending
+                        or not h.alive
+                    ):
                         # The loop's calls wait for a worker (`pending`; see
-                        # `ProcessExecutor.calls_wait`, which recalls only free ones).
+                        # `ProcessExecutor.calls_wait`, which recalls only free ones), or
+                        # it is being killed (lent again, it would fail the next call);
+                        # once decided (`giving_back`), even if that no longer holds.
                         hold.giving_back = True
                         del self.held[h]
                         self.release_waiting()
+                    elif h in self.free:
+                        del self.held[h]  # (claimed in `take`, or in `give`, not taken)
                     else:
                         self.give(h)
         if hold.giving_back:
@@ -242,8 +250,7 @@ class DirectCalls(ParkedWorkers):
                 self._put_back(hold)  # (not sent: the normal path takes the call)
                 return None
             d, data = prepared
-            hold.d = d
-            self.calls[record.key] = d
+            self.calls[record.key] = hold.d = d  # (`_end` reads one as the other)
             now = d.sent_at = time.monotonic()
             self.due[h] = now + self.took.get(d.key, INF)  # expected back then (`_may_wait`)
             deadline = now + wait_s
@@ -256,7 +263,12 @@ class DirectCalls(ParkedWorkers):
             self._decide(d, message, now)
             self._end(hold)
         except BaseException:
-            self._end(hold, interrupted=True)
+            while True:
+                try:
+                    self._end(hold, interrupted=True)
+                    break
+                except KeyboardInterrupt:  # (pressed again: finish first)
+                    continue
             raise
         if d.decided == "ok":
             return ("ok", d.value)
@@ -322,9 +334,10 @@ class DirectCalls(ParkedWorkers):
         settled it; idempotent, so that a thread interrupted anywhere (in here too) runs
         it again and finishes what is left (`interrupted`: the call may be undecided)."""
         d = hold.d
-        if d is None or not hold.posted:  # nothing accepted
-            if d is not None:
-                self.calls.pop(d.record.key, None)
+        if d is None or (not hold.posted and self.calls.pop(d.record.key, None) is not None):
+            # Nothing accepted (a queued accept finds no direct call: `run` sends it).
+            # (Gone from `calls` but not posted: the loop took it from the accept
+            # queued just before the interrupt, and it stands as posted.)
             self._leave(hold)
             self._put_back(hold)
             return

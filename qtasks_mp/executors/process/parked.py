@@ -223,6 +223,9 @@ class ParkedWorkers:
                 assert self._all_back is not None
                 self._all_back.clear()
         self.recall_free()
+        with self.lock:  # (a thread interrupted after claiming a free one let it go now)
+            if not self.held:
+                self._all_back.set()
         for d in list(self.attached.values()):  # still running: killed, as at stop
             assert d.pending is not None
             self.cancel(d.pending.call)
@@ -447,7 +450,7 @@ class ParkedWorkers:
         loop's calls wait for a worker. (Posted again by an interrupted thread, maybe
         after `h` went on to another: then nothing.)"""
         with self.lock:
-            if h in self.held or h in self.free:
+            if h in self.held or h in self.free or h in self.returning:
                 return
         self._came_back()
         if h.parked:
