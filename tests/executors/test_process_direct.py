@@ -889,3 +889,46 @@ def test_an_interrupt_at_any_line_of_a_direct_call_leaves_it_ending(
     assert in_call > 50  # (the lines were traced)
     warm(app)
     settled(app)
+
+
+def test_an_interrupt_as_the_loop_takes_the_posted_call_still_ends_it(app: QueueTasks) -> None:
+    """The loop may run a direct call's accept (and take the call from `calls`) between
+    the thread posting it and marking it posted. An interrupt there must leave the call
+    with an ending: before, the thread took it for not accepted and put the worker back,
+    and the task stayed unfinished until stop()."""
+    warm(app)
+    pool = app.executors["process"]
+    assert isinstance(pool, ProcessExecutor)
+    direct = pool.direct
+    loop = app.core.loop
+    assert loop is not None
+    source = Path(sys.modules[type(direct).__module__].__file__ or "")
+    mark = "hold.posted = True"
+    fired: list[int] = []
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        here = Path(frame.f_code.co_filename) == source and frame.f_code.co_name == "call"
+        return local if here else None
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        line = linecache.getline(str(source), frame.f_lineno).strip()
+        if event == "line" and not fired and line.startswith(mark):
+            fired.append(frame.f_lineno)
+            sys.settrace(None)
+            flushed = threading.Event()  # the loop's flush timer runs now
+            loop.call_soon_threadsafe(lambda: (direct.flush(), flushed.set()))
+            assert flushed.wait(20)
+            raise KeyboardInterrupt
+        return local
+
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            app.add_task("add", 5, 6, timeout=30)
+    finally:
+        sys.settrace(None)
+    assert fired, f"no line {mark!r} in {source.name}"
+    assert app.wait_idle(timeout=20)
+    wait_until(lambda: not direct.held and not direct.returning, 20, "the worker back")
+    warm(app)
+    settled(app)
