@@ -6,22 +6,28 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from qtasks_mp.handoff import call_in_loop
 
+L = TypeVar("L", bound=asyncio.AbstractEventLoop)
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
+
+def _running(loop: L) -> Iterator[L]:
+    """`loop` running in a thread of its own, stopped and closed after."""
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield loop
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
     loop.close()
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    yield from _running(asyncio.new_event_loop())
 
 
 def test_the_result_comes_back_from_the_loop_thread(loop: asyncio.AbstractEventLoop) -> None:
@@ -88,13 +94,7 @@ class _InterruptedOnce(asyncio.SelectorEventLoop):
 
 @pytest.fixture
 def interrupted_loop() -> Iterator[_InterruptedOnce]:
-    loop = _InterruptedOnce()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    yield from _running(_InterruptedOnce())
 
 
 def test_a_call_the_loop_started_runs_on_after_an_interrupted_hand_over(

@@ -814,10 +814,13 @@ _NOT_A_POINT = ("try:", "with ", "finally:", "except", "else:")
 
 class _InterruptAtLine:
     """`sys.settrace` for one call in this thread: raise KeyboardInterrupt at the `n`th
-    line run in the thread side's modules, once."""
+    line run in the thread side's modules (or at the first that starts with `text`),
+    once, after running `before`."""
 
-    def __init__(self, n: int) -> None:
-        self.n, self.seen, self.where = n, 0, ""
+    def __init__(
+        self, n: int = -1, text: str | None = None, before: Callable[[], object] = object
+    ) -> None:
+        self.n, self.text, self.before, self.seen, self.where = n, text, before, 0, ""
         self.direct = False  # the call reached `DirectCalls.call`
 
     def __call__(self, frame: Any, event: str, arg: Any) -> Any:
@@ -834,9 +837,10 @@ class _InterruptAtLine:
         if line.startswith(_NOT_A_POINT):
             return self._line
         self.seen += 1
-        if self.seen - 1 == self.n:
+        if self.seen - 1 == self.n or (self.text is not None and line.startswith(self.text)):
             self.where = f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {line}"
             sys.settrace(None)
+            self.before()
             raise KeyboardInterrupt
         return self._line
 
@@ -902,32 +906,21 @@ def test_an_interrupt_as_the_loop_takes_the_posted_call_still_ends_it(app: Queue
     direct = pool.direct
     loop = app.core.loop
     assert loop is not None
-    source = Path(sys.modules[type(direct).__module__].__file__ or "")
+
+    def flush_in_loop() -> None:  # the loop's flush timer runs now
+        flushed = threading.Event()
+        loop.call_soon_threadsafe(lambda: (direct.flush(), flushed.set()))
+        assert flushed.wait(20)
+
     mark = "hold.posted = True"
-    fired: list[int] = []
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        here = Path(frame.f_code.co_filename) == source and frame.f_code.co_name == "call"
-        return local if here else None
-
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        line = linecache.getline(str(source), frame.f_lineno).strip()
-        if event == "line" and not fired and line.startswith(mark):
-            fired.append(frame.f_lineno)
-            sys.settrace(None)
-            flushed = threading.Event()  # the loop's flush timer runs now
-            loop.call_soon_threadsafe(lambda: (direct.flush(), flushed.set()))
-            assert flushed.wait(20)
-            raise KeyboardInterrupt
-        return local
-
-    sys.settrace(tracer)
+    inject = _InterruptAtLine(text=mark, before=flush_in_loop)
+    sys.settrace(inject)
     try:
         with pytest.raises(KeyboardInterrupt):
             app.add_task("add", 5, 6, timeout=30)
     finally:
         sys.settrace(None)
-    assert fired, f"no line {mark!r} in {source.name}"
+    assert inject.where, f"no line {mark!r} in direct.py"
     assert app.wait_idle(timeout=20)
     wait_until(lambda: not direct.held and not direct.returning, 20, "the worker back")
     warm(app)
