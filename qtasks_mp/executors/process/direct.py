@@ -334,10 +334,13 @@ class DirectCalls(ParkedWorkers):
         settled it; idempotent, so that a thread interrupted anywhere (in here too) runs
         it again and finishes what is left (`interrupted`: the call may be undecided)."""
         d = hold.d
-        if d is None or (not hold.posted and self.calls.pop(d.record.key, None) is not None):
-            # Nothing accepted (a queued accept finds no direct call: `run` sends it).
-            # (Gone from `calls` but not posted: the loop took it from the accept
-            # queued just before the interrupt, and it stands as posted.)
+        if d is not None and not hold.posted and self.calls.pop(d.record.key, None) is not None:
+            # Nothing accepted (a queued accept finds no direct call: `run` sends it),
+            # and a run again after another interrupt must see that. (Gone from `calls`
+            # but not posted: the loop took it from the accept queued just before the
+            # interrupt, and it stands as posted.)
+            hold.d = d = None
+        if d is None:
             self._leave(hold)
             self._put_back(hold)
             return
