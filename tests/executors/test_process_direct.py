@@ -769,13 +769,23 @@ for _ in range(50):  # until a call went direct
     app.add_task("sleepy", 0.0, timeout=30)
     if pool.stats()["direct_calls"]:
         break
-threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+main = threading.main_thread().ident
+
+def press_ctrl_c():  # to the main thread, once its call is on its way to a worker
+    deadline = time.monotonic() + 20
+    while not any(hold.posted for hold in list(pool.direct.held.values())):
+        if time.monotonic() > deadline:
+            os._exit(3)  # (the call never went direct)
+        time.sleep(0.005)
+    signal.pthread_kill(main, signal.SIGINT)
+
+threading.Thread(target=press_ctrl_c).start()
 try:
-    app.add_task("sleepy", 1.0, timeout=30)
+    app.add_task("sleepy", 3.0, timeout=30)
     interrupted = False
 except KeyboardInterrupt:
     interrupted = True
-idle = app.wait_idle(timeout=10)
+idle = app.wait_idle(timeout=20)
 task = app.stats()
 start = time.monotonic()
 app.stop()
@@ -815,13 +825,21 @@ _NOT_A_POINT = ("try:", "with ", "finally:", "except", "else:")
 class _InterruptAtLine:
     """`sys.settrace` for one call in this thread: raise KeyboardInterrupt at the `n`th
     line run in the thread side's modules (or at the first that starts with `text`),
-    once, after running `before`."""
+    once, after running `before`. With `then`, Ctrl-C is pressed again: a second
+    KeyboardInterrupt at the `then`th function entry or return in those modules after
+    the first (`sys.setprofile`: a trace function that raises is unset), where a real
+    interrupt lands."""
 
     def __init__(
-        self, n: int = -1, text: str | None = None, before: Callable[[], object] = object
+        self,
+        n: int = -1,
+        text: str | None = None,
+        before: Callable[[], object] = object,
+        then: int = -1,
     ) -> None:
         self.n, self.text, self.before, self.seen, self.where = n, text, before, 0, ""
         self.direct = False  # the call reached `DirectCalls.call`
+        self.then, self.events, self.again = then, 0, ""  # the second interrupt, if any
 
     def __call__(self, frame: Any, event: str, arg: Any) -> Any:
         path = Path(frame.f_code.co_filename)
@@ -841,8 +859,20 @@ class _InterruptAtLine:
             self.where = f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {line}"
             sys.settrace(None)
             self.before()
+            if self.then >= 0:
+                sys.setprofile(self._event)
             raise KeyboardInterrupt
         return self._line
+
+    def _event(self, frame: Any, event: str, arg: Any) -> None:
+        path = Path(frame.f_code.co_filename)
+        if event not in ("call", "return") or path.name not in _THREAD_SIDE:
+            return
+        self.events += 1
+        if self.events - 1 == self.then:
+            sys.setprofile(None)
+            self.again = f"{event} of {frame.f_code.co_name} ({path.name}:{frame.f_lineno})"
+            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize(
@@ -891,6 +921,49 @@ def test_an_interrupt_at_any_line_of_a_direct_call_leaves_it_ending(
         wait_until(lambda: not direct.held and not direct.returning, 20, what)
         n += 1
     assert in_call > 50  # (the lines were traced)
+    warm(app)
+    settled(app)
+
+
+def test_ctrl_c_pressed_twice_anywhere_in_a_direct_call_leaves_it_ending(
+    app: QueueTasks,
+) -> None:
+    """A second Ctrl-C can land while the first one's handler gives the worker up
+    (`DirectCalls._end`, which `call` runs again until it ends). For each line of the
+    call, a first interrupt, then a second at each function entry or return after it:
+    no worker held by nobody or stuck on its way back, no task unfinished. Before, a
+    second one in `_end`'s nothing-accepted branch made its run again take the call
+    for posted: it killed a worker that was never sent the call and posted a hand-back
+    that nothing took."""
+    pool = app.executors["process"]
+    assert isinstance(pool, ProcessExecutor)
+    direct = pool.direct
+    in_end = 0  # second interrupts that landed in `_end` or what it calls
+    n = 0
+    while True:
+        m = 0
+        while True:
+            warm(app)
+            inject = _InterruptAtLine(n, then=m)
+            sys.settrace(inject)
+            try:
+                app.add_task("add", 1, 2, timeout=30)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                sys.settrace(None)
+                sys.setprofile(None)
+            what = f"interrupted at {inject.where}, then at {inject.again or 'none'}"
+            assert app.wait_idle(timeout=20), what
+            wait_until(lambda: not direct.held and not direct.returning, 20, what)
+            in_end += "_end" in inject.again or "_put_back" in inject.again
+            if not inject.again:  # no entry or return left after the first: all tried
+                break
+            m += 1
+        if not inject.where:
+            break
+        n += 1
+    assert in_end > 20  # (the handler's runs were reached)
     warm(app)
     settled(app)
 
