@@ -36,7 +36,7 @@ from .events import Events
 from .executors.base import Executor
 from .handoff import call_in_loop
 from .home import HOME, PRIVATE, SHARED, Home, defining_file
-from .lifecycle import RunState, run_forever_deferred, wait_for_stop_signal
+from .lifecycle import RunState, run_forever_deferred, stop_signals, wait_for_stop_signal
 from .middleware.base import Middleware
 from .middleware.call_logging import CallLogging
 from .middleware.retries import Retries
@@ -722,6 +722,15 @@ class AppCore:
         """
         await self._runtime.stop()
 
+    def hurry_stop(self) -> None:
+        """Cut the stop under way (or about to start) short, as a second Ctrl-C does:
+        the running tasks are cancelled now, as when `shutdown_timeout` runs out. From
+        any thread."""
+        loop = self._runtime.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: the stop is over
+                loop.call_soon_threadsafe(self._runtime.hurry)
+
     async def __aenter__(self) -> AppCore:
         _setup_logging(self.config.logs_default_level)
         await self._runtime.enter()
@@ -733,9 +742,12 @@ class AppCore:
         await self._runtime.exit()
 
     async def serve(self) -> None:
-        """Run until SIGINT or SIGTERM, then stop cleanly."""
-        async with self:
-            await wait_for_stop_signal()
+        """Run until SIGINT or SIGTERM, then stop cleanly; another one while it stops
+        cancels the running tasks now."""
+        with stop_signals(self.hurry_stop) as stop:
+            async with self:
+                log.info("running; press Ctrl-C to stop")
+                await stop.wait()
 
     def run_forever(self, num_workers: int | None = None) -> None:
         """Run the app in this thread until Ctrl-C (SIGINT) or SIGTERM, then stop cleanly.

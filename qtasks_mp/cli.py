@@ -36,7 +36,7 @@ from uuid import UUID
 
 from .app import AppCore
 from .errors import ArgumentValueError, QTasksError
-from .lifecycle import defer_run_forever, wait_for_stop_signal
+from .lifecycle import defer_run_forever, stop_signals
 from .qtasks_cli import inspect_lines, translate
 from .stats import format_duration, format_progress
 from .stores import store_from
@@ -263,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `qtasks-mp tasks ... | head`: the reader has enough
+        # Python would report the pipe again when it flushes stdout at exit: point
+        # stdout at /dev/null first (the recipe of Python's signal docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return status
 
 
@@ -316,16 +321,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 async def _serve(core: AppCore, timers: list[Any]) -> None:
-    async with core:
-        for timer in timers:
-            await timer.start()
-        if timers:
-            log.info("%d timer(s) running", len(timers))
-        try:
-            await wait_for_stop_signal()
-        finally:
+    with stop_signals(core.hurry_stop) as stop:
+        async with core:
             for timer in timers:
-                await timer.stop()
+                await timer.start()
+            if timers:
+                log.info("%d timer(s) running", len(timers))
+            try:
+                log.info("running; press Ctrl-C to stop")
+                await stop.wait()
+            finally:
+                for timer in timers:
+                    await timer.stop()
 
 
 def load_target(target: str) -> tuple[ModuleType, Any]:

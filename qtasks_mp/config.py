@@ -125,7 +125,7 @@ class QueueConfig:
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(
                 f"config field {name!r} takes a value of type {kind.__name__}, got {value!r} "
-                f"({type(value).__name__})."
+                f"({type(value).__name__}); set e.g. config.{name} = {default!r}."
             )
         if kind is float and math.isnan(value):
             raise ConfigError(f"config field {name!r} must be a number, got nan.")

@@ -51,6 +51,7 @@ from .deadlines import Deadlines
 from .eager import Eager, carry_on
 from .errors import Retry, TaskCancelError
 from .executors.base import Call, Executor
+from .lending import Lending, Slot, running_call
 from .lifecycle import Supervisor
 from .registries import TaskSpec
 from .stores.base import CANCELLED_QUEUED, Store
@@ -138,6 +139,7 @@ class Dispatcher:
         self._stopping = False
         self._main: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
+        self._hurried = asyncio.Event()  # `hurry`: the stop under way cancels at once
         self._eager: set[Eager[None]] = set()  # calls run in their waiting caller's task
         self._detached: set[asyncio.Task[None]] = set()  # ... that went on alone
         # When a worker that has not suspended since should yield to the loop (monotonic).
@@ -150,6 +152,8 @@ class Dispatcher:
         self._running: dict[int, tuple[Call, asyncio.Task[Any] | None]] = {}
         # Running calls whose cancel was asked: uuid.int -> whether their task was cancelled.
         self._cancelling: dict[int, bool] = {}
+        # The slots of running calls that wait for other tasks, lent meanwhile.
+        self.lending = Lending(self._executor_of)
 
     def add_lane(self, name: str, executor: Executor) -> None:
         """Run `name`'s tasks on `executor` (started by the app) from now on."""
@@ -164,7 +168,21 @@ class Dispatcher:
 
     @property
     def active(self) -> int:
-        return sum(lane.executor.active for lane in self.lanes.values())
+        """Calls running: those holding a slot, and those that lent theirs."""
+        return sum(lane.executor.active for lane in self.lanes.values()) + self.lending.lent
+
+    def _worker_cap(self, lane: _Lane) -> int:
+        """How many workers `lane` may have: a slot each, and one per slot lent (the
+        worker of a call that lent its slot is busy with it)."""
+        return lane.executor.slots + self.lending.lent_by(lane.executor)
+
+    def _executor_of(self, call: Call) -> Executor | None:
+        """(For `lending`.) The executor running `call`; None once it has ended."""
+        entry = self._running.get(call.record.key)
+        if entry is None or entry[0] is not call:
+            return None
+        lane = self.lanes.get(call.record.lane)
+        return None if lane is None else lane.executor
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -293,7 +311,11 @@ class Dispatcher:
         if (
             lane.inbox
             or executor.capacity - lane.taking <= 0
-            or not (lane.idle or len(lane.workers) < executor.slots)
+            or not (
+                lane.idle
+                or len(lane.workers) < executor.slots
+                or (self.lending.lent and len(lane.workers) < self._worker_cap(lane))
+            )
         ):
             self.offer(record.lane)
             return None
@@ -392,7 +414,10 @@ class Dispatcher:
                 lane.recruiting = True
                 fut.set_result(None)
                 return
-        if len(lane.workers) < lane.executor.slots:
+        workers = len(lane.workers)
+        if workers < lane.executor.slots or (
+            self.lending.lent and workers < self._worker_cap(lane)
+        ):
             lane.recruiting = True
             worker = self.supervisor.spawn(self._work(lane), f"qtasks_mp lane {lane.name!r}")
             lane.workers.add(worker)
@@ -402,13 +427,17 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         inbox, executor, routes = lane.inbox, lane.executor, self.routes
         me = asyncio.current_task()
+        slot = Slot()  # what this worker runs, for a wait made there (lending.py)
+        running_call.set(slot)
         self._slice_end = monotonic() + _SLICE_S
         lane.recruiting = False
         while True:
             if not inbox:
                 if self._stopping:
                     return
-                if len(lane.workers) > executor.slots:  # the executor shrank: retire
+                if len(lane.workers) > executor.slots and len(lane.workers) > self._worker_cap(
+                    lane
+                ):  # the executor shrank (or lent slots came back): retire
                     # now (not in a done-callback a turn later: workers ending in the same
                     # turn must see each other go), and let the loop hand on our share.
                     lane.workers.discard(me)
@@ -440,7 +469,7 @@ class Dispatcher:
             record = inbox.popleft()
             if inbox and not lane.recruiting:  # (`_recruit` would return at once)
                 self._recruit(lane)
-            await self._execute(record, routes.get(record.task_name), lane, me)
+            await self._execute(record, routes.get(record.task_name), lane, me, slot)
             if monotonic() > self._slice_end:
                 self._slice_end = monotonic() + _SLICE_S  # (for the workers run meanwhile)
                 await asyncio.sleep(0)  # let the producers, timers and other lanes run
@@ -451,26 +480,35 @@ class Dispatcher:
         route: Route | None,
         lane: _Lane,
         worker: asyncio.Task[Any] | None,
+        slot: Slot | None = None,
     ) -> None:
         """Run one call through its chain, record its outcome and finish it. `worker`:
-        the asyncio task of the lane's worker running it, or None when its waiting
-        caller drives it (eager.py); `cancel` cancels a worker's task for a non-eager
-        route."""
+        the asyncio task of the lane's worker running it, and its `slot`; or None when
+        its waiting caller drives it (eager.py); `cancel` cancels a worker's task for a
+        non-eager route."""
         executor = lane.executor
         executor.claim()
         record.started_at = record.updated_at = time.time()
+        call: Call | None = None
+        outer = None if slot is not None else running_call.get()  # (a caller's own call)
         try:
-            if route is None:
-                raise LookupError(
+            if route is None:  # (no chain, so no CallLogging: said here)
+                unknown = LookupError(
                     f"task {record.task_name!r} is not registered in this app (it was queued "
                     "by another program or version); register it, then add it again"
                 )
+                log.error("task %s failed: %s", record.uuid, unknown)
+                raise unknown
             spec = route.spec
             context = None
             if spec.pass_context:
                 ctx_type = AsyncTask if spec.kind.is_async else SyncTask
                 context = ctx_type(self.host, spec.name, record.uuid, record.retry + 1, record)
             call = Call(spec, record, context)
+            if slot is not None:
+                slot.call = call
+            else:
+                running_call.set(call)
             key = record.key
             self._running[key] = (call, None if route.eager else worker)
             # Decided as the chain ends, with no await in between: a cancel asked before
@@ -519,6 +557,13 @@ class Dispatcher:
             record.status = TaskStatus.ERROR
             record.traceback = _format(e)
         finally:
+            if call is not None:
+                if slot is not None:
+                    slot.call = None
+                else:
+                    running_call.set(outer)
+                if self.lending.waiting:
+                    self.lending.end(call)  # (its slot back first, if lent)
             # No dispatcher wake-up here: this worker takes the next batch itself. A
             # call run by its caller does not, so it wakes a worker that found no room.
             executor.release()
@@ -643,6 +688,11 @@ class Dispatcher:
             break
         self.on_finished(record)
 
+    def hurry(self) -> None:
+        """(A second Ctrl-C.) The stop under way, or the next, cancels the running
+        tasks now instead of giving them the rest of its `timeout_s`."""
+        self._hurried.set()
+
     async def stop(self, timeout_s: float) -> tuple[int, int]:
         """Stop taking tasks; give running ones `timeout_s`, then cancel them.
 
@@ -666,9 +716,16 @@ class Dispatcher:
                 if not fut.done():
                     fut.set_result(None)
         running = self.active
-        if running:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), timeout_s)
+        if running and not self._hurried.is_set():
+            drained = asyncio.ensure_future(self._drained.wait())
+            hurried = asyncio.ensure_future(self._hurried.wait())
+            try:
+                await asyncio.wait(
+                    (drained, hurried), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                drained.cancel()
+                hurried.cancel()
         cancelled = self.active
         for eager in list(self._eager):
             eager.detach()  # out of its caller's task, into one we can cancel

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import threading
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar
@@ -65,7 +66,9 @@ def call_in_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) 
     has started it: then it runs on, as a call interrupted later does."""
     reply: _Reply[T] = _Reply(coro)
     try:
-        loop.call_soon_threadsafe(reply.start, loop)
+        # In this thread's context: what it runs in the loop sees its context variables
+        # (a thread task's nested wait finds its call there: lending.py).
+        loop.call_soon_threadsafe(reply.start, loop, context=contextvars.copy_context())
     except BaseException:  # the loop is closed, or KeyboardInterrupt (queued or not)
         reply.abandon()
         raise

@@ -11,11 +11,12 @@ traceback, where its owner's log shows it. Nothing dies silently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 log = logging.getLogger("qtasks_mp")
@@ -72,30 +73,51 @@ class Supervisor:
             await asyncio.wait(tasks)
 
 
-async def wait_for_stop_signal() -> None:
-    """Return when SIGINT or SIGTERM arrives (logs which)."""
+@contextlib.contextmanager
+def _on_stop_signals(callback: Callable[[signal.Signals], object]) -> Iterator[None]:
+    """While inside: SIGINT and SIGTERM call `callback(signal)` in the running loop
+    (from the main thread only; elsewhere, or on Windows, nothing is installed)."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    got: list[str] = []
     installed = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        got.append(sig.name)
-        stop.set()
-
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, on_signal, sig)
+            loop.add_signal_handler(sig, callback, sig)
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
             pass
-    log.info("running; press Ctrl-C to stop")
     try:
-        await stop.wait()
+        yield
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-    log.info("%s received: stopping", got[0] if got else "stop")
+
+
+@contextlib.contextmanager
+def stop_signals(hurry: Callable[[], object] = lambda: None) -> Iterator[asyncio.Event]:
+    """While inside: the first SIGINT or SIGTERM sets the event it gives (logged, "Ctrl-C:
+    stop cleanly"); each one after calls `hurry` (logged), for a stop under way to
+    cancel the running tasks now instead of giving them the rest of shutdown_timeout.
+    One set of handlers for the whole time: no signal finds Python's default handler
+    between the two, to interrupt a stop half done."""
+    stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("%s received: stopping", sig.name)
+            stop.set()
+        else:
+            log.warning("%s again: cancelling the running tasks now", sig.name)
+            hurry()
+
+    with _on_stop_signals(on_signal):
+        yield stop
+
+
+async def wait_for_stop_signal() -> None:
+    """Return when SIGINT or SIGTERM arrives (logs which)."""
+    with stop_signals() as stop:
+        log.info("running; press Ctrl-C to stop")
+        await stop.wait()
 
 
 #: True while `qtasks-mp run` imports the user's module: a `run_forever()` called then

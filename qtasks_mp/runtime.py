@@ -84,6 +84,8 @@ class Runtime:
         self.loop_thread_id: int | None = None
         self.waiters: Waiters | None = None  # of the loop the app is bound to
         self.dispatcher: Dispatcher | None = None
+        self._stopping: Dispatcher | None = None  # the one a stop under way stops
+        self._hurried = False  # `hurry` came: the next stop cancels at once
         self._transition: asyncio.Future[None] | None = None  # the start/stop under way
         self._users = 0  # `async with app` blocks inside: the last one out stops it
         self._started: dict[str, Executor] = {}  # lane -> executor started for this run
@@ -284,6 +286,7 @@ class Runtime:
         await self._events.fire("worker_running")
 
     async def _start_run(self) -> None:
+        self._hurried = False
         waiters = self.bind_loop()
         self._tell_ended = self._events.wants_ended()
         await self.open_store()
@@ -293,6 +296,7 @@ class Runtime:
         finished = self._finished if self._tell_ended else waiters.finished
         dispatcher = Dispatcher(self.store, self._routes, self._host, waiters.deadlines, finished)
         self.dispatcher = dispatcher
+        waiters.lending = dispatcher.lending  # a running call's waits lend its slot
         for key, executor in list(self._executors.items()):
             self._size(key, executor)
             executor.attach(key, dispatcher.wake, shared_store=self.store.shared)
@@ -335,6 +339,13 @@ class Runtime:
             transition.set_result(None)
         await self._events.fire("stopping")
 
+    def hurry(self) -> None:
+        """(Loop.) The stop under way, or the next one, cancels the running tasks at
+        once (a second Ctrl-C, which may come before the stop reaches the dispatcher)."""
+        self._hurried = True
+        if self._stopping is not None:
+            self._stopping.hurry()
+
     async def enter(self) -> None:
         await self.start()
         self._users += 1
@@ -355,11 +366,15 @@ class Runtime:
             except Exception:
                 log.exception("app %r: stopping %r failed", self.name, service)
         dispatcher, self.dispatcher = self.dispatcher, None
+        self._stopping = dispatcher
+        if dispatcher is not None and self._hurried:
+            dispatcher.hurry()
         waiters = self.waiters
         done = cancelled = dropped = 0
         try:
             if dispatcher is not None:
                 done, cancelled = await dispatcher.stop(self.config.shutdown_timeout)
+            self._stopping = None
             if self._store_open:
                 await self.progress.stop()
             if self._store_open and not self.store.shared:

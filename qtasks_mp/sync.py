@@ -33,6 +33,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -149,10 +150,14 @@ def _watch_for_exit() -> None:
 
 
 def _drain_all_at_exit() -> None:
-    """The exit watcher: wait until the program's threads have ended, then drain."""
+    """The exit watcher: wait until the program's threads have ended, then drain (or
+    stop, if the program ended with Ctrl-C)."""
     global _program_ending
     main, me = threading.main_thread(), threading.current_thread()
     main.join()  # returns once the main thread has finished the program
+    # An exception the program did not catch, as Python printed it (3.12+: last_exc).
+    ended_with = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    interrupted = isinstance(ended_with, KeyboardInterrupt)
     while True:  # a thread we join may start another: look again until none is left
         others = [t for t in threading.enumerate() if not t.daemon and t not in (main, me)]
         if not others:
@@ -164,7 +169,7 @@ def _drain_all_at_exit() -> None:
         apps = list(_apps)
     for app in apps:
         try:
-            app._drain_at_exit()
+            app._drain_at_exit(interrupted)
         except Exception:
             log.exception("app %r: draining at exit failed", app.core.name)
 
@@ -416,13 +421,25 @@ class QueueTasks:
                 self._call(self.core.stop)
             self._portal.close()
 
-    def _drain_at_exit(self) -> None:
-        """The program is ending: let queued and running tasks finish, within shutdown_timeout."""
+    def _drain_at_exit(self, interrupted: bool) -> None:
+        """The program is ending: let queued and running tasks finish, within
+        shutdown_timeout. After Ctrl-C (`interrupted`), stop at once as `stop()` does:
+        the running tasks get shutdown_timeout to finish, the queued ones are not run
+        (a durable store keeps them for the next start)."""
         with self._lifecycle:  # a start under way ends first
             running = self.running
-        if running:
+        if not running:
+            return
+        if interrupted:
+            log.warning(
+                "app %r: the program was interrupted (Ctrl-C): stopping, queued tasks are "
+                "not run; running ones get up to %s s (config.shutdown_timeout)",
+                self.core.name,
+                self.core.config.shutdown_timeout,
+            )
+        else:
             self.wait_idle(timeout=self.core.config.shutdown_timeout)
-            self.stop()
+        self.stop()
 
     def _after_fork_in_child(self) -> None:
         """In a forked child (the only thread there): disown an app the parent runs."""
@@ -460,11 +477,18 @@ class QueueTasks:
         if num_workers is not None:
             self.config.thread_workers = num_workers
         stop = threading.Event()
-        got: list[str] = []
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            got.append(signal.Signals(signum).name)
-            stop.set()
+            # The first: stop cleanly; each one after, while stopping: cancel the
+            # running tasks now (one handler throughout: none finds Python's default
+            # one, to interrupt the stop half done).
+            name = signal.Signals(signum).name
+            if not stop.is_set():
+                log.info("%s received: stopping", name)
+                stop.set()
+            else:
+                log.warning("%s again: cancelling the running tasks now", name)
+                self.core.hurry_stop()
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -473,9 +497,10 @@ class QueueTasks:
             log.info("running; press Ctrl-C to stop")
             while not stop.wait(0.2):  # woken often: a blocked wait may not run the handler
                 pass
-            log.info("%s received: stopping", got[0] if got else "stop")
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            self.stop()
-            self.core.release_home()
+            try:
+                self.stop()
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+                self.core.release_home()

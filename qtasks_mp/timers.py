@@ -17,9 +17,10 @@ from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 
+from . import checks
 from .app import AppCore
 from .errors import QTasksError
-from .lifecycle import run_forever_deferred, wait_for_stop_signal
+from .lifecycle import run_forever_deferred, stop_signals
 
 log = logging.getLogger("qtasks_mp.timers")
 
@@ -69,11 +70,21 @@ class AsyncTimer:
         else:  # QTasks: the other keywords are the task's own
             kwargs = {**(kwargs or {}), **options}
             job_options = {}
-        args = (*call, *args)
+        if not isinstance(task_name, str):  # (the name itself is checked as add_task does)
+            raise TypeError(
+                f"timer.add_task: the task's name comes first, a str; got {task_name!r}"
+            )
+        args = (*call, *checks.call_args(task_name, args))
+        kwargs = checks.call_kwargs(task_name, kwargs)
         if not isinstance(trigger, BaseTrigger):
+            hint = (
+                f"; for a crontab line, pass CronTrigger.from_crontab({trigger!r})"
+                if isinstance(trigger, str)
+                else ""
+            )
             raise TypeError(
                 f"timer for task {task_name!r}: trigger= takes an APScheduler trigger "
-                f"(CronTrigger, IntervalTrigger, DateTrigger), got {trigger!r}"
+                f"(CronTrigger, IntervalTrigger, DateTrigger), got {trigger!r}{hint}"
             )
         if task_name in self.app.specs:  # else resolved when it fires (registered later)
             self.app.check_call(task_name, *args, priority=priority, kwargs=kwargs or {})
@@ -123,9 +134,12 @@ class AsyncTimer:
         await self.stop()
 
     async def serve(self) -> None:
-        """Run the app and the timers until SIGINT or SIGTERM."""
-        async with self.app, self:
-            await wait_for_stop_signal()
+        """Run the app and the timers until SIGINT or SIGTERM; another one while the
+        app stops cancels its running tasks now."""
+        with stop_signals(self.app.hurry_stop) as stop:
+            async with self.app, self:
+                log.info("running; press Ctrl-C to stop")
+                await stop.wait()
 
     def run_forever(self) -> None:
         """Run the app and the timers in this thread until Ctrl-C; returns after a clean stop."""

@@ -40,6 +40,8 @@ from uuid import UUID
 
 from .context import TaskHost
 from .deadlines import Deadline, Deadlines
+from .executors.base import Call
+from .lending import Lending, Slot, running_call
 from .lifecycle import Supervisor
 from .task import FINISHED, Task, TaskRecord, uuid_of
 
@@ -84,13 +86,14 @@ class Waiting(asyncio.Future[Task | None], Coroutine[Any, Any, Task | None]):
     answered after another future, in the same turn, may wake its caller first.
     """
 
-    __slots__ = ("_callback", "_context", "_expiry", "_key", "_more", "_owner", "_step")
+    __slots__ = ("_callback", "_context", "_expiry", "_key", "_lent", "_more", "_owner", "_step")
 
     # Made by `Waiters.wait`, which sets these (no `__init__` of our own: a Python-level
     # one costs more than the rest of a waiter).
     _owner: Waiters
     _key: int  # the task's uuid.int
     _expiry: _Expiry | None
+    _lent: Call | None  # made while this call ran: it lends its slot meanwhile (lending.py)
     # Its done-callbacks: the first in two fields (no tuple or list: a gather's waiter
     # has one, and each object more is one more for the garbage collector to walk).
     _callback: Callable[[Any], object] | None
@@ -199,6 +202,8 @@ class Waiters:
         self._checking = False
         self._recheck = False  # a change arrived while waiters were being checked
         self._background = Supervisor()
+        #: The dispatcher's, while it runs: a wait made by a running call lends its slot.
+        self.lending: Lending | None = None
 
     @property
     def unfinished(self) -> int:
@@ -254,12 +259,16 @@ class Waiters:
                     expiry.live -= 1
                 else:
                     self._unexpire(expiry)
+            if fut._lent is not None:
+                self._give_back(fut)
         for fut in more or ():
             if not fut.done():
                 fut.set_result(snap)
                 self._settled(fut)
                 if fut._expiry is not None:
                     self._unexpire(fut._expiry)
+                if fut._lent is not None:
+                    self._give_back(fut)
 
     def forget_unfinished(self) -> None:
         """The app stopped with a store of its own: nothing added here can end any more."""
@@ -273,7 +282,12 @@ class Waiters:
         fut = Waiting(loop=self.loop)
         fut._owner = self
         fut._key = key
-        fut._callback = fut._more = None
+        fut._callback = fut._more = fut._lent = None
+        running = running_call.get()
+        if running is not None and self.lending is not None:
+            call = running.call if isinstance(running, Slot) else running  # (`current_call`)
+            if call is not None and self.lending.lend(call):
+                fut._lent = call
         if self._futures.setdefault(key, fut) is not fut:
             self._more.setdefault(key, []).append(fut)
         if timeout is None:
@@ -302,10 +316,18 @@ class Waiters:
             expiry.deadline = None
             self._expiries.pop(expiry.tick, None)
 
+    def _give_back(self, fut: Waiting) -> None:
+        """`fut`'s wait ended: its call's slot, lent meanwhile, is the call's again."""
+        call, fut._lent = fut._lent, None
+        if call is not None and self.lending is not None:
+            self.lending.give_back(call)
+
     def _left(self, fut: Waiting) -> None:
-        """`fut` was cancelled by whoever awaited it: forget it."""
+        """`fut` was cancelled by whoever awaited it, or its time ran out: forget it."""
         if fut._expiry is not None:
             self._unexpire(fut._expiry)
+        if fut._lent is not None:
+            self._give_back(fut)
         key = fut._key
         if self._futures.get(key) is fut:
             del self._futures[key]

@@ -4,6 +4,7 @@ errors for bad input."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import subprocess
 import sys
@@ -209,3 +210,25 @@ def test_run_with_timers_from_an_unguarded_module(tmp_path: Path) -> None:
     assert "run_forever() at import skipped" in out
     assert "inline(3), thread(2)" in out  # the options reached the config
     assert "SIGTERM received: stopping" in out and "Traceback" not in out
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`qtasks-mp tasks ... | head -1`: the reader stops reading; the command ends
+    with no BrokenPipeError traceback (here the reader is gone before any write)."""
+    db = tmp_path / "t.db"
+    asyncio.run(_fill(db))
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "qtasks_mp", "tasks", "--store", str(db)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            cwd=REPO,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

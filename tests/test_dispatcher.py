@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from qtasks_mp import Call, Executor
 from qtasks_mp.asyncio import QueueTasks
@@ -110,3 +114,30 @@ async def test_room_freed_by_a_caller_run_call_is_filled_while_the_lane_workers_
             event.set()
         assert await app.wait_idle(timeout=10)
     assert app.stats()["tasks"]["job"]["ok"] == 5
+
+
+async def test_a_task_no_longer_registered_fails_with_an_error_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task queued by another version of the program, whose name this one does not
+    register: it ends `error` saying so, and the log says it too (no middleware runs
+    for it, so CallLogging does not)."""
+    store = f"sqlite:///{tmp_path / 'tasks.db'}"
+    old = QueueTasks("shop", store=store)
+
+    @old.task(name="old_name")
+    async def renamed() -> None: ...
+
+    queued = await old.add_task("old_name")  # not started: it waits in the file
+    assert queued is not None
+    new = QueueTasks("shop", store=store)
+
+    @new.task(name="new_name")
+    async def renamed_now() -> None: ...
+
+    with caplog.at_level(logging.ERROR, logger="qtasks_mp"):
+        async with new:
+            done = await new.wait(queued.uuid, timeout=10)
+    assert done is not None and done.status == "error"
+    assert "'old_name' is not registered in this app" in (done.traceback or "")
+    assert f"task {queued.uuid} failed: task 'old_name' is not registered" in caplog.text

@@ -57,6 +57,37 @@ def test_sigterm_cancels_a_task_that_overruns_shutdown_timeout(facade: str) -> N
     assert "long_job finished" not in out
 
 
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("facade", ["async", "sync"])
+def test_a_second_sigint_while_stopping_cancels_the_running_task_now(facade: str) -> None:
+    """Ctrl-C, then Ctrl-C again while the stop waits for a task that will not end
+    (its shutdown_timeout is 60 s): the task is cancelled now and the program ends
+    cleanly. Before, the sync facade's stop was cut off by a KeyboardInterrupt: a
+    traceback, and the stop left half done."""
+    proc = subprocess.Popen(
+        [sys.executable, str(APP), facade, "hangs"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().strip() == "started"
+        proc.send_signal(signal.SIGINT)
+        seen = []
+        while "SIGINT received: stopping" not in (line := proc.stderr.readline()):
+            assert line, seen  # (it ended without stopping)
+            seen.append(line)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "0 running tasks finished, 1 cancelled, 5 queued tasks not run" in err
+
+
 async def test_async_with_starts_and_stops_and_can_restart() -> None:
     app = QueueTasks()
     app.task(name="f")(lambda: 1)

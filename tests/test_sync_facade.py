@@ -102,6 +102,34 @@ def test_a_script_that_exits_drains_its_tasks_at_exit() -> None:
     assert "Traceback" not in out.stderr and time.monotonic() - t0 < 25
 
 
+def test_a_script_ended_by_ctrl_c_stops_without_running_its_queue() -> None:
+    """Ctrl-C ends the script: the app stops as `stop()` does (the running task ends,
+    the queued ones are not run, and the log says so), where a script that ends
+    normally drains its queue (before, Ctrl-C drained it too: an analyst's batch went
+    on for minutes after Ctrl-C)."""
+    script = (
+        "import sys, threading, time\n"
+        "from qtasks_mp import QueueTasks\n"
+        "app = QueueTasks()\n"
+        "app.config.thread_workers = 1\n"
+        "started = threading.Event()\n"
+        "@app.task\n"
+        "def job(i):\n"
+        "    started.set()\n"
+        "    time.sleep(0.5)\n"
+        "    sys.stdout.write(f'ran {i}\\n')\n"
+        "for i in range(3):\n"
+        "    app.add_task('job', i)\n"
+        "assert started.wait(20)\n"
+        "raise KeyboardInterrupt  # as Ctrl-C would, while job 0 runs\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "KeyboardInterrupt" in out.stderr, out.stderr
+    assert out.stdout.splitlines() == ["ran 0"], (out.stdout, out.stderr)
+    assert "the program was interrupted (Ctrl-C): stopping" in out.stderr
+    assert "1 running tasks finished, 0 cancelled, 2 queued tasks not run" in out.stderr
+
+
 RACE = """\
 import asyncio, gc, logging, sys, threading
 from qtasks_mp import QueueTasks, ThreadExecutor

@@ -11,6 +11,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from qtasks_mp import TaskArgumentsError
 from qtasks_mp.asyncio import QueueTasks
 from qtasks_mp.timers import AsyncTimer
 
@@ -75,8 +76,31 @@ def test_cron_trigger_is_accepted_and_bad_trigger_is_refused() -> None:
     timer = AsyncTimer(app=app)
     job = timer.add_task("x", trigger=CronTrigger(hour=23, minute=59))
     assert job.name == "x"
-    with pytest.raises(TypeError, match=r"timer for task 'x'.*APScheduler trigger"):
+    with pytest.raises(TypeError, match=r"timer for task 'x'.*APScheduler trigger.*from_crontab"):
         timer.add_task("x", trigger="*/1 * * * *")  # type: ignore[arg-type]
+
+
+def test_bad_args_are_refused_before_the_job_is_added() -> None:
+    """args= is never split into characters (as add_task refuses it), and a bad one
+    names the task and the fix; the timer gets no job."""
+    app = QueueTasks()
+    timer = AsyncTimer(app=app)
+
+    @app.task
+    def greet(a: str, b: str) -> None: ...
+
+    every = IntervalTrigger(seconds=60)
+    with pytest.raises(TaskArgumentsError, match=r"task 'greet': args= takes a tuple.*'hi'"):
+        timer.add_task("greet", trigger=every, args="hi")  # type: ignore[arg-type]
+    with pytest.raises(TaskArgumentsError, match=r"task 'greet': args= .*pass args=\(5,\)"):
+        timer.add_task("greet", trigger=every, args=5)  # type: ignore[arg-type]
+    with pytest.raises(TaskArgumentsError, match=r"task 'greet': kwargs= takes a dict"):
+        timer.add_task("greet", "a", trigger=every, kwargs=["b"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="the task's name comes first, a str; got 5"):
+        timer.add_task(5, trigger=every)
+    assert timer.scheduler.get_jobs() == []
+    timer.add_task("greet", trigger=every, args=["a", "b"])  # a list is fine
+    assert len(timer.scheduler.get_jobs()) == 1
     with pytest.raises(TypeError, match="takes a QueueTasks app"):
         AsyncTimer(app=object())
 

@@ -158,6 +158,17 @@ class Executor(ABC):
         """The call claimed with `claim()` ended (however it ended)."""
         self._active -= 1
 
+    def lend(self) -> bool:
+        """A running call waits for another task (lending.py): may the executor run one
+        more call than its slots until `give_back()`? Yes only where the waiting call
+        holds nothing another call needs (a coroutine, a blocked thread when another
+        can be started): then `active` counts it no more, and `wakeup()`. The default:
+        False (the call keeps its slot)."""
+        return False
+
+    def give_back(self) -> None:
+        """The wait `lend()` said True for ended: the call holds its slot again."""
+
     def attach(
         self, name: str, on_room: Callable[[], None] | None, *, shared_store: bool = False
     ) -> None:

@@ -32,6 +32,15 @@ class InlineExecutor(Executor):
     def capacity(self) -> int:
         return self.max_tasks - self._active  # (`slots - active`, read once a call: one call less)
 
+    def lend(self) -> bool:
+        """A coroutine waiting for another task holds nothing: its slot runs another."""
+        self._active -= 1
+        self.wakeup()
+        return True
+
+    def give_back(self) -> None:
+        self._active += 1
+
     def run(self, call: Call) -> Coroutine[Any, Any, Any]:
         """The coroutine that runs `call`; for a coroutine function without a timeout,
         the function's own coroutine (no frame of ours between the chain and it)."""

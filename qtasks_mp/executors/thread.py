@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import queue
 import threading
@@ -26,13 +27,15 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from ..errors import TaskTimeout
+from ..lending import running_call
 from ..registries import Kind
 from .base import Call, Executor, run_in_thread, within
 
 T = TypeVar("T")
 
 # A call and its future, or a stop marker: what a thread calls on its way out.
-_Item = tuple[Future[Any], Callable[[], Any]] | Callable[[], None]
+# A marker returns True if the thread that took it goes on (see `_work`).
+_Item = tuple[Future[Any], Callable[[], Any]] | Callable[[], bool | None]
 
 
 class Threads:
@@ -44,13 +47,20 @@ class Threads:
 
     def __init__(self, n: int, name: str) -> None:
         self._jobs: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=_work, args=(self._jobs,), name=f"{name}-{i}", daemon=True)
-            for i in range(n)
-        ]
+        self._name = name
+        self._lock = threading.Lock()  # guards `_threads` and `_closed` (`retire`)
+        self._threads = [self._thread(f"{name}-{i}") for i in range(n)]
         for t in self._threads:
             t.start()
         self._closed = False
+        self._extra = 0  # threads started by `add` and not retired yet
+
+    def __len__(self) -> int:
+        """Threads running now (more than asked while blocked calls lent their slots)."""
+        return len(self._threads)
+
+    def _thread(self, name: str) -> threading.Thread:
+        return threading.Thread(target=_work, args=(self._jobs,), name=name, daemon=True)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Queue `fn(*args, **kwargs)`; its future. Cancelling it before it starts skips it."""
@@ -63,14 +73,45 @@ class Threads:
         self._jobs.put((future, functools.partial(fn, *args, **kwargs)))
         return future
 
+    def add(self) -> bool:
+        """Start one thread more (a blocked call lent its slot); False if none can start
+        (closed, or the interpreter is ending)."""
+        with self._lock:
+            if self._closed:
+                return False
+            t = self._thread(f"{self._name}-extra")
+            try:
+                t.start()
+            except RuntimeError:  # (Python 3.12.0/3.12.1 at exit: see the module doc)
+                return False
+            self._threads.append(t)
+            self._extra += 1
+            return True
+
+    def retire(self) -> None:
+        """One thread fewer: the first to be free after the calls queued now ends (the
+        lent slot is back). Undoes one `add`."""
+        self._jobs.put(self._retire_one)
+
+    def _retire_one(self) -> bool:
+        """(A thread, at a retire marker.) Whether it goes on: yes once closing, when
+        every thread ends at a stop marker of its own."""
+        with self._lock:
+            if self._closed or not self._extra:
+                return True
+            self._extra -= 1
+            self._threads.remove(threading.current_thread())
+            return False
+
     def close(
         self, cancel_pending: bool = False, on_gone: Callable[[], None] = lambda: None
     ) -> None:
         """Stop: each thread ends after the calls queued before (cancelled if
         `cancel_pending`); the last one to end calls `on_gone`. Returns at once."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         while cancel_pending and not self._jobs.empty():
             with contextlib.suppress(queue.Empty):  # threads may take some meanwhile
                 item = self._jobs.get_nowait()
@@ -96,11 +137,13 @@ class Threads:
 
 
 def _work(jobs: queue.SimpleQueue[_Item]) -> None:
-    """A thread of `Threads`: run calls until a stop marker comes."""
+    """A thread of `Threads`: run calls until a marker says it ends (a stop marker, or
+    a retire marker it ends at)."""
     while True:
         item = jobs.get()
         if not isinstance(item, tuple):
-            item()
+            if item():
+                continue
             return
         future, fn = item
         del item
@@ -142,10 +185,27 @@ class ThreadExecutor(Executor):
         if self._threads is None:
             self._threads = Threads(self.max_workers, "qtasks_mp-thread")
 
+    def lend(self) -> bool:
+        """A call blocked waiting for another task: a thread more runs another call."""
+        if self._threads is None or not self._threads.add():
+            return False
+        self._active -= 1
+        self.wakeup()
+        return True
+
+    def give_back(self) -> None:
+        self._active += 1
+        if self._threads is not None:
+            self._threads.retire()
+
     async def run(self, call: Call) -> Any:
         loop = asyncio.get_running_loop()
         assert self._threads is not None, "ThreadExecutor.run before start()"
-        job = self._threads.submit(run_in_thread, call, loop)
+        # In the caller's context, with this call as the one running (lending.py): what
+        # the thread waits for lends this call's slot.
+        context = contextvars.copy_context()
+        context.run(running_call.set, call)
+        job = self._threads.submit(context.run, run_in_thread, call, loop)
         fut = asyncio.wrap_future(job, loop=loop)  # cancelling it cancels a job not started
         timeout = call.spec.timeout
         self._waits[call] = fut
@@ -206,7 +266,8 @@ class ThreadExecutor(Executor):
             await gone
 
     def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "overrun": self.overrun}
+        threads = 0 if self._threads is None else len(self._threads)
+        return {**super().stats(), "overrun": self.overrun, "threads": threads}
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:

@@ -4,6 +4,7 @@
 the program's SIGINT handler is installed, then prints "started" for the test to signal.
 mode "finishes": long_job ends within shutdown_timeout.
 mode "overruns": long_job never ends and is cancelled.
+mode "hangs": the same with a shutdown_timeout of 60 s: only a second signal ends the stop.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import signal
 import sys
 
 facade, mode = sys.argv[1], sys.argv[2]
+# As in a terminal: SIGINT not inherited as ignored (a test run started in the
+# background by a shell without job control ignores it), so that the wait below for
+# run_forever's own handler means something.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if facade == "sync":
     from qtasks_mp import QueueTasks as SyncApp
@@ -25,7 +30,7 @@ else:
     app = core = AsyncApp(store="memory://")
 
 core.config.max_tasks_process = 1
-core.config.shutdown_timeout = 0.3 if mode == "overruns" else 5.0
+core.config.shutdown_timeout = {"overruns": 0.3, "hangs": 60.0}.get(mode, 5.0)
 
 
 @core.task
@@ -35,7 +40,7 @@ async def long_job() -> str:
     while signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # noqa: ASYNC110
         await asyncio.sleep(0.005)  # run_forever has not installed its handler yet: no event
     print("started", flush=True)
-    if mode == "overruns":
+    if mode in ("overruns", "hangs"):
         await asyncio.Event().wait()
     await asyncio.sleep(0.3)
     print("long_job finished", flush=True)
