@@ -789,6 +789,15 @@ class AppCore:
             self.store = SQLiteStore(home.db)
             note = HOME
             log.info("app %r takes tasks from other processes through %s", self.name, home.db)
+        elif self._default_store:  # opened already: an add_task started it in memory
+            log.warning(
+                "app %r started (an add_task before run_forever()) with its queue in "
+                "memory, not in its home file %s: tasks still queued when it stops are "
+                "lost, and other processes cannot add to it. Call run_forever() before "
+                "adding tasks, or give the app store='sqlite:///tasks.db'",
+                self.name,
+                home.db,
+            )
         home.hold(note)
 
     def release_home(self) -> None:

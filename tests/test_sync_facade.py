@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -352,3 +354,37 @@ def test_a_thread_stuck_past_its_timeout_does_not_keep_the_program_alive() -> No
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["error 1"], out.stdout
     assert "TaskTimeout" in out.stderr  # logged as the task's failure; nothing else went wrong
+
+
+def test_add_task_before_run_forever_warns_that_the_queue_is_in_memory(tmp_path: Path) -> None:
+    """QTasks' worker script adding a task before `app.run_forever()`: the add_task
+    started the app with its queue in memory, so run_forever() cannot take the home
+    file any more; the log says so, and what to do (before, nothing said it)."""
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "from qtasks_mp import QueueTasks\n"
+        "app = QueueTasks('homeapp')\n"
+        "@app.task\n"
+        "def job(i):\n"
+        "    pass\n"
+        "if __name__ == '__main__':\n"
+        "    app.add_task('job', 1)\n"
+        "    app.run_forever()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        while "press Ctrl-C to stop" not in (line := proc.stderr.readline()):
+            assert line, "".join(seen)
+            seen.append(line)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    said = "".join(seen) + err
+    assert proc.returncode == 0, said
+    assert "with its queue in memory, not in its home file" in said
+    assert "Call run_forever() before adding tasks" in said
