@@ -281,7 +281,7 @@ class Runtime:
             "app %r started: %d tasks, executors %s",
             self.name,
             len(self._specs),
-            ", ".join(f"{k}({e.slots})" for k, e in self._started.items()),
+            ", ".join(f"{k}({e.size()})" for k, e in self._started.items()),
         )
         await self._events.fire("worker_running")
 

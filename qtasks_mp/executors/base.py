@@ -226,6 +226,10 @@ class Executor(ABC):
     async def aclose(self, cancel_pending: bool = False) -> None:
         """Release resources. The dispatcher has already waited for running calls."""
 
+    def size(self) -> str:
+        """Its size as the app's start line says it (`inline(10)`): `slots` by default."""
+        return str(self.slots)
+
     def stats(self) -> dict[str, Any]:
         return {"slots": self.slots, "active": self.active}
 

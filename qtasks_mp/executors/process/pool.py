@@ -440,6 +440,15 @@ class ProcessExecutor(Executor):
 
     # ------------------------------------------------------------------ stats
 
+    def size(self) -> str:
+        """Workers, not `slots` (calls it holds at once: workers x pipeline depth)."""
+        low = self.min_workers if self.policy is not None else self.max_workers
+        return (
+            f"{self.max_workers} workers"
+            if low == self.max_workers
+            else (f"{low}-{self.max_workers} workers")
+        )
+
     def stats(self) -> dict[str, Any]:
         workers = worker_stats(self.roster)
         return {
