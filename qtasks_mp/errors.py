@@ -99,7 +99,7 @@ class TaskFailed(QTasksError):
 class WorkerCrashed(QTasksError):
     """The worker process running a call died; `exitcode` or `signal` says how."""
 
-    def __init__(self, task_name: str, exitcode: int | None) -> None:
+    def __init__(self, task_name: str, exitcode: int | None, because: str | None = None) -> None:
         self.exitcode = exitcode
         self.signal: int | None = -exitcode if exitcode is not None and exitcode < 0 else None
         if self.signal is not None:
@@ -109,6 +109,8 @@ class WorkerCrashed(QTasksError):
                 how = f"killed by signal {self.signal}"
         else:
             how = f"exited with code {exitcode}"
+        if because is not None:  # killed on purpose (`because` says why)
+            how = f"killed, {because}" + ("" if exitcode is None else f" ({how})")
         super().__init__(f"the worker running task {task_name!r} died: {how}")
         self.task_name = task_name
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import linecache
+import logging
 import os
 import signal
 import subprocess
@@ -575,10 +576,13 @@ def test_a_wait_cut_short_by_an_exception_leaves_no_worker_behind(
     settled(app)
 
 
-def test_an_interrupt_just_after_the_answer_was_read_ends_the_call(app: QueueTasks) -> None:
+def test_an_interrupt_just_after_the_answer_was_read_ends_the_call(
+    app: QueueTasks, caplog: pytest.LogCaptureFixture
+) -> None:
     """A KeyboardInterrupt can land after the thread has read the answer off the socket
     and before it is used: the answer is gone with it. The call must still end (its
-    worker is killed: WorkerCrashed), not wait in the loop for an answer that was read."""
+    worker is killed: WorkerCrashed, saying why), not wait in the loop for an answer
+    that was read; and the log does not call the kill a crash."""
     warm(app)
     pool = app.executors["process"]
     assert isinstance(pool, ProcessExecutor)
@@ -589,14 +593,17 @@ def test_an_interrupt_just_after_the_answer_was_read_ends_the_call(app: QueueTas
         raise KeyboardInterrupt
 
     pool.direct._receive = read_then_interrupted  # type: ignore[method-assign]
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            app.add_task("add", 20, 22, timeout=30)
-    finally:
-        del pool.direct._receive
-    assert app.wait_idle(timeout=20)
+    with caplog.at_level(logging.WARNING, logger="qtasks_mp"):
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                app.add_task("add", 20, 22, timeout=30)
+        finally:
+            del pool.direct._receive
+        assert app.wait_idle(timeout=20)
     assert not pool.direct.held
     assert app.stats()["tasks"]["add"]["failed"] == 1  # WorkerCrashed
+    assert "killed, as its caller was interrupted (Ctrl-C) during the call" in caplog.text
+    assert "died (exit code" not in caplog.text
     task = app.add_task("add", 1, 2, timeout=30)
     assert task is not None and task.returning == 3
     settled(app)

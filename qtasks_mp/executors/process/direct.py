@@ -346,6 +346,7 @@ class DirectCalls(ParkedWorkers):
             return
         if d.decided is None:
             assert interrupted
+            d.handle.killed_because = "as its caller was interrupted (Ctrl-C) during the call"
             d.handle.signal(kill=True)  # (its answer may be read and lost: see `call`)
             with self.lock:
                 if d.decided is None:

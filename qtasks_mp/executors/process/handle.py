@@ -53,6 +53,7 @@ class WorkerHandle(asyncio.BufferedProtocol):
         self.sent = 0
         self.parked = False  # lent to sync callers' threads (direct.py): not the loop's
         self.lent = 0  # nested waits of its running call: its slot is lent (Scheduler.lend)
+        self.killed_because: str | None = None  # killed on purpose: why (for its call's error)
         self.done = 0
         self.transport: asyncio.Transport | None = None
         self.unpacker = wire.unpacker()

@@ -412,7 +412,7 @@ class ParkedWorkers:
         self._came_back()
         scheduler = self.pool.scheduler
         if not h.alive:  # killed (its fork server died) or gone while held
-            p.fail(WorkerCrashed(p.call.task_name, h.exitcode))
+            p.fail(WorkerCrashed(p.call.task_name, h.exitcode, h.killed_because))
             if h.state is not WorkerState.GONE:
                 self._unpark(h)
             else:

@@ -250,8 +250,14 @@ class Roster:
         if crashed:
             self.pool.crashes += 1
             head = h.calls[0]
-            log.error("worker %d running task %r died (exit code %s)", h.pid, head.call, code)
-            self.pool.scheduler.lose(h, WorkerCrashed(head.call.task_name, code))
+            if h.killed_because is None:
+                log.error("worker %d running task %r died (exit code %s)", h.pid, head.call, code)
+            else:  # on purpose: what the user did, not a fault
+                log.warning(
+                    "worker %d running task %r killed, %s", h.pid, head.call, h.killed_because
+                )
+            error = WorkerCrashed(head.call.task_name, code, h.killed_because)
+            self.pool.scheduler.lose(h, error)
         h.sweep()
         if not self.workers:
             self.all_gone.set()
