@@ -87,6 +87,17 @@ class TaskDecorator(Protocol):
     ) -> Callable[[Callable[P, R]], RegisteredTask[P, R]]: ...
 
 
+def _where(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
+
+
+def _redefined(registered: Callable[..., Any], fn: Callable[..., Any]) -> bool:
+    """Whether `fn` is the registered function defined again (same module and name,
+    another object: a cell run again), not another function under the same task name."""
+    registered = getattr(registered, "__wrapped__", registered)  # (inject.prepare's)
+    return fn is not registered and _where(fn) == _where(registered)
+
+
 class TaskRegistry:
     """The specs of an app's tasks (by name) and its executors (by lane name).
 
@@ -164,10 +175,14 @@ class TaskRegistry:
             )
         if name in self.specs:
             other = self.specs[name].fn
-            raise fail(
-                f"a task of this name is already registered ({other.__module__}."
-                f"{other.__qualname__}); give one of them another name= "
-            )
+            if not _redefined(other, fn):
+                raise fail(
+                    f"a task of this name is already registered ({other.__module__}."
+                    f"{other.__qualname__}); give one of them another name= "
+                )
+            # The same function defined again (a notebook cell run again): the new
+            # definition replaces the old one, as a redefined Python function would.
+            log.info("task %r: redefined (%s), the new definition replaces it", name, _where(fn))
         task_middlewares = checks.middleware_list(
             f"task {name!r}", opts.get("middlewares"), Middleware
         )

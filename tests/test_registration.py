@@ -58,6 +58,22 @@ def test_duplicate_name_is_an_error_naming_both() -> None:
         def b() -> None: ...
 
 
+async def test_a_task_defined_again_replaces_the_old_definition() -> None:
+    """A notebook cell run again defines the same function anew (same module and
+    name, another object): its registration replaces the old one, on a running app
+    too, where it used to raise 'already registered'."""
+    app = QueueTasks()
+    cell = "@app.task\nasync def crunch(x):\n    return x * {factor}\n"
+    namespace: dict[str, Any] = {"app": app, "__name__": "__main__"}
+    exec(cell.format(factor=2), namespace)
+    async with app:
+        done = await app.add_task("crunch", 5, timeout=5)
+        assert done is not None and done.returning == 10
+        exec(cell.format(factor=3), namespace)  # the cell, edited and run again
+        done = await app.add_task("crunch", 5, timeout=5)
+        assert done is not None and done.returning == 15
+
+
 def test_unknown_option_suggests_the_close_one() -> None:
     app = QueueTasks()
     with pytest.raises(TaskRegistrationError, match=r"unknown option 'retries'.*'retry'"):
