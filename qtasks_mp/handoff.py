@@ -19,6 +19,11 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+#: A blocked caller wakes this often. A signal (Ctrl-C) delivered to another thread of
+#: the process does not interrupt the main thread's wait, and Python runs its handler
+#: only when that thread runs again: without slices, only when the call ended.
+WAKE_S = 0.25
+
 
 class _Reply(Generic[T]):
     """Where the loop leaves the coroutine's outcome; `lock` is released once it is.
@@ -72,7 +77,8 @@ def call_in_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) 
     except BaseException:  # the loop is closed, or KeyboardInterrupt (queued or not)
         reply.abandon()
         raise
-    reply.lock.acquire()
+    while not reply.lock.acquire(True, WAKE_S):
+        pass  # (a slice ended: Python runs a signal handler here, e.g. Ctrl-C's)
     task = reply.task
     if task is None:
         raise RuntimeError("the event loop could not start the call")

@@ -15,7 +15,10 @@ import contextlib
 import contextvars
 import enum
 import logging
+import select
 import signal
+import socket
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -90,6 +93,50 @@ def _on_stop_signals(callback: Callable[[signal.Signals], object]) -> Iterator[N
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+class SignalPipe:
+    """SIGINT and SIGTERM for a blocking main thread (the sync facade's `run_forever`),
+    as Python's C-level handler writes them to its wakeup fd: seen whichever thread the
+    kernel delivers them to. (A Python-level handler runs only once the main thread runs
+    again, and CPython may not wake it for a signal another thread received: a Ctrl-C
+    could wait for the end of whatever the main thread waits for.) Main thread only;
+    `with SignalPipe() as signals: name = signals.wait(timeout)`."""
+
+    _WATCHED = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> SignalPipe:
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        # A Python handler of our own (not SIG_IGN): only then does the C one write.
+        self._previous = {s: signal.signal(s, _noted) for s in self._WATCHED}
+        return self
+
+    def wait(self, timeout: float | None = None) -> str | None:
+        """The name of the next SIGINT or SIGTERM, or None if `timeout` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if select.select([self._read], [], [], left)[0]:
+                with contextlib.suppress(BlockingIOError):
+                    for number in self._read.recv(64):
+                        if number in self._WATCHED:
+                            return signal.Signals(number).name
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._read.close()
+        self._write.close()
+
+
+def _noted(signum: int, frame: object) -> None:
+    """(`SignalPipe`'s Python-level handler: the wakeup fd says it.)"""
 
 
 @contextlib.contextmanager

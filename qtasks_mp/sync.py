@@ -32,14 +32,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
@@ -51,8 +50,8 @@ from .events import Events
 from .executors.base import Executor
 from .executors.process.direct import LATE, DirectCalls
 from .executors.thread import Threads
-from .handoff import call_in_loop
-from .lifecycle import run_forever_deferred
+from .handoff import WAKE_S, call_in_loop
+from .lifecycle import SignalPipe, run_forever_deferred
 from .middleware.base import Middleware
 from .progress import ProgressCallback
 from .registration import TaskDecorator
@@ -132,6 +131,28 @@ class _Portal:
             loop.close()
         if executor is not None:
             executor.shutdown(wait=True)
+
+
+class _Stopper:
+    """`app.stop()` in a thread of its own (`run_forever` watches for signals meanwhile)."""
+
+    def __init__(self, app: QueueTasks) -> None:
+        self.done = threading.Event()
+        self._error: BaseException | None = None
+        self._app = app
+        threading.Thread(target=self._run, name="qtasks_mp-stop").start()
+
+    def _run(self) -> None:
+        try:
+            self._app.stop()
+        except BaseException as e:  # raised in the caller's thread (`result`)
+            self._error = e
+        finally:
+            self.done.set()
+
+    def result(self) -> None:
+        if self._error is not None:
+            raise self._error
 
 
 # Every sync app of this process (weak: apps may be dropped), and the exit watcher.
@@ -476,31 +497,23 @@ class QueueTasks:
             return
         if num_workers is not None:
             self.config.thread_workers = num_workers
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            # The first: stop cleanly; each one after, while stopping: cancel the
-            # running tasks now (one handler throughout: none finds Python's default
-            # one, to interrupt the stop half done).
-            name = signal.Signals(signum).name
-            if not stop.is_set():
-                log.info("%s received: stopping", name)
-                stop.set()
-            else:
-                log.warning("%s again: cancelling the running tasks now", name)
-                self.core.hurry_stop()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            self.core.become_worker()  # QTasks' worker: clients importing the app add tasks
-            self.start()
-            log.info("running; press Ctrl-C to stop")
-            while not stop.wait(0.2):  # woken often: a blocked wait may not run the handler
-                pass
-        finally:
+        with SignalPipe() as signals:  # seen in whichever thread they land (lifecycle.py)
             try:
-                self.stop()
+                self.core.become_worker()  # QTasks' worker: clients add tasks from elsewhere
+                self.start()
+                log.info("running; press Ctrl-C to stop")
+                log.info("%s received: stopping", signals.wait())
+                # The stop runs in a thread of its own, so that this one sees a second
+                # signal meanwhile: it cancels the running tasks now.
+                stopper = _Stopper(self)
+                while not stopper.done.is_set():
+                    again = signals.wait(WAKE_S)
+                    if again is not None:
+                        log.warning("%s again: cancelling the running tasks now", again)
+                        self.core.hurry_stop()
+                stopper.result()
             finally:
-                for s, handler in previous.items():
-                    signal.signal(s, handler)
-                self.core.release_home()
+                try:
+                    self.stop()  # (stopped already, unless something above failed)
+                finally:
+                    self.core.release_home()

@@ -66,6 +66,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ... import wire
+from ...handoff import WAKE_S
 from ...registries import TaskSpec
 from ...task import TaskRecord
 from .handle import WorkerHandle
@@ -402,10 +403,13 @@ class DirectCalls(ParkedWorkers):
                 left = end - time.monotonic()
                 if left <= 0:
                     return None
-                sock.settimeout(left)
-                n = sock.recv_into(view)
+                sock.settimeout(min(left, WAKE_S))
+                try:
+                    n = sock.recv_into(view)
+                except TimeoutError:  # a slice ended: Python runs a signal handler now
+                    continue  # (Ctrl-C delivered to another thread: see handoff.WAKE_S)
                 if not n:
                     return None
                 unpacker.feed(view[:n])
-        except OSError:  # TimeoutError included
+        except OSError:
             return None
