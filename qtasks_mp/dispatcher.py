@@ -51,7 +51,7 @@ from .deadlines import Deadlines
 from .eager import Eager, carry_on
 from .errors import Retry, TaskCancelError
 from .executors.base import Call, Executor
-from .lending import Lending, Slot, running_call
+from .lending import Lending, running_call
 from .lifecycle import Supervisor
 from .registries import TaskSpec
 from .stores.base import CANCELLED_QUEUED, Store
@@ -168,13 +168,7 @@ class Dispatcher:
 
     @property
     def active(self) -> int:
-        """Calls running: those holding a slot, and those that lent theirs."""
-        return sum(lane.executor.active for lane in self.lanes.values()) + self.lending.lent
-
-    def _worker_cap(self, lane: _Lane) -> int:
-        """How many workers `lane` may have: a slot each, and one per slot lent (the
-        worker of a call that lent its slot is busy with it)."""
-        return lane.executor.slots + self.lending.lent_by(lane.executor)
+        return sum(lane.executor.active for lane in self.lanes.values())
 
     def _executor_of(self, call: Call) -> Executor | None:
         """(For `lending`.) The executor running `call`; None once it has ended."""
@@ -311,11 +305,7 @@ class Dispatcher:
         if (
             lane.inbox
             or executor.capacity - lane.taking <= 0
-            or not (
-                lane.idle
-                or len(lane.workers) < executor.slots
-                or (self.lending.lent and len(lane.workers) < self._worker_cap(lane))
-            )
+            or not (lane.idle or len(lane.workers) < executor.slots)
         ):
             self.offer(record.lane)
             return None
@@ -340,6 +330,11 @@ class Dispatcher:
             lane.inbox.extend(taken)
             self._recruit(lane)
             return None
+        # A running call driving this one (say of another lane) waits for it: its slot
+        # is lent meanwhile, as to a waiter (lending.py); this call may wait for a task
+        # of the caller's lane.
+        caller = running_call.get()
+        lent = caller is not None and self.lending.lend(caller)
         eager = Eager(self._execute(mine, route, lane, None), self._adopt)
         self._eager.add(eager)
         deadline = self.deadlines.add(timeout, eager.detach)
@@ -348,6 +343,9 @@ class Dispatcher:
         finally:
             deadline.cancel()
             self._eager.discard(eager)
+            if lent:
+                assert caller is not None
+                self.lending.give_back(caller)
         return mine if ran else None
 
     def run_taken(self, record: TaskRecord) -> Taken | None:
@@ -414,10 +412,7 @@ class Dispatcher:
                 lane.recruiting = True
                 fut.set_result(None)
                 return
-        workers = len(lane.workers)
-        if workers < lane.executor.slots or (
-            self.lending.lent and workers < self._worker_cap(lane)
-        ):
+        if len(lane.workers) < lane.executor.slots:
             lane.recruiting = True
             worker = self.supervisor.spawn(self._work(lane), f"qtasks_mp lane {lane.name!r}")
             lane.workers.add(worker)
@@ -427,17 +422,13 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         inbox, executor, routes = lane.inbox, lane.executor, self.routes
         me = asyncio.current_task()
-        slot = Slot()  # what this worker runs, for a wait made there (lending.py)
-        running_call.set(slot)
         self._slice_end = monotonic() + _SLICE_S
         lane.recruiting = False
         while True:
             if not inbox:
                 if self._stopping:
                     return
-                if len(lane.workers) > executor.slots and len(lane.workers) > self._worker_cap(
-                    lane
-                ):  # the executor shrank (or lent slots came back): retire
+                if len(lane.workers) > executor.slots:  # the executor shrank: retire
                     # now (not in a done-callback a turn later: workers ending in the same
                     # turn must see each other go), and let the loop hand on our share.
                     lane.workers.discard(me)
@@ -469,7 +460,7 @@ class Dispatcher:
             record = inbox.popleft()
             if inbox and not lane.recruiting:  # (`_recruit` would return at once)
                 self._recruit(lane)
-            await self._execute(record, routes.get(record.task_name), lane, me, slot)
+            await self._execute(record, routes.get(record.task_name), lane, me)
             if monotonic() > self._slice_end:
                 self._slice_end = monotonic() + _SLICE_S  # (for the workers run meanwhile)
                 await asyncio.sleep(0)  # let the producers, timers and other lanes run
@@ -480,17 +471,18 @@ class Dispatcher:
         route: Route | None,
         lane: _Lane,
         worker: asyncio.Task[Any] | None,
-        slot: Slot | None = None,
     ) -> None:
         """Run one call through its chain, record its outcome and finish it. `worker`:
-        the asyncio task of the lane's worker running it, and its `slot`; or None when
-        its waiting caller drives it (eager.py); `cancel` cancels a worker's task for a
-        non-eager route."""
+        the asyncio task of the lane's worker running it, or None when its waiting
+        caller drives it (eager.py); `cancel` cancels a worker's task for a non-eager
+        route."""
         executor = lane.executor
         executor.claim()
         record.started_at = record.updated_at = time.time()
         call: Call | None = None
-        outer = None if slot is not None else running_call.get()  # (a caller's own call)
+        # The call running here (lending.py); after it, what it was (a caller driving it
+        # may be a call itself), or None (holding no record alive).
+        outer = None if worker is not None else running_call.get()
         try:
             if route is None:  # (no chain, so no CallLogging: said here)
                 unknown = LookupError(
@@ -505,10 +497,7 @@ class Dispatcher:
                 ctx_type = AsyncTask if spec.kind.is_async else SyncTask
                 context = ctx_type(self.host, spec.name, record.uuid, record.retry + 1, record)
             call = Call(spec, record, context)
-            if slot is not None:
-                slot.call = call
-            else:
-                running_call.set(call)
+            running_call.set(call)
             key = record.key
             self._running[key] = (call, None if route.eager else worker)
             # Decided as the chain ends, with no await in between: a cancel asked before
@@ -558,12 +547,7 @@ class Dispatcher:
             record.traceback = _format(e)
         finally:
             if call is not None:
-                if slot is not None:
-                    slot.call = None
-                else:
-                    running_call.set(outer)
-                if self.lending.waiting:
-                    self.lending.end(call)  # (its slot back first, if lent)
+                running_call.set(outer)
             # No dispatcher wake-up here: this worker takes the next batch itself. A
             # call run by its caller does not, so it wakes a worker that found no room.
             executor.release()

@@ -7,21 +7,21 @@ waits. With N such tasks on an executor of N slots, each waiting for a task only
 executor runs, nothing could run the tasks they wait for: they would wait until their
 timeout, or for ever.
 
-So a waiter made while a call runs (`running_call`, set by the dispatcher for the time
-of the call) lends that call's slot to its executor (`Executor.lend`) until the last of
-the call's waits ends; the executor may then run one more call than its slots for each
-slot lent (the thread executor starts a thread for it). A call that ends while lent
-takes its slot back first, and a wait that outlives its call gives back nothing. The
-process executor lends its workers' slots itself (a worker's nested wait comes as a
-message), so it does not take part.
+So a waiter made while a call runs lends that call's slot (`Executor.lend`): the
+executor may run one call more than its slots until the last of the call's waits ends
+(`give_back`); the thread executor starts a thread for it. The call itself still
+counts as active: it runs, and a stop waits for it. The slot comes back when the wait
+ends, even if the call ended first (a thread call that timed out while it waits goes on
+in its thread). The process executor lends its workers' slots itself (a worker's
+nested wait comes as a message), so it does not take part.
 
-The call is found through a context variable, `running_call`: a lane worker's `Slot`
-(set once per worker, updated per call), or the call itself where a waiting caller
-drives it and in a thread executor's thread (the job runs in a context where it is
-set); what a thread runs in the loop runs in the thread's context
-(`handoff.call_in_loop`). A task that a call starts and leaves running sees the call
-its worker runs when it waits, if any: its wait lends that call's slot (one call more
-than the slots, for as long as that wait).
+Which call runs is a context variable, `running_call`, set by the dispatcher as each
+call starts and reset as it ends (a call that has ended lends nothing). Tasks a call
+starts inherit it (a gather of its children lends its slot), and so do threads: a
+thread executor's job runs in a context where it is the call, and what a thread runs
+in the loop runs in the thread's context (`handoff.call_in_loop`). A caller driving a
+call of another lane in its own task (eager.py) lends its own slot meanwhile
+(`Dispatcher._run_waited`): the call it drives may wait for a task of the caller's lane.
 """
 
 from __future__ import annotations
@@ -31,28 +31,8 @@ from contextvars import ContextVar
 
 from .executors.base import Call, Executor
 
-
-class Slot:
-    """A lane worker's: the call it runs now (None between calls). A lane worker sets
-    `running_call` to its slot once and updates the slot per call (an attribute store,
-    where setting a context variable per call would cost ~0.3 us of each no-op task)."""
-
-    __slots__ = ("call",)
-
-    def __init__(self) -> None:
-        self.call: Call | None = None
-
-
-#: The call running here: a lane worker's `Slot`, or the `Call` itself (a call driven
-#: by its waiting caller; a thread call, in its thread), or None.
-running_call: ContextVar[Slot | Call | None] = ContextVar("qtasks_mp_running_call", default=None)
-
-
-def current_call() -> Call | None:
-    """The call running in this asyncio task or executor thread, if any. (A task that a
-    call started and left running sees the call its worker runs now.)"""
-    running = running_call.get()
-    return running.call if isinstance(running, Slot) else running
+#: The call running here (in this asyncio task, or executor thread), or None.
+running_call: ContextVar[Call | None] = ContextVar("qtasks_mp_running_call", default=None)
 
 
 class Lending:
@@ -65,8 +45,6 @@ class Lending:
         # Calls with a wait under way: how many waits, and the executor that lent the
         # call's slot (None: it could not lend, e.g. no thread could be started).
         self.waiting: dict[Call, tuple[int, Executor | None]] = {}
-        self.lent = 0  # calls whose slot is lent now (running, but not counted active)
-        self._lent_by: dict[Executor, int] = {}  # the same, per executor
 
     def lend(self, call: Call) -> bool:
         """A wait starts in `call`; False if the call is not running (it ended)."""
@@ -77,38 +55,21 @@ class Lending:
         executor = self._executor_of(call)
         if executor is None:
             return False
-        if executor.lend():
-            self.waiting[call] = (1, executor)
-            self.lent += 1
-            self._lent_by[executor] = self._lent_by.get(executor, 0) + 1
-        else:
-            self.waiting[call] = (1, None)
+        self.waiting[call] = (1, executor if executor.lend() else None)
         return True
 
-    def lent_by(self, executor: Executor) -> int:
-        """How many of `executor`'s running calls lent their slot."""
-        return self._lent_by.get(executor, 0) if self.lent else 0
-
     def give_back(self, call: Call) -> None:
-        """A wait that started in `call` (`lend` said True) ended."""
-        entry = self.waiting.get(call)
-        if entry is None:  # the call ended first (`end`)
+        """A wait that started in `call` (`lend` said True) ended: the last one gives
+        the slot back, whether the call still runs or not."""
+        waits, executor = self.waiting[call]
+        if waits > 1:
+            self.waiting[call] = (waits - 1, executor)
             return
-        if entry[0] > 1:
-            self.waiting[call] = (entry[0] - 1, entry[1])
-        else:
-            self.end(call)
+        del self.waiting[call]
+        if executor is not None:
+            executor.give_back()
 
-    def end(self, call: Call) -> None:
-        """`call` ends, or its last wait did: it holds its slot again."""
-        entry = self.waiting.pop(call, None)
-        if entry is None or entry[1] is None:
-            return
-        executor = entry[1]
-        self.lent -= 1
-        left = self._lent_by[executor] - 1
-        if left:
-            self._lent_by[executor] = left
-        else:
-            del self._lent_by[executor]
-        executor.give_back()
+    @property
+    def lent(self) -> int:
+        """Slots lent now."""
+        return sum(executor is not None for _, executor in self.waiting.values())

@@ -15,12 +15,13 @@ import contextlib
 import contextvars
 import enum
 import logging
+import os
 import select
 import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 log = logging.getLogger("qtasks_mp")
 
@@ -139,22 +140,36 @@ def _noted(signum: int, frame: object) -> None:
     """(`SignalPipe`'s Python-level handler: the wakeup fd says it.)"""
 
 
+def leave_now(signal_name: str) -> NoReturn:
+    """A third Ctrl-C: the stop hangs (an event handler that never returns, say). The
+    process exits now, with nothing run after (a durable store's leases bring its
+    running tasks back at the next start)."""
+    log.warning("%s a third time: exiting now, without waiting for the stop", signal_name)
+    logging.shutdown()
+    os._exit(130)
+
+
 @contextlib.contextmanager
 def stop_signals(hurry: Callable[[], object] = lambda: None) -> Iterator[asyncio.Event]:
     """While inside: the first SIGINT or SIGTERM sets the event it gives (logged, "Ctrl-C:
-    stop cleanly"); each one after calls `hurry` (logged), for a stop under way to
-    cancel the running tasks now instead of giving them the rest of shutdown_timeout.
-    One set of handlers for the whole time: no signal finds Python's default handler
-    between the two, to interrupt a stop half done."""
+    stop cleanly"); the second calls `hurry` (logged), for a stop under way to cancel
+    the running tasks now instead of giving them the rest of shutdown_timeout; a third
+    exits the process at once (`leave_now`), for a stop that hangs. One set of handlers for
+    the whole time: no signal finds Python's default handler between the first two, to
+    interrupt a stop half done."""
     stop = asyncio.Event()
+    seen: list[str] = []
 
     def on_signal(sig: signal.Signals) -> None:
-        if not stop.is_set():
+        seen.append(sig.name)
+        if len(seen) == 1:
             log.info("%s received: stopping", sig.name)
             stop.set()
-        else:
+        elif len(seen) == 2:
             log.warning("%s again: cancelling the running tasks now", sig.name)
             hurry()
+        else:  # a stop that hangs (a handler that never returns): out, at once
+            leave_now(sig.name)
 
     with _on_stop_signals(on_signal):
         yield stop

@@ -281,7 +281,7 @@ class Runtime:
             "app %r started: %d tasks, executors %s",
             self.name,
             len(self._specs),
-            ", ".join(f"{k}({e.size()})" for k, e in self._started.items()),
+            ", ".join(f"{k}({e.size_label()})" for k, e in self._started.items()),
         )
         await self._events.fire("worker_running")
 
@@ -333,7 +333,8 @@ class Runtime:
         try:
             await self._events.fire("worker_stopping")
             await self._close_run()
-            await self._events.drain(self.config.shutdown_timeout)
+            # (hurried by a second Ctrl-C: the handlers still running are cancelled now)
+            await self._events.drain(0.0 if self._hurried else self.config.shutdown_timeout)
         finally:
             self.state = RunState.STOPPED
             transition.set_result(None)

@@ -51,7 +51,7 @@ from .executors.base import Executor
 from .executors.process.direct import LATE, DirectCalls
 from .executors.thread import Threads
 from .handoff import WAKE_S, call_in_loop
-from .lifecycle import SignalPipe, run_forever_deferred
+from .lifecycle import SignalPipe, leave_now, run_forever_deferred
 from .middleware.base import Middleware
 from .progress import ProgressCallback
 from .registration import TaskDecorator
@@ -177,8 +177,11 @@ def _drain_all_at_exit() -> None:
     main, me = threading.main_thread(), threading.current_thread()
     main.join()  # returns once the main thread has finished the program
     # An exception the program did not catch, as Python printed it (3.12+: last_exc).
+    # Not in an interactive session: there, every exception printed is kept there,
+    # though the session went on and ended normally.
     ended_with = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
-    interrupted = isinstance(ended_with, KeyboardInterrupt)
+    interactive = hasattr(sys, "ps1") or sys.flags.interactive
+    interrupted = isinstance(ended_with, KeyboardInterrupt) and not interactive
     while True:  # a thread we join may start another: look again until none is left
         others = [t for t in threading.enumerate() if not t.daemon and t not in (main, me)]
         if not others:
@@ -506,11 +509,15 @@ class QueueTasks:
                 # The stop runs in a thread of its own, so that this one sees a second
                 # signal meanwhile: it cancels the running tasks now.
                 stopper = _Stopper(self)
+                hurried = False
                 while not stopper.done.is_set():
                     again = signals.wait(WAKE_S)
-                    if again is not None:
+                    if again is not None and not hurried:
                         log.warning("%s again: cancelling the running tasks now", again)
                         self.core.hurry_stop()
+                        hurried = True
+                    elif again is not None:  # a stop that hangs: out, at once
+                        leave_now(again)
                 stopper.result()
             finally:
                 try:

@@ -115,3 +115,71 @@ async def test_a_wait_that_outlives_its_call_gives_back_nothing(
     assert child is not None and getattr(child, "returning", None) == "late"
     assert await app.wait_idle(WAIT_S)
     assert inline.active == 0
+
+
+async def test_a_caller_driving_a_call_of_another_lane_lends_its_slot(app: QueueTasks) -> None:
+    """An inline parent (the lane's only slot) waits for a thread child on an idle
+    lane: its own task drives the child (eager.py), and the child waits for an inline
+    grandchild. The parent's slot is lent meanwhile: the grandchild runs (before, it
+    waited until its time ran out)."""
+    app.config.max_tasks_process = 1
+
+    @app.task
+    async def grandchild() -> str:
+        return "g"
+
+    @app.task(executor="thread", echo=True)
+    def tchild(self: SyncTask) -> str | None:
+        done = self.add_task("grandchild", timeout=WAIT_S)
+        return None if done is None else done.returning
+
+    @app.task(echo=True)
+    async def parent(self: AsyncTask) -> str | None:
+        done = await self.add_task("tchild", timeout=3 * WAIT_S)
+        return None if done is None else done.returning
+
+    await app.start()
+    done = await app.add_task("parent", timeout=4 * WAIT_S)
+    assert done is not None and done.returning == "g"
+    assert app.executors["inline"].stats()["lent"] == 0
+
+
+async def test_while_a_parent_waits_it_still_counts_as_running(
+    app: QueueTasks, gate: asyncio.Event
+) -> None:
+    """A lent slot lets one more call run; the waiting one still runs: `active` (and
+    the app's stats) count it, and the executor says how many slots are lent."""
+    app.config.max_tasks_process = 1
+
+    @app.task
+    async def child() -> None:
+        await gate.wait()
+
+    @app.task(echo=True)
+    async def parent(self: AsyncTask) -> None:
+        await self.add_task("child", timeout=WAIT_S)
+
+    await app.start()
+    await app.add_task("parent")
+    inline = app.executors["inline"]
+    await until(lambda: inline.active == 2, 10, "the parent and its child running")
+    assert inline.stats() == {"slots": 2, "active": 2, "lent": 1}
+    gate.set()
+    assert await app.wait_idle(WAIT_S)
+    assert inline.stats() == {"slots": 1, "active": 0, "lent": 0}
+
+
+def test_a_thread_pool_lends_at_most_max_lent_threads() -> None:
+    """Each slot a blocked thread lends is an OS thread more: a bound, past which a
+    wait keeps its slot (else 10,000 waiting parents would start 10,000 threads)."""
+    pool = ThreadExecutor(max_workers=1)
+    pool.max_lent = 2
+    asyncio.run(pool.start())
+    try:
+        assert [pool.lend() for _ in range(3)] == [True, True, False]
+        assert pool.stats()["lent"] == 2 and pool.slots == 3
+        pool.give_back()
+        pool.give_back()
+        assert pool.slots == 1
+    finally:
+        asyncio.run(pool.aclose())

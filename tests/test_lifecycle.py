@@ -91,6 +91,37 @@ def test_a_second_sigint_while_stopping_cancels_the_running_task_now(facade: str
     assert "0 running tasks finished, 1 cancelled, 5 queued tasks not run" in err
 
 
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("facade", ["async", "sync"])
+def test_a_third_sigint_leaves_a_stop_that_hangs(facade: str) -> None:
+    """A stop that cannot end (an event handler that never returns): the second
+    Ctrl-C cannot cut it short, the third leaves at once, saying so."""
+    proc = subprocess.Popen(
+        [sys.executable, str(APP), facade, "stuck"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().strip() == "started"
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().strip() == "stopping handler hangs"
+        proc.send_signal(signal.SIGINT)  # (the next once this one is seen: two may merge)
+        seen = []
+        while "SIGINT again: cancelling the running tasks now" not in (
+            line := proc.stderr.readline()
+        ):
+            assert line, "".join(seen)
+            seen.append(line)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert "SIGINT a third time" in err, err
+
+
 def to_another_thread(pid: int, sig: int) -> None:
     """Send `sig` to a thread of `pid` other than its main one, as the kernel may
     deliver a Ctrl-C: the main thread, blocked in a wait, is not interrupted then, and

@@ -132,6 +132,35 @@ def test_a_script_ended_by_ctrl_c_stops_without_running_its_queue() -> None:
     assert "1 running tasks finished, 0 cancelled, 2 queued tasks not run" in out.stderr
 
 
+def test_an_interactive_session_that_went_on_after_a_ctrl_c_still_drains() -> None:
+    """In `python -i` (a REPL, IPython), every exception printed is kept as
+    sys.last_exc, though the session went on: its normal end still drains the queue
+    (the review's case: a Ctrl-C pressed earlier made it drop the queued tasks)."""
+    session = (
+        "import sys, time\n"
+        "from qtasks_mp import QueueTasks\n"
+        "app = QueueTasks()\n"
+        "app.config.thread_workers = 1\n"
+        "@app.task\n"
+        "def job(i):\n"
+        "    time.sleep(0.2)  # still queued when the session ends\n"
+        "    sys.stdout.write(f'ran {i}\\n')\n"
+        "\n"
+        "raise KeyboardInterrupt\n"
+        "for i in range(3): app.add_task('job', i)\n"
+        "\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-i"], input=session, capture_output=True, text=True, timeout=30
+    )
+    assert "KeyboardInterrupt" in out.stderr, out.stderr
+    assert sorted(line for line in out.stdout.splitlines() if line.startswith("ran")) == [
+        "ran 0",
+        "ran 1",
+        "ran 2",
+    ], (out.stdout, out.stderr)
+
+
 RACE = """\
 import asyncio, gc, logging, sys, threading
 from qtasks_mp import QueueTasks, ThreadExecutor

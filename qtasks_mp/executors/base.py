@@ -160,14 +160,14 @@ class Executor(ABC):
 
     def lend(self) -> bool:
         """A running call waits for another task (lending.py): may the executor run one
-        more call than its slots until `give_back()`? Yes only where the waiting call
-        holds nothing another call needs (a coroutine, a blocked thread when another
-        can be started): then `active` counts it no more, and `wakeup()`. The default:
-        False (the call keeps its slot)."""
+        call more than it has slots until `give_back()`? Yes only where the waiting call
+        holds nothing another call needs (a coroutine; a blocked thread, when another
+        can be started): then `slots` grows by one meanwhile (the call still counts as
+        `active`), and `wakeup()`. The default: False (the call keeps its slot)."""
         return False
 
     def give_back(self) -> None:
-        """The wait `lend()` said True for ended: the call holds its slot again."""
+        """A wait `lend()` said True for ended: `slots` as before."""
 
     def attach(
         self, name: str, on_room: Callable[[], None] | None, *, shared_store: bool = False
@@ -226,7 +226,7 @@ class Executor(ABC):
     async def aclose(self, cancel_pending: bool = False) -> None:
         """Release resources. The dispatcher has already waited for running calls."""
 
-    def size(self) -> str:
+    def size_label(self) -> str:
         """Its size as the app's start line says it (`inline(10)`): `slots` by default."""
         return str(self.slots)
 

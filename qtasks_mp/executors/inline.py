@@ -23,23 +23,30 @@ class InlineExecutor(Executor):
     def __init__(self, max_tasks: int | None = None) -> None:
         super().__init__()
         self.max_tasks = max_tasks or 10
+        self.lent = 0  # slots lent by calls waiting for other tasks (`lend`)
 
     @property
     def slots(self) -> int:
-        return self.max_tasks
+        return self.max_tasks + self.lent
 
     @property
     def capacity(self) -> int:
-        return self.max_tasks - self._active  # (`slots - active`, read once a call: one call less)
+        # (`slots - active`, read once a call: one call less)
+        return self.max_tasks + self.lent - self._active
 
     def lend(self) -> bool:
-        """A coroutine waiting for another task holds nothing: its slot runs another."""
-        self._active -= 1
-        self.wakeup()
+        """A coroutine waiting for another task holds nothing: one more runs meanwhile."""
+        full = self.capacity <= 0
+        self.lent += 1
+        if full:  # (else the dispatcher takes what waits already)
+            self.wakeup()
         return True
 
     def give_back(self) -> None:
-        self._active += 1
+        self.lent -= 1
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "lent": self.lent}
 
     def run(self, call: Call) -> Coroutine[Any, Any, Any]:
         """The coroutine that runs `call`; for a coroutine function without a timeout,

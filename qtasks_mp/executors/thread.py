@@ -170,31 +170,35 @@ class ThreadExecutor(Executor):
         super().__init__()
         self.max_workers = max_workers or 8
         self.overrun = 0  # timed-out calls whose thread is still running
+        self.lent = 0  # slots lent by calls blocked waiting for other tasks: threads more
+        #: At most this many threads more for blocked calls (then a wait keeps its slot).
+        self.max_lent = max(32, 4 * self.max_workers)
         self._threads: Threads | None = None
         self._waits: dict[Call, asyncio.Future[Any]] = {}  # what `run` awaits, per call
 
     @property
     def slots(self) -> int:
-        return self.max_workers
+        return self.max_workers + self.lent
 
     @property
     def capacity(self) -> int:
-        return self.max_workers - self.active - self.overrun
+        return self.max_workers + self.lent - self.active - self.overrun
 
     async def start(self) -> None:
         if self._threads is None:
             self._threads = Threads(self.max_workers, "qtasks_mp-thread")
 
     def lend(self) -> bool:
-        """A call blocked waiting for another task: a thread more runs another call."""
-        if self._threads is None or not self._threads.add():
+        """A call blocked waiting for another task: a thread more runs another call,
+        up to `max_lent` threads more (each is an OS thread)."""
+        if self.lent >= self.max_lent or self._threads is None or not self._threads.add():
             return False
-        self._active -= 1
+        self.lent += 1
         self.wakeup()
         return True
 
     def give_back(self) -> None:
-        self._active += 1
+        self.lent -= 1
         if self._threads is not None:
             self._threads.retire()
 
@@ -267,7 +271,7 @@ class ThreadExecutor(Executor):
 
     def stats(self) -> dict[str, Any]:
         threads = 0 if self._threads is None else len(self._threads)
-        return {**super().stats(), "overrun": self.overrun, "threads": threads}
+        return {**super().stats(), "overrun": self.overrun, "lent": self.lent, "threads": threads}
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:

@@ -5,6 +5,8 @@ the program's SIGINT handler is installed, then prints "started" for the test to
 mode "finishes": long_job ends within shutdown_timeout.
 mode "overruns": long_job never ends and is cancelled.
 mode "hangs": the same with a shutdown_timeout of 60 s: only a second signal ends the stop.
+mode "stuck": long_job ends, but a worker_stopping handler never returns: a third
+signal leaves.
 """
 
 from __future__ import annotations
@@ -45,6 +47,14 @@ async def long_job() -> str:
     await asyncio.sleep(0.3)
     print("long_job finished", flush=True)
     return "done"
+
+
+if mode == "stuck":
+
+    @core.events.on.worker_stopping()
+    async def never_returns(app: object) -> None:
+        print("stopping handler hangs", flush=True)
+        await asyncio.Event().wait()
 
 
 @core.task

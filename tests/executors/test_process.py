@@ -538,5 +538,5 @@ async def test_workers_never_run_the_main_module_again(tmp_path: Path, start_met
 
 async def test_the_start_line_gives_the_pools_size_in_workers() -> None:
     """Not its slots (workers x pipeline depth): 'process(4)' on 2 CPUs read as 4 workers."""
-    assert ProcessExecutor(max_workers=2, autoscale=False).size() == "2 workers"
-    assert ProcessExecutor(max_workers=3).size() == "1-3 workers"  # autoscaled from 1
+    assert ProcessExecutor(max_workers=2, autoscale=False).size_label() == "2 workers"
+    assert ProcessExecutor(max_workers=3).size_label() == "1-3 workers"  # autoscaled from 1

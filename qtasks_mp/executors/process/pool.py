@@ -440,7 +440,7 @@ class ProcessExecutor(Executor):
 
     # ------------------------------------------------------------------ stats
 
-    def size(self) -> str:
+    def size_label(self) -> str:
         """Workers, not `slots` (calls it holds at once: workers x pipeline depth)."""
         low = self.min_workers if self.policy is not None else self.max_workers
         return (

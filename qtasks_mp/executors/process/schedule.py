@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import wire
 from ...errors import SerializationError, TaskCancelError, TaskTimeout
+from ...lending import running_call
 from ...registries import Kind, TaskSpec
 from .calls import PendingCall, answer_add_task, emit_log, report_progress
 from .handle import WorkerHandle, WorkerState
@@ -287,6 +288,9 @@ class Scheduler:
         task.add_done_callback(self.answers.discard)
 
     async def _answer(self, h: WorkerHandle, message: list[Any]) -> None:
+        # Not a wait of whatever call ran where this task's context was copied from (a
+        # worker launched from an inline task's `app.cancel`): this pool lends its own.
+        running_call.set(None)
         _, call_id, request_id, payload, waits = message
         p = next((p for p in h.calls if p.call_id == call_id), None)
         if waits:  # the worker waits for a task this pool may have to run
