@@ -51,7 +51,7 @@ from .deadlines import Deadlines
 from .eager import Eager, carry_on
 from .errors import Retry, TaskCancelError
 from .executors.base import Call, Executor
-from .lending import Lending, running_call
+from .lending import Lending, Slot, current_call, running_call
 from .lifecycle import Supervisor
 from .registries import TaskSpec
 from .stores.base import CANCELLED_QUEUED, Store
@@ -333,7 +333,7 @@ class Dispatcher:
         # A running call driving this one (say of another lane) waits for it: its slot
         # is lent meanwhile, as to a waiter (lending.py); this call may wait for a task
         # of the caller's lane.
-        caller = running_call.get()
+        caller = current_call()
         lent = caller is not None and self.lending.lend(caller)
         eager = Eager(self._execute(mine, route, lane, None), self._adopt)
         self._eager.add(eager)
@@ -422,6 +422,8 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         inbox, executor, routes = lane.inbox, lane.executor, self.routes
         me = asyncio.current_task()
+        slot = Slot()  # the call this worker runs, for a wait made there (lending.py)
+        running_call.set(slot)
         self._slice_end = monotonic() + _SLICE_S
         lane.recruiting = False
         while True:
@@ -460,7 +462,7 @@ class Dispatcher:
             record = inbox.popleft()
             if inbox and not lane.recruiting:  # (`_recruit` would return at once)
                 self._recruit(lane)
-            await self._execute(record, routes.get(record.task_name), lane, me)
+            await self._execute(record, routes.get(record.task_name), lane, me, slot)
             if monotonic() > self._slice_end:
                 self._slice_end = monotonic() + _SLICE_S  # (for the workers run meanwhile)
                 await asyncio.sleep(0)  # let the producers, timers and other lanes run
@@ -471,18 +473,19 @@ class Dispatcher:
         route: Route | None,
         lane: _Lane,
         worker: asyncio.Task[Any] | None,
+        slot: Slot | None = None,
     ) -> None:
         """Run one call through its chain, record its outcome and finish it. `worker`:
-        the asyncio task of the lane's worker running it, or None when its waiting
-        caller drives it (eager.py); `cancel` cancels a worker's task for a non-eager
-        route."""
+        the asyncio task of the lane's worker running it, and its `slot`; or None when
+        its waiting caller drives it (eager.py); `cancel` cancels a worker's task for a
+        non-eager route."""
         executor = lane.executor
         executor.claim()
         record.started_at = record.updated_at = time.time()
         call: Call | None = None
-        # The call running here (lending.py); after it, what it was (a caller driving it
-        # may be a call itself), or None (holding no record alive).
-        outer = None if worker is not None else running_call.get()
+        # The call running here (lending.py): in the worker's slot, or (a caller driving
+        # it) in the context variable, restored after it (the caller may be a call).
+        outer = None if slot is not None else running_call.get()
         try:
             if route is None:  # (no chain, so no CallLogging: said here)
                 unknown = LookupError(
@@ -497,7 +500,10 @@ class Dispatcher:
                 ctx_type = AsyncTask if spec.kind.is_async else SyncTask
                 context = ctx_type(self.host, spec.name, record.uuid, record.retry + 1, record)
             call = Call(spec, record, context)
-            running_call.set(call)
+            if slot is not None:
+                slot.call = call
+            else:
+                running_call.set(call)
             key = record.key
             self._running[key] = (call, None if route.eager else worker)
             # Decided as the chain ends, with no await in between: a cancel asked before
@@ -546,7 +552,9 @@ class Dispatcher:
             record.status = TaskStatus.ERROR
             record.traceback = _format(e)
         finally:
-            if call is not None:
+            if slot is not None:
+                slot.call = None
+            elif call is not None:
                 running_call.set(outer)
             # No dispatcher wake-up here: this worker takes the next batch itself. A
             # call run by its caller does not, so it wakes a worker that found no room.

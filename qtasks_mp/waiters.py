@@ -41,7 +41,7 @@ from uuid import UUID
 from .context import TaskHost
 from .deadlines import Deadline, Deadlines
 from .executors.base import Call
-from .lending import Lending, running_call
+from .lending import Lending, Slot, running_call
 from .lifecycle import Supervisor
 from .task import FINISHED, Task, TaskRecord, uuid_of
 
@@ -283,9 +283,11 @@ class Waiters:
         fut._owner = self
         fut._key = key
         fut._callback = fut._more = fut._lent = None
-        call = running_call.get()
-        if call is not None and self.lending is not None and self.lending.lend(call):
-            fut._lent = call
+        running = running_call.get()
+        if running is not None and self.lending is not None:
+            call = running.call if isinstance(running, Slot) else running  # (current_call)
+            if call is not None and self.lending.lend(call):
+                fut._lent = call
         if self._futures.setdefault(key, fut) is not fut:
             self._more.setdefault(key, []).append(fut)
         if timeout is None:
