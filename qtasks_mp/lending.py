@@ -83,7 +83,10 @@ class Lending:
     def give_back(self, call: Call) -> None:
         """A wait that started in `call` (`lend` said True) ended: the last one gives
         the slot back, whether the call still runs or not."""
-        waits, executor = self.waiting[call]
+        entry = self.waiting.get(call)
+        if entry is None:  # (a wait from before a restart: another dispatcher's)
+            return
+        waits, executor = entry
         if waits > 1:
             self.waiting[call] = (waits - 1, executor)
             return
