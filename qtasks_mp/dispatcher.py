@@ -685,6 +685,10 @@ class Dispatcher:
         tasks now instead of giving them the rest of its `timeout_s`."""
         self._hurried.set()
 
+    @property
+    def hurried(self) -> bool:
+        return self._hurried.is_set()
+
     async def stop(self, timeout_s: float) -> tuple[int, int]:
         """Stop taking tasks; give running ones `timeout_s`, then cancel them.
 

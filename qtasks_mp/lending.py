@@ -93,8 +93,3 @@ class Lending:
         del self.waiting[call]
         if executor is not None:
             executor.give_back()
-
-    @property
-    def lent(self) -> int:
-        """Slots lent now."""
-        return sum(executor is not None for _, executor in self.waiting.values())

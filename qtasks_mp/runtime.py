@@ -84,8 +84,8 @@ class Runtime:
         self.loop_thread_id: int | None = None
         self.waiters: Waiters | None = None  # of the loop the app is bound to
         self.dispatcher: Dispatcher | None = None
-        self._stopping: Dispatcher | None = None  # the one a stop under way stops
-        self._hurried = False  # `hurry` came: the next stop cancels at once
+        # The last run's dispatcher once a stop took it (it keeps whether it was hurried).
+        self._stopping: Dispatcher | None = None
         self._transition: asyncio.Future[None] | None = None  # the start/stop under way
         self._users = 0  # `async with app` blocks inside: the last one out stops it
         self._started: dict[str, Executor] = {}  # lane -> executor started for this run
@@ -286,7 +286,7 @@ class Runtime:
         await self._events.fire("worker_running")
 
     async def _start_run(self) -> None:
-        self._hurried = False
+        self._stopping = None
         waiters = self.bind_loop()
         self._tell_ended = self._events.wants_ended()
         await self.open_store()
@@ -334,7 +334,8 @@ class Runtime:
             await self._events.fire("worker_stopping")
             await self._close_run()
             # (hurried by a second Ctrl-C: the handlers still running are cancelled now)
-            await self._events.drain(0.0 if self._hurried else self.config.shutdown_timeout)
+            hurried = self._stopping is not None and self._stopping.hurried
+            await self._events.drain(0.0 if hurried else self.config.shutdown_timeout)
         finally:
             self.state = RunState.STOPPED
             transition.set_result(None)
@@ -343,9 +344,9 @@ class Runtime:
     def hurry(self) -> None:
         """(Loop.) The stop under way, or the next one, cancels the running tasks at
         once (a second Ctrl-C, which may come before the stop reaches the dispatcher)."""
-        self._hurried = True
-        if self._stopping is not None:
-            self._stopping.hurry()
+        dispatcher = self.dispatcher or self._stopping
+        if dispatcher is not None:
+            dispatcher.hurry()
 
     async def enter(self) -> None:
         await self.start()
@@ -368,14 +369,11 @@ class Runtime:
                 log.exception("app %r: stopping %r failed", self.name, service)
         dispatcher, self.dispatcher = self.dispatcher, None
         self._stopping = dispatcher
-        if dispatcher is not None and self._hurried:
-            dispatcher.hurry()
         waiters = self.waiters
         done = cancelled = dropped = 0
         try:
             if dispatcher is not None:
                 done, cancelled = await dispatcher.stop(self.config.shutdown_timeout)
-            self._stopping = None
             if self._store_open:
                 await self.progress.stop()
             if self._store_open and not self.store.shared:

@@ -9,7 +9,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
 
@@ -43,3 +43,13 @@ def wait_until(check: Callable[[], T], timeout_s: float, what: str) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(EVERY_S)
+
+
+def read_until(stream: IO[str], text: str) -> str:
+    """The lines of a child's output stream up to and including the first holding
+    `text` (bounded by the child's end: it fails, with what was read, if none does)."""
+    seen = []
+    while text not in (line := stream.readline()):
+        assert line, f"{text!r} never came; read:\n{''.join(seen)}"
+        seen.append(line)
+    return "".join(seen) + line

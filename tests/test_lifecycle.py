@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from polling import read_until
 
 from qtasks_mp import AppNotRunning
 from qtasks_mp.asyncio import QueueTasks
@@ -18,14 +19,19 @@ from qtasks_mp.asyncio import QueueTasks
 APP = Path(__file__).parent / "apps" / "shutdown_app.py"
 
 
-def run_and_interrupt(facade: str, mode: str, sig: int) -> tuple[int, str, str]:
-    proc = subprocess.Popen(
+def launch(facade: str, mode: str) -> subprocess.Popen[str]:
+    """tests/apps/shutdown_app.py, its stdout and stderr piped."""
+    return subprocess.Popen(
         [sys.executable, str(APP), facade, mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def run_and_interrupt(facade: str, mode: str, sig: int) -> tuple[int, str, str]:
+    proc = launch(facade, mode)
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # blocks until the long task has started
@@ -66,21 +72,12 @@ def test_a_second_sigint_while_stopping_cancels_the_running_task_now(facade: str
     cleanly, though both signals reach a thread other than the main one. Before, the
     sync facade's stop was cut off by a KeyboardInterrupt (a traceback, the stop left
     half done), or, the signal in another thread, waited the 60 s out."""
-    proc = subprocess.Popen(
-        [sys.executable, str(APP), facade, "hangs"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = launch(facade, "hangs")
     try:
         assert proc.stdout is not None and proc.stderr is not None
         assert proc.stdout.readline().strip() == "started"
         to_another_thread(proc.pid, signal.SIGINT)
-        seen = []
-        while "SIGINT received: stopping" not in (line := proc.stderr.readline()):
-            assert line, seen  # (it ended without stopping)
-            seen.append(line)
+        read_until(proc.stderr, "SIGINT received: stopping")
         to_another_thread(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=20)
     finally:
@@ -96,25 +93,14 @@ def test_a_second_sigint_while_stopping_cancels_the_running_task_now(facade: str
 def test_a_third_sigint_leaves_a_stop_that_hangs(facade: str) -> None:
     """A stop that cannot end (an event handler that never returns): the second
     Ctrl-C cannot cut it short, the third leaves at once, saying so."""
-    proc = subprocess.Popen(
-        [sys.executable, str(APP), facade, "stuck"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = launch(facade, "stuck")
     try:
         assert proc.stdout is not None and proc.stderr is not None
         assert proc.stdout.readline().strip() == "started"
         proc.send_signal(signal.SIGINT)
         assert proc.stdout.readline().strip() == "stopping handler hangs"
         proc.send_signal(signal.SIGINT)  # (the next once this one is seen: two may merge)
-        seen = []
-        while "SIGINT again: cancelling the running tasks now" not in (
-            line := proc.stderr.readline()
-        ):
-            assert line, "".join(seen)
-            seen.append(line)
+        read_until(proc.stderr, "SIGINT again: cancelling the running tasks now")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
     finally:

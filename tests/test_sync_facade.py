@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from polling import read_until
 
 from qtasks_mp import QueueTasks, SyncTask, ThreadExecutor
 
@@ -405,15 +406,12 @@ def test_add_task_before_run_forever_warns_that_the_queue_is_in_memory(tmp_path:
     )
     try:
         assert proc.stderr is not None
-        seen = []
-        while "press Ctrl-C to stop" not in (line := proc.stderr.readline()):
-            assert line, "".join(seen)
-            seen.append(line)
+        started = read_until(proc.stderr, "press Ctrl-C to stop")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
-    said = "".join(seen) + err
+    said = started + err
     assert proc.returncode == 0, said
     assert "with its queue in memory, not in its home file" in said
     assert "Call run_forever() before adding tasks" in said
